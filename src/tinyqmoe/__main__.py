@@ -1,0 +1,5 @@
+import sys
+
+from tinyqmoe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Llama model: configuration, loaders, tokenizer and the forward pass."""
