@@ -114,3 +114,16 @@ class Checkpoint:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class MemoryCheckpoint(Checkpoint):
+    """A checkpoint held in memory (tests, synthetic models)."""
+
+    def __init__(self, config: LlamaConfig, tensors: dict[str, np.ndarray],
+                 tokenizer: TokenizerSpec | None = None, path: str | Path = "<memory>"):
+        super().__init__(path, config, tokenizer, {k: tuple(v.shape) for k, v in tensors.items()},
+                         {k: str(v.dtype) for k, v in tensors.items()})
+        self._tensors = tensors
+
+    def _read(self, name: str) -> np.ndarray:
+        return self._tensors[name]
