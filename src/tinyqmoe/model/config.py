@@ -13,6 +13,9 @@ from pathlib import Path
 from tinyqmoe.errors import UnsupportedModel, UsageError
 
 
+_LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
     vocab_size: int            # V
@@ -90,7 +93,9 @@ class LlamaConfig:
             raise UnsupportedModel("attention/MLP biases are not supported", path)
         try:
             n_heads = int(d["num_attention_heads"])
-            scaling = d.get("rope_scaling")
+            # transformers < 5 writes rope_scaling (+ rope_theta); >= 5 nests both in rope_parameters
+            params = d.get("rope_parameters") or {}
+            scaling = d.get("rope_scaling") or (params if params.get("rope_type", "default") != "default" else None)
             if scaling is not None:
                 scaling = dict(scaling)
                 kind = scaling.get("rope_type", scaling.get("type"))
@@ -99,10 +104,10 @@ class LlamaConfig:
                 elif kind != "llama3":
                     raise UnsupportedModel(f"rope_scaling type {kind!r} is not supported (only llama3)", path)
                 else:
-                    scaling["rope_type"] = "llama3"
+                    scaling = {"rope_type": "llama3", **{k: scaling[k] for k in _LLAMA3_KEYS}}
             rope_theta = d.get("rope_theta")
-            if rope_theta is None:  # transformers >= 5 nests it in rope_parameters
-                rope_theta = (d.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+            if rope_theta is None:
+                rope_theta = params.get("rope_theta", 10000.0)
             return cls(
                 vocab_size=int(d["vocab_size"]),
                 dim=int(d["hidden_size"]),

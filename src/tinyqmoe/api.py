@@ -1,0 +1,171 @@
+"""The Python API: `load()` a model, then `generate`, `stream`, `logits`, `loglikelihood_ids`."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from tinyqmoe.errors import UsageError
+from tinyqmoe.model.config import LlamaConfig
+from tinyqmoe.model.forward import RunState, forward
+from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, prefill
+from tinyqmoe.model.sampling import SamplingParams
+from tinyqmoe.model.tokenizer import Tokenizer
+
+# Prefill multiplies activations by weight blocks of this many bytes (f32) at a time; tuned by
+# the measured L2 size when a probe result is cached (see tinyqmoe.hw).
+DEFAULT_BLOCK_BYTES = 1 << 20
+
+
+def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = None,
+         max_memory: int | str | None = None, group: int | None = None, progress: bool = False) -> "Model":
+    """Load a model: an HF directory, a .gguf or .tqm file, or the name `default`.
+
+    weights: "int8" (symmetric per output channel, or per `group` inputs) or "f32" (reference).
+    """
+    from tinyqmoe.runtime import set_threads
+
+    if max_memory is not None:
+        raise UsageError("max_memory needs the streaming weight sources, which are not built yet")
+    n_threads = set_threads(threads)
+    from tinyqmoe.model.load import open_checkpoint, resolve
+    from tinyqmoe.model.weights import weights_from_checkpoint
+
+    path = resolve(path_or_name)
+    t0 = time.perf_counter()
+    with open_checkpoint(path) as ckpt:
+        if ckpt.tokenizer is None:
+            raise UsageError("model has no tokenizer (tokenizer.json)", path)
+        bar = _progress_bar(ckpt.config.n_layers, f"loading {path.name}") if progress else None
+        w = weights_from_checkpoint(ckpt, weights, group, progress=bar)
+        if bar:
+            bar(None, None)
+        model = Model(str(path_or_name), ckpt.config, Tokenizer(ckpt.tokenizer), w, weights)
+    model.load_seconds = time.perf_counter() - t0
+    model.threads = n_threads
+    return model
+
+
+class Model:
+    def __init__(self, name: str, config: LlamaConfig, tokenizer: Tokenizer, weights, weights_kind: str):
+        self.name = name
+        self.config = config
+        self.tokenizer = tokenizer
+        self.weights = weights
+        self.weights_kind = weights_kind
+        self.last_stats = GenerationStats()
+        self.load_seconds = 0.0
+        self.threads = 1
+        D = config.dim
+        self.block_rows = max(1, DEFAULT_BLOCK_BYTES // (4 * D))
+
+    # ---- sizes
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per parameter of the linear layers (scales included)."""
+        w = self.weights
+        lins = [w.embed] + [x for l in w.layers for x in (l.wqkv, l.wo, l.w_gate_up, l.w_down)]
+        if w.lm_head is not w.embed:
+            lins.append(w.lm_head)
+        n = sum(x.shape[0] * x.shape[1] for x in lins)
+        return 8.0 * sum(x.nbytes for x in lins) / n
+
+    def new_state(self, capacity: int = 256) -> RunState:
+        return RunState(self.config, capacity)
+
+    # ---- scoring
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """float32 [len(ids), V]: the full causal forward pass over `ids` from an empty cache."""
+        self._check_ids(ids)
+        return forward(self.weights, self.new_state(len(ids)), ids, all_logits=True, block_rows=self.block_rows)
+
+    def loglikelihood_ids(self, context_ids: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
+        """(sum log p(continuation | context), is it the greedy continuation) for each continuation.
+
+        The context runs once; each continuation continues from its KV cache. A continuation only
+        writes cache positions after the context, so rewinding `state.pos` restores the context.
+        """
+        if not context_ids:
+            raise UsageError("loglikelihood needs a non-empty context (start it with BOS)")
+        self._check_ids(context_ids)
+        longest = max((len(c) for c in continuations), default=0)
+        state = self.new_state(len(context_ids) + longest)
+        last = forward(self.weights, state, context_ids, block_rows=self.block_rows)[0]
+        n_ctx = state.pos
+        results = []
+        for cont in continuations:
+            if not cont:
+                results.append((0.0, True))
+                continue
+            self._check_ids(cont)
+            state.pos = n_ctx
+            rows = [last[None, :]]
+            if len(cont) > 1:
+                rows.append(forward(self.weights, state, cont[:-1], all_logits=True, block_rows=self.block_rows))
+            logits = np.concatenate(rows).astype(np.float64)
+            logz = np.log(np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1)) + logits.max(axis=1)
+            idx = np.arange(len(cont))
+            lp = float(np.sum(logits[idx, cont] - logz))
+            greedy = bool(np.all(np.argmax(logits, axis=1) == np.asarray(cont)))
+            results.append((lp, greedy))
+        return results
+
+    def loglikelihood(self, context: str, continuations: list[str]) -> list[tuple[float, bool]]:
+        """String-level scoring with lm-evaluation-harness tokenization conventions."""
+        from tinyqmoe.eval import loglikelihood
+
+        return loglikelihood(self, context, continuations)
+
+    # ---- generation
+    def stream_ids(self, ids: list[int], max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
+                   top_p: float = 1.0, seed: int | None = None) -> Iterator[int]:
+        self._check_ids(ids)
+        if not ids:
+            raise UsageError("empty prompt")
+        params = SamplingParams(temperature, top_k, top_p, seed)
+        stats = self.last_stats = GenerationStats()
+        state = self.new_state(min(self.config.max_seq_len, len(ids) + max_new_tokens))
+        n = min(max_new_tokens, self.config.max_seq_len - len(ids))
+        t0 = time.perf_counter()
+        logits = prefill(self.weights, state, ids, self.block_rows)
+        stats.prompt_tokens, stats.prompt_seconds = len(ids), time.perf_counter() - t0
+        yield from decode_n_tokens(self.weights, state, logits, n, params, self.tokenizer.stop_ids, stats)
+
+    def stream(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
+               top_p: float = 1.0, seed: int | None = None, chat: bool = False) -> Iterator[str]:
+        """Yield text pieces as tokens are generated. `chat=True` wraps the prompt in the chat template."""
+        if chat:
+            ids = self.tokenizer.encode_chat([{"role": "user", "content": prompt}])
+        else:
+            ids = self.tokenizer.encode(prompt)
+        dec = self.tokenizer.stream_decoder()
+        for token in self.stream_ids(ids, max_new_tokens, temperature, top_k, top_p, seed):
+            piece = dec.push(token)
+            if piece:
+                yield piece
+
+    def generate(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None, chat: bool = False) -> str:
+        return "".join(self.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, chat))
+
+    def _check_ids(self, ids) -> None:
+        V = self.config.vocab_size
+        bad = [i for i in ids if not 0 <= int(i) < V]
+        if bad:
+            raise UsageError(f"token id {bad[0]} is outside the vocabulary (0..{V - 1})")
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="layer", leave=False, file=None)
+
+    def update(done, _total):
+        if done is None:
+            bar.close()
+        else:
+            bar.update(done - bar.n)
+
+    return update

@@ -1,0 +1,113 @@
+"""Minimal safetensors reader (memory-mapped, bf16 aware) and atomic writer.
+
+The format: an 8-byte little-endian header length N, N bytes of JSON
+({name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}), then the data.
+numpy has no bfloat16, so we read the bytes ourselves and widen bf16 to float32.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from tinyqmoe.errors import CorruptionDetected, TruncatedInput, UnsupportedModel
+
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
+           "I8": np.int8, "U8": np.uint8, "I32": np.int32, "I64": np.int64}
+_MAX_HEADER = 100 << 20
+
+
+class SafetensorsFile:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self._f = open(self.path, "rb")
+        except OSError as exc:
+            raise UnsupportedModel(f"cannot open: {exc.strerror}", path) from None
+        size = os.fstat(self._f.fileno()).st_size
+        if size < 8:
+            raise TruncatedInput("shorter than a safetensors header", path)
+        (n,) = struct.unpack("<Q", self._f.read(8))
+        if n > min(size - 8, _MAX_HEADER):
+            raise TruncatedInput(f"header length {n} exceeds the file", path)
+        try:
+            header = json.loads(self._f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise CorruptionDetected("safetensors header is not valid JSON", path) from None
+        self.metadata = header.pop("__metadata__", {}) or {}
+        self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else None
+        self._base = 8 + n
+        self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+        for name, e in header.items():
+            try:
+                dtype, shape, (begin, end) = e["dtype"], tuple(int(s) for s in e["shape"]), e["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise CorruptionDetected(f"bad header entry for {name!r}", path) from None
+            if dtype not in _DTYPES:
+                raise UnsupportedModel(f"tensor {name!r} has unsupported dtype {dtype}", path)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[dtype]).itemsize
+            if not (0 <= begin <= end and end - begin == nbytes and self._base + end <= size):
+                raise CorruptionDetected(f"tensor {name!r} offsets {begin}..{end} do not fit its shape or the file", path)
+            self.entries[name] = (dtype, shape, self._base + begin, nbytes)
+
+    def dtype_name(self, name: str) -> str:
+        return self.entries[name][0].lower()
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.entries[name][1]
+
+    def read(self, name: str) -> np.ndarray:
+        """The tensor widened to float32 (a copy; the file stays mapped, not loaded)."""
+        dtype, shape, offset, nbytes = self.entries[name]
+        raw = np.frombuffer(self._mm, dtype=_DTYPES[dtype], count=nbytes // np.dtype(_DTYPES[dtype]).itemsize,
+                            offset=offset)
+        if dtype == "BF16":
+            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+        return raw.astype(np.float32).reshape(shape)
+
+    def close(self) -> None:
+        if self._mm is not None:
+            self._mm.close()
+        self._f.close()
+
+
+def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), round to nearest even."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = u + (np.uint32(0x7FFF) + ((u >> 16) & 1))
+    return (rounded >> 16).astype(np.uint16)
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], dtypes: dict[str, str] | None = None,
+                      metadata: dict[str, str] | None = None) -> None:
+    """Write tensors atomically; `dtypes[name] == "BF16"` stores a float32 array as bfloat16."""
+    path = Path(path)
+    header, blobs, offset = {}, [], 0
+    for name, arr in tensors.items():
+        kind = (dtypes or {}).get(name) or {np.float32: "F32", np.float16: "F16"}[arr.dtype.type]
+        data = f32_to_bf16_bits(arr) if kind == "BF16" else np.ascontiguousarray(arr, dtype=_DTYPES[kind])
+        b = data.tobytes()
+        header[name] = {"dtype": kind, "shape": list(arr.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    if metadata:
+        header["__metadata__"] = metadata
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-len(hb) % 8)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(hb)))
+            f.write(hb)
+            for b in blobs:
+                f.write(b)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

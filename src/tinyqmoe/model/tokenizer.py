@@ -1,0 +1,100 @@
+"""Tokenizer: a `tokenizers.Tokenizer` plus BOS/EOS conventions and the jinja2 chat template."""
+from __future__ import annotations
+
+import datetime
+import json
+
+from tinyqmoe.model.checkpoint import TokenizerSpec
+
+# Tokens that end a turn or a document in the model families we run; used as stop tokens when present.
+_STOP_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<|eom_id|>")
+
+
+class Tokenizer:
+    def __init__(self, spec: TokenizerSpec):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.spec = spec
+        self._tok = HFTokenizer.from_str(spec.tokenizer_json)
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        self.bos_id = self._tok.token_to_id(spec.bos_token) if spec.bos_token else None
+        self.eos_id = self._tok.token_to_id(spec.eos_token) if spec.eos_token else None
+        stops = {self._tok.token_to_id(t) for t in _STOP_TOKENS} | {self.eos_id}
+        self.stop_ids = frozenset(i for i in stops if i is not None)
+        self._template = None
+
+    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+        """Token ids of `text`; BOS is prepended when `add_bos` (default: the model's convention)."""
+        ids = self._tok.encode(text, add_special_tokens=False).ids
+        if (self.spec.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
+            ids = [self.bos_id] + ids
+        return ids
+
+    def decode(self, ids, skip_special: bool = True) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self._tok.id_to_token(i)
+
+    # ---- chat
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self.spec.chat_template)
+
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The prompt text for `messages`, rendered as transformers' apply_chat_template renders it."""
+        if self._template is None:
+            self._template = _compile_template(self.spec.chat_template or _FALLBACK_TEMPLATE)
+        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                     bos_token=self.spec.bos_token or "", eos_token=self.spec.eos_token or "")
+
+    def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        # The template writes any BOS itself, so no special tokens are added on top.
+        return self.encode(self.render_chat(messages, add_generation_prompt), add_bos=False)
+
+    def stream_decoder(self) -> "StreamDecoder":
+        return StreamDecoder(self)
+
+
+class StreamDecoder:
+    """Turns a growing list of ids into text pieces, never splitting a UTF-8 character."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._tok = tokenizer
+        self._ids: list[int] = []
+        self._emitted = 0  # characters of the decoded text already returned
+
+    def push(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        text = self._tok.decode(self._ids)
+        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the next token
+            return ""
+        piece, self._emitted = text[self._emitted:], len(text)
+        return piece
+
+
+_FALLBACK_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def _compile_template(source: str):
+    """Compile a chat template the way transformers does (sandboxed, trim/lstrip blocks)."""
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def strftime_now(fmt):
+        return datetime.datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env.from_string(source)
