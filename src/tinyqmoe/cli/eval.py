@@ -1,0 +1,69 @@
+"""`tinyqmoe eval`: accuracy and latency on MMLU / ARC-Easy / ARC-Challenge (see docs/eval.md).
+
+  tinyqmoe eval MODEL --tasks mmlu,arc_easy,arc_challenge [--split test --limit N --shots K ...]
+  tinyqmoe eval --compare Original=default:f32 8-bit=default:int8 Compressed=smol.tqm --tasks arc_easy
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+VARIANT_HELP = "[LABEL=]MODEL[:f32|int8], e.g. Original=default:f32 8-bit=default:int8 Compressed=smol.tqm"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="accuracy + latency on MMLU / ARC (log-likelihood, lm-eval prompts)",
+        description="Score multiple-choice questions by log-likelihood with lm-evaluation-harness "
+                    "prompts. Per-question results go to a jsonl in --output as they finish, so an "
+                    "interrupted run continues where it stopped. See docs/eval.md.")
+    p.add_argument("model", nargs="?", help="model path or name (default), optionally MODEL:f32|int8")
+    p.add_argument("--compare", nargs="+", metavar="VARIANT",
+                   help=f"evaluate several variants on the same questions; {VARIANT_HELP}")
+    p.add_argument("--tasks", default="mmlu,arc_easy,arc_challenge",
+                   help="comma-separated: mmlu, arc_easy, arc_challenge (default: all three)")
+    p.add_argument("--split", default="test", choices=("test", "validation"))
+    p.add_argument("--limit", type=int, help="score N questions per task: the first N for ARC, "
+                   "a deterministic subject-stratified sample for MMLU")
+    p.add_argument("--shots", type=int, help="few-shot examples (default: 5 for MMLU, 0 for ARC)")
+    p.add_argument("--weights", choices=("f32", "int8"), help="weights to run MODEL with")
+    p.add_argument("--threads", type=int, help="engine threads")
+    p.add_argument("--max-memory", help="engine memory budget, passed to tinyqmoe.load")
+    p.add_argument("--output", help="directory for samples, results.json/.md "
+                   "(default eval-out/<model>-<weights>, or eval-out/compare)")
+    p.add_argument("--bos", action=argparse.BooleanOptionalAction, default=None,
+                   help="prepend BOS to contexts (default: the tokenizer's add_bos convention)")
+    p.add_argument("--workers", type=int, help="shard over N Ray actors on a local Ray cluster "
+                   "(pip install 'tinyqmoe[distributed]')")
+    p.add_argument("--ray", metavar="ADDRESS", help="join an existing Ray cluster instead")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tinyqmoe.errors import UsageError
+    from tinyqmoe.eval.runner import ModelSpec
+
+    options = {"threads": args.threads, "max_memory": args.max_memory}
+    common = dict(split=args.split, limit=args.limit, shots=args.shots, progress=not args.no_progress,
+                  workers=args.workers, ray_address=args.ray)
+    if args.compare:
+        if args.model:
+            raise UsageError("give either MODEL or --compare VARIANT..., not both")
+        from tinyqmoe.eval.compare import compare, compare_markdown
+        specs = [ModelSpec.parse(v, **options) for v in args.compare]
+        table = compare(specs, args.tasks, output=args.output or "eval-out/compare", **common)
+        sys.stdout.write(compare_markdown(table))
+        return 0
+    if not args.model:
+        raise UsageError(f"name a MODEL to evaluate, or --compare {VARIANT_HELP}")
+    from tinyqmoe.eval.report import markdown_table
+    from tinyqmoe.eval.runner import evaluate
+    spec = ModelSpec.parse(args.model, **options)
+    if args.weights:
+        spec = ModelSpec(spec.source, args.weights, spec.label, spec.threads, spec.max_memory)
+    distributed = args.workers is not None or args.ray is not None
+    results = evaluate(spec if distributed else spec.load(), args.tasks, output=args.output,
+                       add_bos=args.bos, **common)
+    sys.stdout.write(markdown_table(results))
+    return 0

@@ -1,0 +1,160 @@
+"""Run tasks over a model: select questions, score the ones not yet in the samples file, report.
+
+    results = evaluate(model_or_spec, ["arc_easy"], split="test", limit=50, output="out/eval")
+
+`model_or_spec` is a loaded model (the API of `tinyqmoe.load`) or a `ModelSpec`, which says how
+to load one; Ray workers need the spec, since each loads its own copy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+import sys
+from pathlib import Path
+
+from tinyqmoe.errors import UsageError
+from tinyqmoe.eval.data import Doc, select
+from tinyqmoe.eval.scoring import score_doc, uses_bos
+from tinyqmoe.eval.store import SampleStore
+from tinyqmoe.eval.tasks import TASKS, Task, get_tasks
+
+WEIGHT_KINDS = ("f32", "int8")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """How to load a model: `[LABEL=]SOURCE[:WEIGHTS]`, e.g. `Original=default:f32`, `smol.tqm`."""
+    source: str                       # a path or a model alias ("default")
+    weights: str | None = None        # "f32" | "int8"; None: the loader's default
+    label: str | None = None          # column name in comparisons
+    threads: int | None = None
+    max_memory: str | None = None
+    factory: str = "tinyqmoe:load"    # "module:function" called as f(source, **options)
+
+    @classmethod
+    def parse(cls, text: str, **options) -> "ModelSpec":
+        label, sep, rest = text.partition("=")
+        if not sep:
+            label, rest = None, text
+        source, weights = rest, None
+        head, colon, tail = rest.rpartition(":")
+        if colon and tail in WEIGHT_KINDS:
+            source, weights = head, tail
+        if not source:
+            raise UsageError(f"model variant {text!r} names no model ([LABEL=]MODEL[:f32|int8])")
+        return cls(source=source, weights=weights, label=label or None, **options)
+
+    @property
+    def title(self) -> str:
+        return self.label or (f"{self.source}:{self.weights}" if self.weights else self.source)
+
+    def load(self):
+        module, _, name = self.factory.partition(":")
+        loader = getattr(importlib.import_module(module), name, None)
+        if loader is None:
+            raise UsageError(f"{self.factory} is not available in this build (no model loader)")
+        options = {k: v for k, v in (("weights", self.weights), ("threads", self.threads),
+                                     ("max_memory", self.max_memory)) if v is not None}
+        return loader(self.source, **options)
+
+
+def describe(model) -> dict:
+    return {"name": str(getattr(model, "name", type(model).__name__)),
+            "weights_kind": str(getattr(model, "weights_kind", "unknown")),
+            "bits_per_weight": getattr(model, "bits_per_weight", None),
+            "add_bos": uses_bos(model)}
+
+
+class LocalScorer:
+    """Scores questions in this process."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def describe(self) -> dict:
+        return describe(self.model)
+
+    def run(self, task: Task, docs: list[Doc], shots: int, add_bos: bool | None, on_record) -> None:
+        pool = task.fewshot_pool() if shots else {}
+        for d in docs:
+            on_record(score_doc(self.model, task, d, task.shots_for(d, pool, shots), add_bos))
+
+    def close(self) -> None:
+        pass
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+
+
+def evaluate(model_or_spec, tasks: list[str] | str, split: str = "test", limit: int | None = None,
+             shots: int | None = None, output: str | Path | None = None, add_bos: bool | None = None,
+             workers: int | None = None, ray_address: str | None = None, progress: bool = True,
+             seed: int = 1234) -> dict:
+    """Evaluate and write `samples_*.jsonl`, `results.json`, `results.md` under `output`.
+
+    Returns the results dict (lm-eval shaped, see report.build_results). Resumes from the samples
+    files already in `output`. `workers`/`ray_address` shard the questions over Ray actors.
+    """
+    return run(model_or_spec, tasks, split, limit, shots, output, add_bos, workers, ray_address,
+               progress, seed)[0]
+
+
+def run(model_or_spec, tasks, split="test", limit=None, shots=None, output=None, add_bos=None,
+        workers=None, ray_address=None, progress=True, seed=1234) -> tuple[dict, dict[str, list[dict]]]:
+    """`evaluate`, also returning each task's per-question records in data order."""
+    from tinyqmoe.eval import report
+    task_list = get_tasks(tasks)
+    if workers is not None or ray_address is not None:
+        if not isinstance(model_or_spec, ModelSpec):
+            raise UsageError("Ray workers load their own model: pass a ModelSpec, not a loaded model")
+        from tinyqmoe.eval.distributed import RayScorer
+        scorer = RayScorer(model_or_spec, workers=workers, address=ray_address)
+    else:
+        model = model_or_spec.load() if isinstance(model_or_spec, ModelSpec) else model_or_spec
+        scorer = LocalScorer(model)
+    try:
+        ident = scorer.describe()
+        effective_bos = ident["add_bos"] if add_bos is None else add_bos
+        out = Path(output) if output else Path("eval-out") / slug(f"{ident['name']}-{ident['weights_kind']}")
+        per_task = {}
+        for task in task_list:
+            k = task.default_shots if shots is None else shots
+            all_docs = task.docs(split)
+            docs = select(all_docs, limit, task.stratified, seed)
+            header = {"task": task.name, "task_version": task.version, "split": split, "shots": k,
+                      "add_bos": effective_bos, "model": ident["name"], "weights": ident["weights_kind"]}
+            path = out / f"samples_{task.name}_{split}_{k}shot.jsonl"
+            with SampleStore(path, header) as store:
+                todo = [d for d in docs if d.id not in store]
+                bar = _progress(task.name, len(docs), len(docs) - len(todo), progress)
+                try:
+                    def on_record(rec, store=store, bar=bar):
+                        store.append(rec)
+                        bar.update(1)
+                    scorer.run(task, todo, k, add_bos, on_record)
+                finally:
+                    bar.close()
+                records = [store.records[d.id] for d in docs]
+            per_task[task.name] = {"task": task, "shots": k, "records": records,
+                                   "n_total": len(all_docs), "samples": str(path)}
+        config = {"model": ident["name"], "weights": ident["weights_kind"],
+                  "bits_per_weight": ident["bits_per_weight"], "add_bos": effective_bos, "split": split,
+                  "limit": limit, "limit_seed": seed,
+                  "source": model_or_spec.title if isinstance(model_or_spec, ModelSpec) else None,
+                  "workers": workers, "ray_address": ray_address}
+        results = report.build_results(per_task, config)
+        report.write_results(out, results)
+        return results, {name: t["records"] for name, t in per_task.items()}
+    finally:
+        scorer.close()
+
+
+def _progress(name: str, total: int, done: int, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=done, desc=name, unit="q", file=sys.stderr,
+                disable=not enabled, dynamic_ncols=True, smoothing=0.05)
+
+
+__all__ = ["ModelSpec", "evaluate", "describe", "LocalScorer", "TASKS"]

@@ -1,0 +1,94 @@
+"""Files of a run: the resumable per-question jsonl and atomic writes of reports.
+
+A samples file starts with one header line {"header": {...run settings...}} and then holds one
+record per scored question, appended and flushed as soon as it is scored. A run killed at any
+moment loses at most the question in flight: on restart the header must match (same model,
+task, split, shots...), a torn last line is cut off, and the questions already present are skipped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from tinyqmoe.errors import UsageError
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, fsync, then rename over it: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class SampleStore:
+    """Append-only jsonl of per-question records for one (model, task, split, shots) run."""
+
+    def __init__(self, path: str | Path, header: dict):
+        self.path = Path(path)
+        self.header = header
+        self.records: dict[str, dict] = {}
+        self._file = None
+
+    def open(self) -> "SampleStore":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._load_existing()
+        else:
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"header": self.header}) + "\n")
+        self._file = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def _load_existing(self) -> None:
+        raw = self.path.read_bytes()
+        good_end = raw.rfind(b"\n") + 1  # a torn last line (killed mid-write) is dropped
+        lines = raw[:good_end].decode("utf-8").splitlines()
+        if not lines:
+            raise UsageError("samples file has no header line; delete it to start over", path=self.path)
+        header = json.loads(lines[0]).get("header")
+        if header != self.header:
+            diff = sorted(k for k in set(header or {}) | set(self.header)
+                          if (header or {}).get(k) != self.header.get(k))
+            raise UsageError(f"samples file was made with other settings ({', '.join(diff)}); "
+                             "use another --output or delete it", path=self.path)
+        for line in lines[1:]:
+            rec = json.loads(line)
+            self.records[rec["doc_id"]] = rec
+        if good_end < len(raw):
+            with open(self.path, "r+b") as f:
+                f.truncate(good_end)
+
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self.records
+
+    def append(self, record: dict) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        self.records[record["doc_id"]] = record
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
