@@ -1,9 +1,18 @@
 """Weight quantization: pure functions, quantize and dequantize side by side, each reporting its error.
 
-Layout of a quantized 2-D weight W [O, I] (O output channels, I inputs):
-  q      int8 [O, I]        symmetric: W ~= q * scale, q in [-127, 127]
-  scale  f32  [O, I // G]   one scale per output channel and per group of G inputs
-                            (G == I: one scale per output channel)
+Layout of a quantized 2-D weight W [O, I] (O output channels, I inputs, G inputs per scale):
+
+  qtype    bits  q (as stored, row-major)          values            scale
+  int8     8     int8  [O, I]                      -127..127         amax / 127
+  int4     4     uint8 [O, I/2]  two per byte      -7..7             amax / 7
+  ternary  2     uint8 [O, I/4]  four per byte     -1, 0, +1         mean |w| (absmean)
+
+  scale  f32 [O, I // G], values rounded to the scale dtype (fp32 or fp16) before q is computed,
+         so storing the scale as fp16 loses nothing further.  W ~= q * scale.
+
+Packing (4 and 2 bits): the value of input column j sits in byte j // (8/bits) at bit offset
+bits * (j % (8/bits)) (the first column in the lowest bits), as a two's-complement field.
+A 2-bit field never holds 0b10 (-2).
 """
 from __future__ import annotations
 
@@ -12,6 +21,10 @@ import dataclasses
 import numpy as np
 
 from tinyqmoe.errors import UsageError
+
+QTYPE_BITS = {"int8": 8, "int4": 4, "ternary": 2}
+BITS_QTYPE = {v: k for k, v in QTYPE_BITS.items()}
+SCALE_DTYPES = {"f32": np.float32, "f16": np.float16}
 
 
 @dataclasses.dataclass
@@ -22,14 +35,20 @@ class QuantError:
 
 @dataclasses.dataclass
 class QuantizedTensor:
-    q: np.ndarray          # int8 [O, I]
+    q: np.ndarray          # int8 [O, I] (bits 8) or packed uint8 [O, I * bits / 8] (bits 4, 2)
     scale: np.ndarray      # float32 [O, I // group]
     group: int             # inputs per scale (== I for per-channel)
-    bits: int = 8
+    bits: int = 8          # 8 int8, 4 int4, 2 ternary
+    scale_dtype: str = "f32"   # how the scale is stored ("f32" | "f16"); values already rounded
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.q.shape
+        o, b = self.q.shape
+        return (o, b * 8 // self.bits)
+
+    @property
+    def qtype(self) -> str:
+        return BITS_QTYPE[self.bits]
 
 
 def quant_error(w: np.ndarray, w_hat: np.ndarray) -> QuantError:
@@ -41,21 +60,49 @@ def quant_error(w: np.ndarray, w_hat: np.ndarray) -> QuantError:
     return QuantError(rel, sqnr)
 
 
-def quantize_int8(w: np.ndarray, group: int | None = None,
-                  scale_dtype=np.float32) -> tuple[QuantizedTensor, QuantError]:
-    """Symmetric int8 per output channel (group=None) or per group of `group` inputs."""
+def _groups(w: np.ndarray, group: int | None, per_byte: int = 1) -> tuple[np.ndarray, int]:
+    """w [O, I] -> [O, I // g, g] float32 and g, after checking the shapes."""
     if w.ndim != 2:
-        raise UsageError(f"int8 quantization needs a 2-D weight, got shape {w.shape}")
+        raise UsageError(f"quantization needs a 2-D weight, got shape {w.shape}")
     o, i = w.shape
     g = i if group in (None, 0) else int(group)
     if g <= 0 or i % g:
         raise UsageError(f"group size {g} does not divide the input dimension {i}")
-    wg = w.astype(np.float32, copy=False).reshape(o, i // g, g)
-    amax = np.max(np.abs(wg), axis=2)
-    scale = (amax / 127.0).astype(scale_dtype).astype(np.float32)
+    if i % per_byte:
+        raise UsageError(f"input dimension {i} is not a multiple of {per_byte} (values per byte)")
+    return w.astype(np.float32, copy=False).reshape(o, i // g, g), g
+
+
+def _rounded_scale(s: np.ndarray, scale_dtype) -> np.ndarray:
+    if isinstance(scale_dtype, str):
+        if scale_dtype not in SCALE_DTYPES:
+            raise UsageError(f"unknown scale dtype {scale_dtype!r} (choose from f32, f16)")
+        scale_dtype = SCALE_DTYPES[scale_dtype]
+    return s.astype(scale_dtype).astype(np.float32)
+
+
+def _scale_name(scale_dtype) -> str:
+    if isinstance(scale_dtype, str):
+        return scale_dtype
+    return "f16" if np.dtype(scale_dtype) == np.float16 else "f32"
+
+
+def _quantize_levels(w, group, scale_dtype, qmax: int, absmean: bool, per_byte: int):
+    """Round to integers in [-qmax, qmax] per group: -> q int8 [O, I], scale f32 [O, I // g], g."""
+    wg, g = _groups(w, group, per_byte)
+    o, i = w.shape
+    stat = np.mean(np.abs(wg), axis=2) if absmean else np.max(np.abs(wg), axis=2) / qmax
+    scale = _rounded_scale(stat, scale_dtype)
     safe = np.where(scale > 0, scale, 1.0)
-    q = np.clip(np.rint(wg / safe[:, :, None]), -127, 127).astype(np.int8).reshape(o, i)
-    qt = QuantizedTensor(q=q, scale=scale, group=g)
+    q = np.clip(np.rint(wg / safe[:, :, None]), -qmax, qmax).astype(np.int8).reshape(o, i)
+    return q, scale, g
+
+
+def quantize_int8(w: np.ndarray, group: int | None = None,
+                  scale_dtype=np.float32) -> tuple[QuantizedTensor, QuantError]:
+    """Symmetric int8 per output channel (group=None) or per group of `group` inputs."""
+    q, scale, g = _quantize_levels(w, group, scale_dtype, 127, False, 1)
+    qt = QuantizedTensor(q=q, scale=scale, group=g, bits=8, scale_dtype=_scale_name(scale_dtype))
     return qt, quant_error(w, dequantize_int8(qt))
 
 
@@ -63,3 +110,58 @@ def dequantize_int8(qt: QuantizedTensor) -> np.ndarray:
     o, i = qt.q.shape
     g = qt.group
     return (qt.q.reshape(o, i // g, g).astype(np.float32) * qt.scale[:, :, None]).reshape(o, i)
+
+
+def quantize_int4(w: np.ndarray, group: int | None = 32,
+                  scale_dtype=np.float32) -> tuple[QuantizedTensor, QuantError]:
+    """Symmetric 4-bit (-7..7) per group, packed two per byte."""
+    q, scale, g = _quantize_levels(w, group, scale_dtype, 7, False, 2)
+    qt = QuantizedTensor(q=pack_bits(q, 4), scale=scale, group=g, bits=4, scale_dtype=_scale_name(scale_dtype))
+    return qt, quant_error(w, dequantize(qt))
+
+
+def quantize_ternary(w: np.ndarray, group: int | None = 64,
+                     scale_dtype=np.float32) -> tuple[QuantizedTensor, QuantError]:
+    """Ternary {-1, 0, +1} times the group's mean |w| (absmean, as BitNet b1.58), four per byte."""
+    q, scale, g = _quantize_levels(w, group, scale_dtype, 1, True, 4)
+    qt = QuantizedTensor(q=pack_bits(q, 2), scale=scale, group=g, bits=2, scale_dtype=_scale_name(scale_dtype))
+    return qt, quant_error(w, dequantize(qt))
+
+
+def pack_bits(q: np.ndarray, bits: int) -> np.ndarray:
+    """int8 [O, I] with values in the field's range -> uint8 [O, I * bits / 8], first column lowest."""
+    per = 8 // bits
+    o, i = q.shape
+    fields = (q.astype(np.uint8) & np.uint8((1 << bits) - 1)).reshape(o, i // per, per)
+    out = np.zeros((o, i // per), np.uint8)
+    for k in range(per):
+        out |= fields[:, :, k] << np.uint8(bits * k)
+    return out
+
+
+def unpack_bits(p: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 [O, B] -> int8 [O, B * 8 / bits], sign-extending each two's-complement field."""
+    per = 8 // bits
+    o, b = p.shape
+    out = np.empty((o, b, per), np.int8)
+    for k in range(per):
+        f = ((p >> np.uint8(bits * k)) & np.uint8((1 << bits) - 1)).astype(np.int8)
+        out[:, :, k] = np.where(f >= (1 << (bits - 1)), f - (1 << bits), f)
+    return out.reshape(o, b * per)
+
+
+def quantize(w: np.ndarray, bits: int = 8, group: int | None = None,
+             scale_dtype="f32") -> tuple[QuantizedTensor, QuantError]:
+    """Dispatch on bits: 8 -> int8, 4 -> int4, 2 -> ternary."""
+    fn = {8: quantize_int8, 4: quantize_int4, 2: quantize_ternary}.get(bits)
+    if fn is None:
+        raise UsageError(f"unsupported bit width {bits} (choose 8, 4 or 2 = ternary)")
+    return fn(w, group, scale_dtype)
+
+
+def dequantize(qt: QuantizedTensor) -> np.ndarray:
+    """float32 [O, I] for any bit width."""
+    if qt.bits == 8:
+        return dequantize_int8(qt)
+    q = unpack_bits(qt.q, qt.bits)
+    return dequantize_int8(QuantizedTensor(q=q, scale=qt.scale, group=qt.group))

@@ -1,0 +1,145 @@
+"""Codec common pieces, shared by the encoders and the decoders (which never import each other).
+
+- codec ids (docs/FORMAT.md §7), checksums (§1), the LSB-first bit writer and reader (§7.1),
+- kernel status codes and how they turn into typed errors,
+- the rANS constants and frequency-table layout (§7.2).
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+from numba import njit
+
+from tinyqmoe.errors import CorruptionDetected, TruncatedInput, UnsupportedParameter
+
+# ---- codec ids, as stored in the chunk index (FORMAT.md §7)
+RAW, LZW, RANS, ZSTD = 0, 1, 2, 3
+CODEC_IDS = {"raw": RAW, "lzw": LZW, "rans": RANS, "zstd": ZSTD}
+CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
+CODEC_ALIASES = {"ans": "rans"}
+
+# ---- LZW (FORMAT.md §7.1)
+LZW_CLEAR = 256
+LZW_FIRST_CODE = 257
+LZW_MIN_BITS, LZW_MAX_BITS = 9, 24
+
+# ---- rANS (FORMAT.md §7.2)
+RANS_SCALE_BITS = 14
+RANS_M = 1 << RANS_SCALE_BITS        # frequencies sum to M
+RANS_L = 1 << 23                     # states live in [L, 256 L)
+RANS_BITMAP_BYTES = 32
+
+
+def crc32(data) -> int:
+    """CRC-32 (zlib / PNG): crc32(b"123456789") == 0xCBF43926."""
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+# ---- kernel status codes: 0 is success, negatives are errors
+OK = 0
+E_TRUNCATED = -1      # the stream ends before the output is complete
+E_BAD_CODE = -2       # a code the dictionary does not hold (or not CLEAR when the dictionary is full)
+E_OVERFLOW = -3       # a string would write past raw_size
+E_TRAILING = -4       # non-zero padding bits or bytes after the last code
+E_BAD_STATE = -5      # rANS: initial state out of range, or final state != L
+
+_MESSAGES = {
+    E_TRUNCATED: (TruncatedInput, "stream ends before its output is complete"),
+    E_BAD_CODE: (CorruptionDetected, "invalid code"),
+    E_OVERFLOW: (CorruptionDetected, "decodes to more bytes than raw_size"),
+    E_TRAILING: (CorruptionDetected, "non-zero padding or bytes after the end of the stream"),
+    E_BAD_STATE: (CorruptionDetected, "rANS state out of range"),
+}
+
+
+def raise_status(status: int, codec: str) -> None:
+    """Turn a kernel status into a typed error (no path: the container adds it)."""
+    if status == OK:
+        return
+    cls, msg = _MESSAGES.get(status, (CorruptionDetected, f"status {status}"))
+    raise cls(f"{codec} stream: {msg}", field=codec)
+
+
+# ---- bit I/O, LSB-first (FORMAT.md §7.1). State travels as (acc, nacc, pos).
+@njit(cache=True, inline="always")
+def put_bits(dst, pos, acc, nacc, code, width):
+    """Append `width` bits of `code` to acc; spill whole bytes to dst[pos:]. -> (pos, acc, nacc)"""
+    acc |= np.uint64(code) << np.uint64(nacc)
+    nacc += width
+    while nacc >= 8:
+        dst[pos] = acc & np.uint64(0xFF)
+        pos += 1
+        acc >>= np.uint64(8)
+        nacc -= 8
+    return pos, acc, nacc
+
+
+@njit(cache=True, inline="always")
+def refill_bits(src, pos, acc, nacc, width):
+    """Load bytes of src[pos:] into acc until it holds >= width bits. -> (pos, acc, nacc, ok)"""
+    n = src.size
+    while nacc < width:
+        if pos >= n:
+            return pos, acc, nacc, False
+        acc |= np.uint64(src[pos]) << np.uint64(nacc)
+        pos += 1
+        nacc += 8
+    return pos, acc, nacc, True
+
+
+# ---- rANS frequency table (FORMAT.md §7.2): 32-byte presence bitmap + LEB128 frequencies
+def write_freq_table(freq: np.ndarray) -> bytes:
+    """freq uint32 [256] -> bytes."""
+    bitmap = bytearray(RANS_BITMAP_BYTES)
+    body = bytearray()
+    for s in np.flatnonzero(freq):
+        bitmap[s >> 3] |= 1 << (s & 7)
+        f = int(freq[s])
+        while f >= 0x80:
+            body.append((f & 0x7F) | 0x80)
+            f >>= 7
+        body.append(f)
+    return bytes(bitmap) + bytes(body)
+
+
+def read_freq_table(src, raw_size: int) -> tuple[np.ndarray, int]:
+    """Parse and check a frequency table at the start of src. -> (freq uint32 [256], bytes used)"""
+    n = len(src)
+    if n < RANS_BITMAP_BYTES:
+        raise TruncatedInput("rans stream: frequency bitmap is truncated", field="rans")
+    bitmap = np.frombuffer(bytes(src[:RANS_BITMAP_BYTES]), np.uint8)
+    present = np.flatnonzero(np.unpackbits(bitmap, bitorder="little"))
+    freq = np.zeros(256, np.uint32)
+    pos = RANS_BITMAP_BYTES
+    for s in present:
+        value, shift = 0, 0
+        for k in range(3):
+            if pos >= n:
+                raise TruncatedInput("rans stream: frequency table is truncated", field="rans")
+            b = int(src[pos])
+            pos += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                if b == 0 and k > 0:
+                    raise CorruptionDetected("rans stream: non-minimal LEB128 frequency", field="rans")
+                break
+        else:
+            raise CorruptionDetected("rans stream: LEB128 frequency longer than 3 bytes", field="rans")
+        if value == 0 or value > RANS_M:
+            raise CorruptionDetected(f"rans stream: frequency {value} of symbol {s} out of range", field="rans")
+        freq[s] = value
+    total = int(freq.sum())
+    if raw_size == 0 and total != 0:
+        raise CorruptionDetected("rans stream: symbols present in an empty chunk", field="rans")
+    if raw_size > 0 and total != RANS_M:
+        raise CorruptionDetected(f"rans stream: frequencies sum to {total}, not {RANS_M}", field="rans")
+    return freq, pos
+
+
+def check_codec_id(codec_id: int) -> str:
+    name = CODEC_NAMES.get(int(codec_id))
+    if name is None:
+        raise UnsupportedParameter(f"unknown codec id {codec_id}", field="codec")
+    return name

@@ -1,0 +1,111 @@
+"""LZW decoder (docs/FORMAT.md §7.1) by back-references.
+
+Every dictionary entry is a substring of the output already written, so an entry is an
+(offset, length) extent of the output and decoding a code is a forward copy: no prefix-chain
+walks. The entry table is sized to what the chunk can define, min(2^max_bits, raw_size + 258).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from tinyqmoe.compress.common import (E_BAD_CODE, E_OVERFLOW, E_TRAILING, E_TRUNCATED, LZW_CLEAR,
+                                      LZW_FIRST_CODE, LZW_MAX_BITS, LZW_MIN_BITS, OK, raise_status,
+                                      refill_bits)
+from tinyqmoe.errors import CorruptionDetected, TruncatedInput
+
+
+@njit(cache=True, nogil=True)
+def lzw_decode_kernel(dst, src, ent):
+    # dst uint8 [raw_size] <- src uint8 [stored] (max_bits byte already checked); ent int32 [E, 2] scratch; -> status
+    limit = 1 << np.int64(src[0])
+    cap = dst.size
+    pos, acc, nacc, out = 1, np.uint64(0), 0, 0
+    d, width, have_prev, prev_off, prev_len = LZW_FIRST_CODE, LZW_MIN_BITS, False, 0, 0
+    while out < cap:
+        while (1 << width) < d + (1 if have_prev else 0):   # w(d + 1) once a previous string exists
+            width += 1
+        pos, acc, nacc, ok = refill_bits(src, pos, acc, nacc, width)
+        if not ok:
+            return E_TRUNCATED
+        k = np.int64(acc & np.uint64((1 << width) - 1))
+        acc >>= np.uint64(width)
+        nacc -= width
+        if k == LZW_CLEAR:
+            d, width, have_prev = LZW_FIRST_CODE, LZW_MIN_BITS, False
+            continue
+        if not have_prev:
+            if k > 255:
+                return E_BAD_CODE
+            dst[out] = k
+            prev_off, prev_len, have_prev = out, 1, True
+            out += 1
+            continue
+        if k > d or d >= limit - 1 or d >= ent.shape[0]:
+            return E_BAD_CODE
+        ent[d, 0] = prev_off
+        ent[d, 1] = prev_len + 1
+        d += 1
+        if k < 256:
+            dst[out] = k
+            prev_off, prev_len = out, 1
+            out += 1
+            continue
+        off, ln = ent[k, 0], ent[k, 1]
+        if out + ln > cap:
+            return E_OVERFLOW
+        for j in range(ln):                            # forward copy: KwKwK overlaps itself
+            dst[out + j] = dst[off + j]
+        prev_off, prev_len = out, ln
+        out += ln
+    if pos != src.size or acc != 0:
+        return E_TRAILING
+    return OK
+
+
+def lzw_decode_reference(src: bytes, raw_size: int) -> bytes:
+    """Plain-Python decoder with string tables: the reference the tests compare the kernel against."""
+    limit, pos, acc, nacc = 1 << src[0], 1, 0, 0
+    out = bytearray()
+    table: dict[int, bytes] = {}
+    d, width, prev = LZW_FIRST_CODE, LZW_MIN_BITS, None
+    while len(out) < raw_size:
+        while (1 << width) < d + (prev is not None):
+            width += 1
+        while nacc < width:
+            acc |= src[pos] << nacc
+            pos, nacc = pos + 1, nacc + 8
+        k, acc, nacc = acc & ((1 << width) - 1), acc >> width, nacc - width
+        if k == LZW_CLEAR:
+            table, d, width, prev = {}, LZW_FIRST_CODE, LZW_MIN_BITS, None
+            continue
+        if prev is None:
+            out.append(k)
+            prev = bytes([k])
+            continue
+        cur = bytes([k]) if k < 256 else table.get(k, prev + prev[:1])
+        table[d] = prev + cur[:1]
+        d += 1
+        out += cur
+        prev = cur
+    assert d < limit
+    return bytes(out)
+
+
+def lzw_decode_into(out: np.ndarray, src) -> None:
+    """Decode an LZW stream (bytes-like) into out (uint8 [raw_size]); typed errors on bad input."""
+    s = np.frombuffer(src, np.uint8)
+    if s.size < 1:
+        raise TruncatedInput("lzw stream: missing the max_bits byte", field="lzw")
+    max_bits = int(s[0])
+    if not LZW_MIN_BITS <= max_bits <= LZW_MAX_BITS:
+        raise CorruptionDetected(f"lzw stream: max_bits {max_bits} is not in {LZW_MIN_BITS}..{LZW_MAX_BITS}",
+                                 field="lzw.max_bits")
+    ent = np.empty((min(1 << max_bits, out.size + LZW_FIRST_CODE + 1), 2), np.int32)
+    raise_status(lzw_decode_kernel(out, s, ent), "lzw")
+
+
+def lzw_decode(src, raw_size: int) -> np.ndarray:
+    out = np.empty(raw_size, np.uint8)
+    lzw_decode_into(out, src)
+    return out

@@ -1,0 +1,69 @@
+"""rANS encoder (docs/FORMAT.md §7.2): order-0, one static frequency table per chunk.
+
+Byte-wise renormalisation as in ryg_rans: 32-bit state in [L, 256 L), frequencies summing to
+M = 2^14. The encoder walks the input backwards and writes its output backwards, so the
+decoder reads forwards.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from tinyqmoe.compress.common import RANS_L, RANS_M, RANS_SCALE_BITS, write_freq_table
+
+_XMAX_UNIT = (RANS_L >> RANS_SCALE_BITS) << 8
+
+
+@njit(cache=True, nogil=True)
+def rans_encode_kernel(dst, src, freq, cum):
+    # dst uint8 [cap] filled from its end <- src uint8 [n]; freq, cum int64 [256]; -> index of the first byte
+    x = np.int64(RANS_L)
+    pos = dst.size
+    for i in range(src.size - 1, -1, -1):
+        s = src[i]
+        f = freq[s]
+        x_max = _XMAX_UNIT * f
+        while x >= x_max:
+            pos -= 1
+            dst[pos] = x & 0xFF
+            x >>= 8
+        x = (x // f) * RANS_M + (x % f) + cum[s]
+    for k in range(3, -1, -1):                 # the final state, little-endian, read first
+        pos -= 1
+        dst[pos] = (x >> (8 * k)) & 0xFF
+    return pos
+
+
+def normalize_freqs(counts: np.ndarray) -> np.ndarray:
+    """Symbol counts [256] -> frequencies [256] summing to M, each present symbol >= 1."""
+    total = int(counts.sum())
+    freq = np.zeros(256, np.int64)
+    if total == 0:
+        return freq
+    present = counts > 0
+    freq[present] = np.maximum(1, (counts[present] * RANS_M) // total)
+    diff = RANS_M - int(freq.sum())
+    if diff > 0:
+        # hand the rounding remainder to the symbols that lost the most (largest fractional parts)
+        frac = np.where(present, counts * RANS_M / total - freq, -1.0)
+        for s in np.argsort(-frac, kind="stable")[:diff]:
+            freq[s] += 1
+    while diff < 0:                  # too many symbols forced up to 1: take from the largest
+        s = int(np.argmax(freq))
+        take = min(-diff, int(freq[s]) - 1)
+        freq[s] -= take
+        diff += take
+    return freq
+
+
+def rans_encode(data) -> bytes:
+    """bytes-like -> rANS stream (FORMAT.md §7.2)."""
+    src = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    freq = normalize_freqs(np.bincount(src, minlength=256))
+    table = write_freq_table(freq)
+    if src.size == 0:
+        return table
+    cum = np.concatenate([[0], np.cumsum(freq)[:-1]]).astype(np.int64)
+    dst = np.empty(2 * src.size + 16, np.uint8)
+    start = rans_encode_kernel(dst, src, freq, cum)
+    return table + dst[start:].tobytes()
