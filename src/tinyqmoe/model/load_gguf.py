@@ -1,0 +1,227 @@
+"""GGUF files (llama.cpp) as a Checkpoint: Llama config from metadata, tensors renamed to HF.
+
+Three things differ from a Hugging Face checkpoint, and are undone here:
+  1. names:  blk.{i}.attn_q.weight -> model.layers.{i}.self_attn.q_proj.weight, ... (GGUF_TO_HF)
+  2. shapes: GGUF lists dims innermost first; a [rows, cols] matrix is stored as (cols, rows).
+  3. RoPE layout: llama.cpp's convert_hf_to_gguf.py permutes the rows of q_proj and k_proj so
+     that each head's two rotated halves interleave (GGML's RoPE rotates adjacent pairs):
+       W.reshape(heads, 2, E/2, D).swapaxes(1, 2).reshape(heads*E, D)
+     `unpermute_rope_rows` applies the inverse, giving back HF's rotate-half layout.
+Llama-3 rope scaling is stored by llama.cpp as a tensor of per-frequency factors
+(`rope_freqs.weight`), not as keys; `rope_scaling_from_factors` recovers the HF parameters.
+
+Shape letters: V vocab, D dim, H heads, K kv heads, E head dim, F ffn dim.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from tinyqmoe.errors import CorruptionDetected, UnsupportedModel
+from tinyqmoe.model.checkpoint import Checkpoint, expected_tensors
+from tinyqmoe.model.config import LlamaConfig
+from tinyqmoe.model.gguf_dequant import LAYOUTS, dequantize, type_name
+from tinyqmoe.model.gguf_reader import GGUFFile
+from tinyqmoe.model.tokenizer_gguf import tokenizer_from_gguf
+
+GGUF_TO_HF = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+LAYER_TO_HF = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+ROPE_FREQS = "rope_freqs.weight"
+_LAYER_NAME = re.compile(r"blk\.(\d+)\.(.+)")
+
+
+def hf_name(gguf_name: str) -> str | None:
+    """The HF name of a GGUF tensor, or None if it has no Llama counterpart."""
+    if gguf_name in GGUF_TO_HF:
+        return GGUF_TO_HF[gguf_name]
+    m = _LAYER_NAME.fullmatch(gguf_name)
+    if m and m.group(2) in LAYER_TO_HF:
+        return f"model.layers.{int(m.group(1))}.{LAYER_TO_HF[m.group(2)]}"
+    return None
+
+
+def permute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF rotate-half rows -> llama.cpp interleaved rows (what convert_hf_to_gguf.py does). [H*E, D]"""
+    return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp interleaved rows -> HF rotate-half rows: the inverse of permute_rope_rows. [H*E, D]"""
+    return w.reshape(n_heads, w.shape[0] // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+class GGUFCheckpoint(Checkpoint):
+    """A Llama GGUF file; `get(name)` dequantizes one tensor from the memory map."""
+
+    def __init__(self, path: str | Path):
+        self.file = GGUFFile(path)
+        meta, tensors = self.file.metadata, self.file.tensors
+        arch = meta.get("general.architecture")
+        if arch != "llama":
+            raise UnsupportedModel(f"architecture {arch!r} is not supported (only llama)", path)
+        self._gguf_names: dict[str, str] = {}  # HF name -> GGUF name
+        for name, info in tensors.items():
+            if name == ROPE_FREQS:
+                continue
+            hf = hf_name(name)
+            if hf is None:
+                raise UnsupportedModel(f"tensor {name} has no Llama counterpart", path)
+            if info.ggml_type not in LAYOUTS:
+                raise UnsupportedModel(f"tensor {name} has type {type_name(info.ggml_type)}, which is not "
+                                       f"supported ({', '.join(lay.name for lay in LAYOUTS.values())})", path)
+            self._gguf_names[hf] = name
+        config = config_from_gguf(self.file)
+        shapes = {hf: tensors[g].shape for hf, g in self._gguf_names.items()}
+        expected = expected_tensors(config)
+        for hf, shape in expected.items():
+            if hf not in shapes:
+                raise CorruptionDetected(f"tensor {_gguf_name_of(hf)} is missing", path)
+            if shapes[hf] != shape:
+                raise CorruptionDetected(f"tensor {self._gguf_names[hf]} has shape {list(shapes[hf])}, "
+                                         f"the metadata implies {list(shape)}", path)
+        extra = sorted(set(shapes) - set(expected))
+        if extra:
+            raise CorruptionDetected(f"tensor {self._gguf_names[extra[0]]} is beyond block_count", path)
+        super().__init__(path, config, tokenizer_from_gguf(meta, str(path)), {k: shapes[k] for k in expected},
+                         {hf: type_name(tensors[g].ggml_type) for hf, g in self._gguf_names.items()})
+
+    def _read(self, name: str) -> np.ndarray:
+        info = self.file.tensors[self._gguf_names[name]]
+        w = dequantize(self.file.raw(info.name), info.ggml_type, info.shape)
+        if name.endswith("self_attn.q_proj.weight"):
+            w = unpermute_rope_rows(w, self.config.n_heads)
+        elif name.endswith("self_attn.k_proj.weight"):
+            w = unpermute_rope_rows(w, self.config.n_kv_heads)
+        return w
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def open_gguf(path: str | Path) -> GGUFCheckpoint:
+    """Open a Llama GGUF file (F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q2_K..Q6_K tensors)."""
+    return GGUFCheckpoint(path)
+
+
+def _gguf_name_of(hf: str) -> str:
+    for g, h in GGUF_TO_HF.items():
+        if h == hf:
+            return g
+    i, suffix = hf.removeprefix("model.layers.").split(".", 1)
+    return f"blk.{i}." + next(g for g, h in LAYER_TO_HF.items() if h == suffix)
+
+
+def _f32(x) -> float:
+    """A float32 metadata value as the short decimal it was written from (9.99999975e-06 -> 1e-05)."""
+    return float(str(np.float32(x)))
+
+
+def config_from_gguf(f: GGUFFile) -> LlamaConfig:
+    meta, path = f.metadata, f.path
+
+    def key(name, default=None, required=True):
+        v = meta.get(f"llama.{name}", default)
+        if v is None and required:
+            raise UnsupportedModel(f"metadata key llama.{name} is missing", path)
+        if isinstance(v, (list, np.ndarray)):
+            raise UnsupportedModel(f"llama.{name} varies per layer, which is not supported", path)
+        return v
+
+    if "token_embd.weight" not in f.tensors:
+        raise CorruptionDetected("tensor token_embd.weight is missing", path)
+    if key("expert_count", 0):
+        raise UnsupportedModel("mixture-of-experts Llama files are not supported", path)
+    n_heads = key("attention.head_count")
+    dim = key("embedding_length")
+    head_dim = key("attention.key_length", 0, False) or key("rope.dimension_count", 0, False) or dim // max(n_heads, 1)
+    if key("rope.dimension_count", head_dim, False) != head_dim:
+        raise UnsupportedModel("partial rotary embeddings are not supported", path)
+    if key("attention.value_length", head_dim, False) != head_dim:
+        raise UnsupportedModel("value heads of another size than key heads are not supported", path)
+    return LlamaConfig(
+        vocab_size=f.tensors["token_embd.weight"].shape[0],
+        dim=dim,
+        n_layers=key("block_count"),
+        n_heads=n_heads,
+        n_kv_heads=key("attention.head_count_kv", n_heads),
+        ffn_dim=key("feed_forward_length"),
+        norm_eps=_f32(key("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=_f32(key("rope.freq_base", 10000.0)),
+        rope_scaling=_rope_scaling(f, head_dim),
+        max_seq_len=key("context_length", 2048),
+        tie_embeddings="output.weight" not in f.tensors,
+        head_dim=head_dim,
+    )
+
+
+def _rope_scaling(f: GGUFFile, head_dim: int) -> dict | None:
+    meta, path = f.metadata, f.path
+    kind = meta.get("llama.rope.scaling.type", "none")
+    factor = meta.get("llama.rope.scaling.factor", meta.get("llama.rope.scale_linear", 1.0))
+    if kind not in ("none", "") and factor != 1.0:
+        raise UnsupportedModel(f"rope scaling {kind!r} is not supported (only llama3)", path)
+    if ROPE_FREQS not in f.tensors:
+        return None
+    info = f.tensors[ROPE_FREQS]
+    if info.shape != (head_dim // 2,) or info.ggml_type != 0:
+        raise CorruptionDetected(f"{ROPE_FREQS} has shape {list(info.shape)} and type "
+                                 f"{type_name(info.ggml_type)}, expected [{head_dim // 2}] f32", path)
+    factors = dequantize(f.raw(ROPE_FREQS), 0, info.shape).astype(np.float64)
+    if np.allclose(factors, 1.0):
+        return None
+    scaling = rope_scaling_from_factors(factors, float(meta.get("llama.rope.freq_base", 10000.0)), head_dim)
+    if scaling is None:
+        raise UnsupportedModel(f"{ROPE_FREQS} does not follow Llama-3 rope scaling", path)
+    return scaling
+
+
+def llama3_rope_factors(rs: dict, theta: float, head_dim: int) -> np.ndarray:
+    """Per-frequency divisors of llama3 rope scaling, as convert_hf_to_gguf.py writes them. [E/2]"""
+    freqs = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2 * math.pi / freqs
+    old, lo, hi, factor = (rs["original_max_position_embeddings"], rs["low_freq_factor"],
+                           rs["high_freq_factor"], rs["factor"])
+    smooth = (old / wavelen - lo) / (hi - lo)
+    mid = 1 / ((1 - smooth) / factor + smooth)
+    return np.where(wavelen < old / hi, 1.0, np.where(wavelen > old / lo, factor, mid))
+
+
+def rope_scaling_from_factors(factors: np.ndarray, theta: float, head_dim: int) -> dict | None:
+    """HF llama3 rope_scaling that reproduces `factors` [E/2], or None if none does.
+
+    Only the ratios of (original_max_position_embeddings, low, high) matter; the smooth band gives
+    a line 1/factor = a + b * old/wavelen from which low/high follow for old = 8192 (Llama 3's).
+    """
+    factor = _f32(factors.max())
+    old = 8192
+    freqs = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    x = old * freqs / (2 * math.pi)                         # old / wavelen
+    smooth = (1 / factors - 1 / factor) / (1 - 1 / factor)  # 0 at the low end, 1 at the high end
+    band = (smooth > 1e-4) & (smooth < 1 - 1e-4)
+    candidates = [(1.0, 4.0)]                               # Llama 3.1 / 3.2's values
+    if band.sum() >= 2:                                     # smooth = (x - lo) / (hi - lo)
+        slope, icept = np.polyfit(x[band], smooth[band], 1)
+        candidates.append((round(-icept / slope, 6), round((1 - icept) / slope, 6)))
+    for lo, hi in candidates:
+        rs = {"rope_type": "llama3", "factor": factor, "low_freq_factor": float(lo),
+              "high_freq_factor": float(hi), "original_max_position_embeddings": old}
+        if hi > lo and np.allclose(llama3_rope_factors(rs, theta, head_dim), factors, rtol=1e-5, atol=1e-6):
+            return rs
+    return None
