@@ -22,8 +22,8 @@ def pareto_png(table: dict, path: str | Path) -> bool:
         m = e["metrics"][-1]  # acc_norm where the task has it (ARC), else acc
         xs = [variants[i]["bits_per_weight"] for i in known]
         ys = [100 * e["per_variant"][i][m] for i in known]
-        lo = [100 * (e["per_variant"][i][m] - e["per_variant"][i][f"{m}_ci95"][0]) for i in known]
-        hi = [100 * (e["per_variant"][i][f"{m}_ci95"][1] - e["per_variant"][i][m]) for i in known]
+        lo = [max(0.0, 100 * (e["per_variant"][i][m] - e["per_variant"][i][f"{m}_ci95"][0])) for i in known]
+        hi = [max(0.0, 100 * (e["per_variant"][i][f"{m}_ci95"][1] - e["per_variant"][i][m])) for i in known]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, linestyle="none", label=f"{name} ({m})")
         for i, x, y in zip(known, xs, ys):
             ax.annotate(variants[i]["title"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -6,7 +6,7 @@ Tokenization follows lm-evaluation-harness (v0.4 `HFLM._encode_pair`):
   2. the context is encoded alone, context+continuation is encoded whole, and the continuation's
      tokens are the whole encoding after the first len(context tokens) tokens;
   3. BOS is prepended to the context only if the tokenizer's convention says so
-     (`model.tokenizer.add_bos`, False when absent: lm-eval's HF default add_bos_token=False);
+     (`tokenizer.add_bos` or `tokenizer.spec.add_bos`; lm-eval's HF default is add_bos_token=False);
      an empty context is replaced by [bos_id], like lm-eval's prefix token.
   4. if context + the longest continuation exceed the model's window (`model.config.max_seq_len`),
      the context is cut from the left so that the forward pass holds at most max_seq_len tokens.
@@ -26,7 +26,12 @@ from tinyqmoe.eval.tasks import Task
 
 
 def uses_bos(model) -> bool:
-    return bool(getattr(model.tokenizer, "add_bos", False))
+    """The tokenizer's convention: `tokenizer.add_bos`, else `tokenizer.spec.add_bos`, else False."""
+    tok = model.tokenizer
+    flag = getattr(tok, "add_bos", None)
+    if flag is None:
+        flag = getattr(getattr(tok, "spec", None), "add_bos", False)
+    return bool(flag)
 
 
 def max_seq_len(model) -> int | None:
@@ -41,10 +46,10 @@ def encode_request(model, context: str, continuations: list[str],
     add_bos = uses_bos(model) if add_bos is None else add_bos
     n_spaces = len(context) - len(context.rstrip())
     head, moved = (context[:-n_spaces], context[-n_spaces:]) if n_spaces else (context, "")
-    ctx = tok.encode(head) if head else []
+    ctx = tok.encode(head, add_bos=False) if head else []
     conts = []
     for c in continuations:
-        whole = tok.encode(head + moved + c)
+        whole = tok.encode(head + moved + c, add_bos=False)
         conts.append(whole[len(ctx):])
     if any(len(c) == 0 for c in conts):
         raise UsageError(f"a continuation encodes to no tokens after context {context[-30:]!r}")

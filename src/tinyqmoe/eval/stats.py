@@ -24,7 +24,8 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo, hi = (0.0 if k == 0 else centre - half), (1.0 if k == n else centre + half)
+    return (min(lo, p), max(hi, p))
 
 
 def stderr(x) -> float:
