@@ -1,0 +1,436 @@
+"""Read a .tqm container (docs/FORMAT.md). The reader walks the spec in order: fixed header (§3),
+chunk index (§4.2), JSON header (§4.1) and tensor records (§4.1.1), then data on demand (§5-§7).
+Every offset and length is checked before use; bad bytes raise CorruptionDetected / ChecksumWrong /
+TruncatedInput / UnsupportedParameter naming the file and the field.
+
+    c = open_container("smol.tqm")
+    c.config, c.tokenizer, c.names, c.header
+    e = c.tensor(name)                 # TensorEntry: shape, qtype, group, chunk table (file offsets)
+    c.read_quantized(name)             # QuantizedTensor, bit-identical to what was written
+    c.read_float(name)                 # float32 (norms as stored; quantized tensors dequantized)
+    c.read_chunk_raw(name, i)          # stored bytes of chunk i (crc checked): memoryview into the mmap
+    c.decode_chunk(name, i, out=None)  # uint8 [row_count, row_bytes]: rows row_start.. of the payload
+
+Shape letters: O rows (output channels), I inputs, B bytes per row, G scale groups per row.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import mmap
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from tinyqmoe.compress import codecs
+from tinyqmoe.compress.common import check_codec_id, crc32
+from tinyqmoe.compress.container_format import (ALIGN, CHUNK_DTYPE, CHUNK_RECORD_SIZE, FIXED_HEADER,
+                                                FIXED_HEADER_SIZE, MAGIC, MAX_CHUNK_RAW, MAX_JSON_SIZE,
+                                                MAX_TENSOR_BYTES, QTYPES, SCALE_BYTES, VERSION_MAJOR)
+from tinyqmoe.compress.quant import QuantizedTensor, dequantize
+from tinyqmoe.errors import (ChecksumWrong, CorruptionDetected, FormatError, TruncatedInput,
+                             UnsupportedParameter, UsageError)
+
+
+@dataclasses.dataclass
+class TensorEntry:
+    """One tensor record (§4.1.1) with its slice of the chunk index (§4.2)."""
+    name: str
+    shape: tuple[int, ...]
+    qtype: str                 # int8 | int4 | ternary | f32
+    bits: int                  # 8 | 4 | 2 | 32
+    group: int                 # inputs per scale (0 for f32)
+    scale_dtype: str | None    # f32 | f16 | None
+    scale_offset: int          # file offset of the scales (§6.1)
+    scale_size: int
+    scale_crc32: int
+    rows: int                  # O
+    row_bytes: int             # B
+    chunks: np.ndarray         # CHUNK_DTYPE [n_chunks]: offset, stored_size, raw_size, row_start, row_count, crc32, codec
+    stats: dict
+    codec: str                 # informative: the codec of most chunks
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.chunks.size)
+
+    @property
+    def raw_bytes(self) -> int:
+        return self.rows * self.row_bytes
+
+    @property
+    def stored_bytes(self) -> int:
+        return int(self.chunks["stored_size"].sum(dtype=np.int64))
+
+    @property
+    def n_values(self) -> int:
+        return int(np.prod(self.shape))
+
+    def chunk_rows(self, i: int) -> tuple[int, int]:
+        """(row_start, row_count) of chunk i."""
+        return int(self.chunks[i]["row_start"]), int(self.chunks[i]["row_count"])
+
+    def scale_shape(self) -> tuple[int, int]:
+        return (self.shape[0], self.shape[1] // self.group)
+
+
+def _field(d: dict, key: str, kind, where: str, path):
+    if key not in d:
+        raise CorruptionDetected(f"{where}: missing key {key!r}", path, field=key)
+    v = d[key]
+    ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
+    if kind is int and isinstance(v, bool):
+        ok = False
+    if not ok:
+        raise CorruptionDetected(f"{where}: {key!r} has the wrong type", path, field=key)
+    return v
+
+
+def _int(d, key, where, path, lo=0, hi=(1 << 63) - 1) -> int:
+    v = _field(d, key, int, where, path)
+    if not lo <= v <= hi:
+        raise CorruptionDetected(f"{where}: {key} = {v} is out of range", path, field=key)
+    return v
+
+
+class Container:
+    """An open .tqm file (read-only mmap). Use as a context manager or call close()."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self._file = open(self.path, "rb")
+        except FileNotFoundError:
+            from tinyqmoe.errors import ModelNotFound
+            raise ModelNotFound("no such file", self.path) from None
+        try:
+            self.size = os.fstat(self._file.fileno()).st_size
+            if self.size < FIXED_HEADER_SIZE:
+                raise TruncatedInput(f"file has {self.size} bytes, shorter than the 64-byte header", self.path,
+                                     field="header")
+            self.mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            self.buf = memoryview(self.mmap)
+            self._read_fixed_header()
+            self._read_index()
+            self._read_json()
+            self._read_tensors()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- §3 fixed header
+    def _read_fixed_header(self) -> None:
+        p = self.path
+        raw = bytes(self.buf[:FIXED_HEADER_SIZE])
+        if raw[:8] != MAGIC:
+            raise CorruptionDetected("not a .tqm container (bad magic)", p, field="magic")
+        if crc32(raw[:60]) != int.from_bytes(raw[60:64], "little"):
+            raise ChecksumWrong("fixed header checksum mismatch", p, field="header_crc32")
+        (_, major, minor, flags, index_offset, index_size, json_offset, json_size,
+         index_crc, json_crc, reserved) = FIXED_HEADER.unpack(raw[:60])
+        if major != VERSION_MAJOR:
+            raise UnsupportedParameter(f"format version {major}.{minor} (this reader knows {VERSION_MAJOR}.x)",
+                                       p, field="version_major")
+        if flags or reserved:
+            raise CorruptionDetected("reserved header field is not zero", p, field="flags" if flags else "reserved")
+        if index_offset < FIXED_HEADER_SIZE or index_offset % ALIGN:
+            raise CorruptionDetected(f"index_offset {index_offset} is not a multiple of 64 >= 64", p, field="index_offset")
+        if index_size % CHUNK_RECORD_SIZE:
+            raise CorruptionDetected(f"index_size {index_size} is not a multiple of 32", p, field="index_size")
+        if json_offset != index_offset + index_size:
+            raise CorruptionDetected("json_offset does not follow the index", p, field="json_offset")
+        if not 2 <= json_size <= MAX_JSON_SIZE:
+            raise CorruptionDetected(f"json_size {json_size} is out of range", p, field="json_size")
+        end = json_offset + json_size
+        if end > self.size:
+            raise TruncatedInput(f"file ends at {self.size}, the header says {end}", p, field="json_size")
+        if end < self.size:
+            raise CorruptionDetected(f"{self.size - end} bytes after the end of the container", p, field="json_size")
+        self.version = (major, minor)
+        self.index_offset, self.index_size = index_offset, index_size
+        self.json_offset, self.json_size = json_offset, json_size
+        self._index_crc, self._json_crc = index_crc, json_crc
+
+    # ---- §4.2 chunk index
+    def _read_index(self) -> None:
+        raw = self.buf[self.index_offset:self.index_offset + self.index_size]
+        if crc32(raw) != self._index_crc:
+            raise ChecksumWrong("chunk index checksum mismatch", self.path, field="index_crc32")
+        self.index = np.frombuffer(bytes(raw), CHUNK_DTYPE)   # a copy: small, and frees the mmap
+
+    # ---- §4.1 JSON header
+    def _read_json(self) -> None:
+        p = self.path
+        raw = bytes(self.buf[self.json_offset:self.json_offset + self.json_size])
+        if crc32(raw) != self._json_crc:
+            raise ChecksumWrong("JSON header checksum mismatch", p, field="json_crc32")
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CorruptionDetected(f"JSON header is not valid UTF-8 JSON ({exc})", p, field="json") from None
+        if not isinstance(header, dict):
+            raise CorruptionDetected("JSON header is not an object", p, field="json")
+        if header.get("format") != "tqm":
+            raise CorruptionDetected("JSON header format is not 'tqm'", p, field="format")
+        self.header = header
+        from tinyqmoe.model.checkpoint import TokenizerSpec
+        from tinyqmoe.model.config import LlamaConfig
+        from tinyqmoe.errors import UnsupportedModel
+
+        cfg = _field(header, "config", dict, "header", p)
+        try:
+            self.config = LlamaConfig.from_hf_dict(cfg, p)
+        except UnsupportedModel as exc:
+            raise CorruptionDetected(f"config: {exc.message}", p, field="config") from None
+        tok = header.get("tokenizer")
+        if tok is not None and not (isinstance(tok, dict) and isinstance(tok.get("tokenizer_json"), str)):
+            raise CorruptionDetected("tokenizer is not an object with tokenizer_json", p, field="tokenizer")
+        self.tokenizer = TokenizerSpec.from_dict(tok) if tok is not None else None
+
+    # ---- §4.1.1 tensor records
+    def _read_tensors(self) -> None:
+        p = self.path
+        recs = _field(self.header, "tensors", list, "header", p)
+        self._entries: dict[str, TensorEntry] = {}
+        n_records = self.index.size
+        next_chunk = 0
+        for k, r in enumerate(recs):
+            if not isinstance(r, dict):
+                raise CorruptionDetected(f"tensor record {k} is not an object", p, field="tensors")
+            e = self._check_tensor(r, k, next_chunk, n_records)
+            next_chunk += e.n_chunks
+            self._entries[e.name] = e
+        if next_chunk != n_records:
+            raise CorruptionDetected(f"tensors use {next_chunk} of {n_records} chunk records", p, field="n_chunks")
+
+    def _check_tensor(self, r: dict, k: int, first_expected: int, n_records: int) -> TensorEntry:
+        p = self.path
+        name = _field(r, "name", str, f"tensor {k}", p)
+        where = f"tensor {name!r}"
+        if name in self._entries:
+            raise CorruptionDetected(f"{where} appears twice", p, field="name")
+        shape = _field(r, "shape", list, where, p)
+        if not 1 <= len(shape) <= 2 or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                and 1 <= x < (1 << 31) for x in shape):
+            raise CorruptionDetected(f"{where}: bad shape {shape}", p, field="shape")
+        qtype = _field(r, "qtype", str, where, p)
+        if qtype not in QTYPES:
+            raise UnsupportedParameter(f"{where}: unknown qtype {qtype!r}", p, field="qtype")
+        bits = QTYPES[qtype]
+        group = _int(r, "group", where, p)
+        rows = _int(r, "rows", where, p, 1, 1 << 31)
+        row_bytes = _int(r, "row_bytes", where, p, 1, 1 << 40)
+        scale_dtype = r.get("scale_dtype")
+        so = _int(r, "scale_offset", where, p)
+        ss = _int(r, "scale_size", where, p)
+        sc = _int(r, "scale_crc32", where, p, 0, 0xFFFFFFFF)
+        first = _int(r, "first_chunk", where, p)
+        n = _int(r, "n_chunks", where, p, 1, n_records)
+
+        def bad(msg, fld):
+            raise CorruptionDetected(f"{where}: {msg}", p, field=fld)
+
+        if rows != (shape[0] if len(shape) == 2 else 1):
+            bad(f"rows {rows} does not match shape {shape}", "rows")
+        if rows * row_bytes > MAX_TENSOR_BYTES:
+            raise UnsupportedParameter(f"{where}: {rows * row_bytes} bytes is too large", p, field="row_bytes")
+        if qtype == "f32":
+            if row_bytes != 4 * (int(np.prod(shape)) // rows):
+                bad(f"row_bytes {row_bytes} does not match shape {shape}", "row_bytes")
+            if group or scale_dtype is not None or so or ss or sc:
+                bad("an f32 tensor has scale fields", "scale_offset")
+        else:
+            if len(shape) != 2:
+                bad(f"a quantized tensor must be 2-D, shape is {shape}", "shape")
+            o, i = shape
+            if group < 1 or i % group:
+                bad(f"group {group} does not divide {i}", "group")
+            if i % (8 // bits) or row_bytes != i * bits // 8:
+                bad(f"row_bytes {row_bytes} does not match {i} inputs of {bits} bits", "row_bytes")
+            if scale_dtype not in SCALE_BYTES:
+                bad(f"unknown scale_dtype {scale_dtype!r}", "scale_dtype")
+            if ss != o * (i // group) * SCALE_BYTES[scale_dtype]:
+                bad(f"scale_size {ss} does not match shape and group", "scale_size")
+            if so < FIXED_HEADER_SIZE or so % ALIGN or so + ss > self.index_offset:
+                bad(f"scales [{so}, {so + ss}) lie outside the data area", "scale_offset")
+        if first != first_expected or first + n > n_records:
+            bad(f"chunk range {first}+{n} does not follow the previous tensor's", "first_chunk")
+        chunks = self.index[first:first + n]
+        self._check_chunks(chunks, rows, row_bytes, where)
+        codec = r.get("codec") if isinstance(r.get("codec"), str) else "?"
+        stats = r.get("stats") if isinstance(r.get("stats"), dict) else {}
+        return TensorEntry(name, tuple(shape), qtype, bits, group, scale_dtype, so, ss, sc, rows, row_bytes,
+                           chunks, stats, codec)
+
+    def _check_chunks(self, chunks: np.ndarray, rows: int, row_bytes: int, where: str) -> None:
+        """§4.2: whole rows in order, sizes consistent, extents inside the data area, known codecs."""
+        p = self.path
+        row = 0
+        for j, c in enumerate(chunks):
+            fld = f"{where} chunk {j}"
+            if c["reserved"].any():
+                raise CorruptionDetected(f"{fld}: reserved bytes are not zero", p, field="reserved")
+            check_codec_id_at(int(c["codec"]), p, fld)
+            start, count = int(c["row_start"]), int(c["row_count"])
+            if start != row or count < 1 or start + count > rows:
+                raise CorruptionDetected(f"{fld}: rows [{start}, {start + count}) do not continue at row {row}",
+                                         p, field="row_start")
+            if int(c["raw_size"]) != count * row_bytes:
+                raise CorruptionDetected(f"{fld}: raw_size {int(c['raw_size'])} != {count} rows x {row_bytes}",
+                                         p, field="raw_size")
+            if int(c["raw_size"]) > MAX_CHUNK_RAW:
+                raise UnsupportedParameter(f"{fld}: raw_size above 2^31", p, field="raw_size")
+            off, size = int(c["offset"]), int(c["stored_size"])
+            if off < FIXED_HEADER_SIZE or off + size > self.index_offset:
+                raise CorruptionDetected(f"{fld}: bytes [{off}, {off + size}) lie outside the data area",
+                                         p, field="offset")
+            row = start + count
+        if row != rows:
+            raise CorruptionDetected(f"{where}: chunks end at row {row}, the tensor has {rows}", p, field="row_count")
+
+    # ---- public API
+    @property
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def tensor(self, name: str) -> TensorEntry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UsageError(f"no tensor {name!r} in the container", self.path) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    @contextlib.contextmanager
+    def _context(self, field: str):
+        """Re-raise a codec's FormatError with this file's path and the field being decoded."""
+        try:
+            yield
+        except FormatError as exc:
+            if exc.path is not None:
+                raise
+            raise type(exc)(f"{field}: {exc.message}", self.path, field=field) from None
+
+    def read_chunk_raw(self, name: str, i: int, check: bool = True) -> memoryview:
+        """Stored bytes of chunk i of `name` (a view into the mmap), crc32 checked unless check=False."""
+        e = self.tensor(name)
+        if not 0 <= i < e.n_chunks:
+            raise UsageError(f"{name} has {e.n_chunks} chunks, asked for chunk {i}", self.path)
+        c = e.chunks[i]
+        off, size = int(c["offset"]), int(c["stored_size"])
+        src = self.buf[off:off + size]
+        if check and crc32(src) != int(c["crc32"]):
+            raise ChecksumWrong(f"{name} chunk {i}: checksum mismatch", self.path, field="crc32")
+        return src
+
+    def decode_chunk(self, name: str, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Chunk i of `name` decoded: uint8 [row_count, row_bytes] (into `out` if given, any uint8 array of
+        raw_size bytes, e.g. a slice of a larger payload)."""
+        e = self.tensor(name)
+        return decode_chunk(e, i, self.read_chunk_raw(name, i), out, path=self.path)
+
+    def read_payload(self, name: str, threads: int = 0) -> np.ndarray:
+        """The whole decoded payload: uint8 [O, B], chunks decoded in parallel (nogil numba)."""
+        e = self.tensor(name)
+        out = np.empty((e.rows, e.row_bytes), np.uint8)
+
+        def one(i):
+            r, n = e.chunk_rows(i)
+            self.decode_chunk(name, i, out[r:r + n])
+
+        threads = threads or os.cpu_count() or 1
+        if threads == 1 or e.n_chunks == 1:
+            for i in range(e.n_chunks):
+                one(i)
+        else:
+            with ThreadPoolExecutor(min(threads, e.n_chunks)) as pool:
+                list(pool.map(one, range(e.n_chunks)))
+        return out
+
+    def read_scale(self, name: str) -> np.ndarray:
+        """§6.1: float32 [O, I // group], crc checked, finite and >= 0."""
+        e = self.tensor(name)
+        if e.qtype == "f32":
+            raise UsageError(f"{name} is an f32 tensor: it has no scales", self.path)
+        raw = self.buf[e.scale_offset:e.scale_offset + e.scale_size]
+        if crc32(raw) != e.scale_crc32:
+            raise ChecksumWrong(f"{name}: scales checksum mismatch", self.path, field="scale_crc32")
+        dt = "<f4" if e.scale_dtype == "f32" else "<f2"
+        scale = np.frombuffer(raw, dt).astype(np.float32).reshape(e.scale_shape())
+        if not np.all(np.isfinite(scale)) or np.any(scale < 0):
+            raise CorruptionDetected(f"{name}: a scale is negative, infinite or NaN", self.path, field="scale")
+        return scale
+
+    def read_quantized(self, name: str, threads: int = 0) -> QuantizedTensor:
+        """The quantized tensor exactly as written: q int8 [O, I] (8 bits) or packed uint8 [O, B]."""
+        e = self.tensor(name)
+        if e.qtype == "f32":
+            raise UsageError(f"{name} is stored as f32, not quantized (use read_float)", self.path)
+        payload = self.read_payload(name, threads)
+        if e.qtype == "ternary" and np.any(((payload[:, :, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3) == 2):
+            raise CorruptionDetected(f"{name}: a ternary field holds 0b10", self.path, field="payload")
+        q = payload.view(np.int8) if e.bits == 8 else payload
+        return QuantizedTensor(q=q, scale=self.read_scale(name), group=e.group, bits=e.bits,
+                               scale_dtype=e.scale_dtype)
+
+    def read_float(self, name: str, threads: int = 0) -> np.ndarray:
+        """float32 in the tensor's shape: f32 tensors as stored, quantized ones dequantized."""
+        e = self.tensor(name)
+        if e.qtype != "f32":
+            return dequantize(self.read_quantized(name, threads))
+        return self.read_payload(name, threads).view("<f4").astype(np.float32).reshape(e.shape)
+
+    def close(self) -> None:
+        """Release the file. Views returned by read_chunk_raw keep the mapping alive until dropped."""
+        if getattr(self, "buf", None) is not None:
+            self.buf.release()
+            self.buf = None
+        if getattr(self, "mmap", None) is not None:
+            try:
+                self.mmap.close()
+            except BufferError:   # a caller still holds a chunk view: the mapping goes with it
+                pass
+            self.mmap = None
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def check_codec_id_at(codec_id: int, path, where: str) -> None:
+    try:
+        check_codec_id(codec_id)
+    except UnsupportedParameter as exc:
+        raise UnsupportedParameter(f"{where}: {exc.message}", path, field="codec") from None
+
+
+def decode_chunk(entry: TensorEntry, i: int, src, out: np.ndarray | None = None, path=None) -> np.ndarray:
+    """Decode chunk i of `entry` from its stored bytes `src` (bytes-like; crc already checked by the caller)
+    into out (uint8, raw_size bytes, allocated if None) -> uint8 [row_count, row_bytes]."""
+    c = entry.chunks[i]
+    raw_size, count = int(c["raw_size"]), int(c["row_count"])
+    if out is None:
+        out = np.empty((count, entry.row_bytes), np.uint8)
+    if out.dtype != np.uint8 or out.size != raw_size or not out.flags.c_contiguous:
+        raise UsageError(f"out must be a contiguous uint8 array of {raw_size} bytes")
+    field = f"{entry.name} chunk {i}"
+    try:
+        codecs.decode(int(c["codec"]), src, raw_size, out.reshape(-1))
+    except FormatError as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(f"{field}: {exc.message}", path, field=field) from None
+    return out.reshape(count, entry.row_bytes)
+
+
+def open_container(path: str | Path) -> Container:
+    return Container(path)
