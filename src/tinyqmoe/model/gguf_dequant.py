@@ -206,6 +206,7 @@ def dequantize(raw: np.ndarray, ggml_type: int, shape: tuple[int, ...]) -> np.nd
     blocks = raw.reshape(-1, layout.type_size)                 # [N, type_size]
     out = np.empty((blocks.shape[0], layout.block_size), np.float32)  # [N, B]
     step = max(1, CHUNK_WEIGHTS // layout.block_size)
-    for i in range(0, blocks.shape[0], step):
-        layout.kernel(out[i:i + step], blocks[i:i + step])
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/nan scales give inf/nan, as in ggml
+        for i in range(0, blocks.shape[0], step):
+            layout.kernel(out[i:i + step], blocks[i:i + step])
     return out.reshape(shape)

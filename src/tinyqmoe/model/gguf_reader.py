@@ -175,7 +175,8 @@ class GGUFFile:
             raise UnsupportedParameter(f"GGUF version {self.version} is not supported (2 or 3){hint}", self.path)
         n_tensors, n_kv = cur.u64("tensor_count"), cur.u64("kv_count")
         if n_tensors > cur.end // 24 or n_kv > cur.end // 12:  # each entry takes at least that many bytes
-            raise CorruptionDetected(f"implausible counts: {n_tensors} tensors, {n_kv} metadata keys", self.path)
+            raise TruncatedInput(f"a file of {cur.end} bytes cannot hold {n_tensors} tensors and {n_kv} "
+                                 f"metadata keys", self.path)
         self.metadata: dict = {}
         for i in range(n_kv):
             key = cur.string(f"metadata key #{i}")

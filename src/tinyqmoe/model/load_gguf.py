@@ -136,42 +136,49 @@ def _f32(x) -> float:
 def config_from_gguf(f: GGUFFile) -> LlamaConfig:
     meta, path = f.metadata, f.path
 
-    def key(name, default=None, required=True):
+    def key(name, default=None, required=True, kind=int):
         v = meta.get(f"llama.{name}", default)
         if v is None and required:
             raise UnsupportedModel(f"metadata key llama.{name} is missing", path)
         if isinstance(v, (list, np.ndarray)):
             raise UnsupportedModel(f"llama.{name} varies per layer, which is not supported", path)
+        if v is not None and (isinstance(v, (bool, str)) or not isinstance(v, (int, float) if kind is float else int)):
+            raise CorruptionDetected(f"llama.{name} is {v!r}, expected a number", path)
         return v
 
     if "token_embd.weight" not in f.tensors:
         raise CorruptionDetected("tensor token_embd.weight is missing", path)
     if key("expert_count", 0):
         raise UnsupportedModel("mixture-of-experts Llama files are not supported", path)
-    n_heads = key("attention.head_count")
-    dim = key("embedding_length")
+    n_layers, n_heads, dim = key("block_count"), key("attention.head_count"), key("embedding_length")
+    if len(LAYER_TO_HF) * n_layers > len(f.tensors):
+        raise CorruptionDetected(f"block_count {n_layers} but only {len(f.tensors)} tensors", path)
     head_dim = key("attention.key_length", 0, False) or key("rope.dimension_count", 0, False) or dim // max(n_heads, 1)
     if key("rope.dimension_count", head_dim, False) != head_dim:
         raise UnsupportedModel("partial rotary embeddings are not supported", path)
     if key("attention.value_length", head_dim, False) != head_dim:
         raise UnsupportedModel("value heads of another size than key heads are not supported", path)
-    return LlamaConfig(
-        vocab_size=f.tensors["token_embd.weight"].shape[0],
-        dim=dim,
-        n_layers=key("block_count"),
-        n_heads=n_heads,
-        n_kv_heads=key("attention.head_count_kv", n_heads),
-        ffn_dim=key("feed_forward_length"),
-        norm_eps=_f32(key("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=_f32(key("rope.freq_base", 10000.0)),
-        rope_scaling=_rope_scaling(f, head_dim),
-        max_seq_len=key("context_length", 2048),
-        tie_embeddings="output.weight" not in f.tensors,
-        head_dim=head_dim,
-    )
+    rope_theta = _f32(key("rope.freq_base", 10000.0, kind=float))
+    try:
+        return LlamaConfig(
+            vocab_size=f.tensors["token_embd.weight"].shape[0],
+            dim=dim,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            n_kv_heads=key("attention.head_count_kv", n_heads),
+            ffn_dim=key("feed_forward_length"),
+            norm_eps=_f32(key("attention.layer_norm_rms_epsilon", 1e-5, kind=float)),
+            rope_theta=rope_theta,
+            rope_scaling=_rope_scaling(f, rope_theta, head_dim),
+            max_seq_len=key("context_length", 2048),
+            tie_embeddings="output.weight" not in f.tensors,
+            head_dim=head_dim,
+        )
+    except UnsupportedModel as exc:  # LlamaConfig's own checks do not know the file
+        raise UnsupportedModel(exc.message, path) from None
 
 
-def _rope_scaling(f: GGUFFile, head_dim: int) -> dict | None:
+def _rope_scaling(f: GGUFFile, theta: float, head_dim: int) -> dict | None:
     meta, path = f.metadata, f.path
     kind = meta.get("llama.rope.scaling.type", "none")
     factor = meta.get("llama.rope.scaling.factor", meta.get("llama.rope.scale_linear", 1.0))
@@ -186,7 +193,7 @@ def _rope_scaling(f: GGUFFile, head_dim: int) -> dict | None:
     factors = dequantize(f.raw(ROPE_FREQS), 0, info.shape).astype(np.float64)
     if np.allclose(factors, 1.0):
         return None
-    scaling = rope_scaling_from_factors(factors, float(meta.get("llama.rope.freq_base", 10000.0)), head_dim)
+    scaling = rope_scaling_from_factors(factors, theta, head_dim)
     if scaling is None:
         raise UnsupportedModel(f"{ROPE_FREQS} does not follow Llama-3 rope scaling", path)
     return scaling
@@ -206,22 +213,26 @@ def llama3_rope_factors(rs: dict, theta: float, head_dim: int) -> np.ndarray:
 def rope_scaling_from_factors(factors: np.ndarray, theta: float, head_dim: int) -> dict | None:
     """HF llama3 rope_scaling that reproduces `factors` [E/2], or None if none does.
 
-    Only the ratios of (original_max_position_embeddings, low, high) matter; the smooth band gives
-    a line 1/factor = a + b * old/wavelen from which low/high follow for old = 8192 (Llama 3's).
+    In the smooth band 1/factor moves linearly with old/wavelen; tried in turn: Llama 3's own
+    values (low 1, high 4, original context 8192), low 1 / high 4 with the context that band
+    implies, and low / high fitted to the band at context 8192. The first that reproduces the
+    factors wins.
     """
     factor = _f32(factors.max())
-    old = 8192
     freqs = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    x = old * freqs / (2 * math.pi)                         # old / wavelen
-    smooth = (1 / factors - 1 / factor) / (1 - 1 / factor)  # 0 at the low end, 1 at the high end
+    wavelen = 2 * math.pi / freqs
+    smooth = (1 / factors - 1 / factor) / (1 - 1 / factor)  # (old / wavelen - low) / (high - low)
     band = (smooth > 1e-4) & (smooth < 1 - 1e-4)
-    candidates = [(1.0, 4.0)]                               # Llama 3.1 / 3.2's values
-    if band.sum() >= 2:                                     # smooth = (x - lo) / (hi - lo)
-        slope, icept = np.polyfit(x[band], smooth[band], 1)
-        candidates.append((round(-icept / slope, 6), round((1 - icept) / slope, 6)))
-    for lo, hi in candidates:
+    candidates = [(1.0, 4.0, 8192)]
+    if band.any():
+        candidates.append((1.0, 4.0, round(float(np.median(wavelen[band] * (3 * smooth[band] + 1))))))
+    if band.sum() >= 2:
+        slope, icept = np.polyfit(8192 / wavelen[band], smooth[band], 1)
+        candidates.append((round(-icept / slope, 6), round((1 - icept) / slope, 6), 8192))
+    for lo, hi, old in candidates:
         rs = {"rope_type": "llama3", "factor": factor, "low_freq_factor": float(lo),
-              "high_freq_factor": float(hi), "original_max_position_embeddings": old}
-        if hi > lo and np.allclose(llama3_rope_factors(rs, theta, head_dim), factors, rtol=1e-5, atol=1e-6):
+              "high_freq_factor": float(hi), "original_max_position_embeddings": int(old)}
+        if hi > lo and old > 0 and np.allclose(llama3_rope_factors(rs, theta, head_dim), factors,
+                                               rtol=1e-5, atol=1e-6):
             return rs
     return None

@@ -18,7 +18,9 @@ The result never adds BOS/EOS itself (no post-processor): prepend BOS when `add_
 """
 from __future__ import annotations
 
-from tinyqmoe.errors import UnsupportedModel
+import numpy as np
+
+from tinyqmoe.errors import CorruptionDetected, TinyQMoEError, UnsupportedModel
 from tinyqmoe.model.checkpoint import TokenizerSpec
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -45,23 +47,29 @@ def tokenizer_from_gguf(meta: dict, path: str | None = None) -> TokenizerSpec | 
     kind = meta.get("tokenizer.ggml.model")
     if kind is None or "tokenizer.ggml.tokens" not in meta:
         return None
-    tokens = list(meta["tokenizer.ggml.tokens"])
-    types = [int(t) for t in meta.get("tokenizer.ggml.token_type", [NORMAL] * len(tokens))]
-    if len(types) != len(tokens):
-        raise UnsupportedModel(f"tokenizer has {len(tokens)} tokens but {len(types)} token types", path)
-    if kind == "gpt2":
-        tok, add_bos = _byte_level_bpe(meta, tokens, types, path)
-    elif kind == "llama":
-        tok, add_bos = _sentencepiece_bpe(meta, tokens, types, path)
-    else:
+    tokens = meta["tokenizer.ggml.tokens"]
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise CorruptionDetected("tokenizer.ggml.tokens is not a list of strings", path)
+    builders = {"gpt2": _byte_level_bpe, "llama": _sentencepiece_bpe}
+    if not isinstance(kind, str) or kind not in builders:
         raise UnsupportedModel(f"tokenizer model {kind!r} is not supported (gpt2 or llama)", path)
+    try:
+        types = [int(t) for t in np.asarray(meta.get("tokenizer.ggml.token_type", [NORMAL] * len(tokens))).ravel()]
+        if len(types) != len(tokens):
+            raise CorruptionDetected(f"tokenizer has {len(tokens)} tokens but {len(types)} token types", path)
+        tok, add_bos = builders[kind](meta, tokens, types, path)
+    except TinyQMoEError:
+        raise
+    except Exception as exc:  # the tokenizers library raises bare Exception on a bad vocabulary
+        raise CorruptionDetected(f"tokenizer metadata is inconsistent: {exc}", path) from None
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", add_bos))
 
     def token(key: str) -> str | None:
         i = meta.get(f"tokenizer.ggml.{key}")
-        return tokens[i] if i is not None and 0 <= i < len(tokens) else None
+        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
 
-    return TokenizerSpec(tokenizer_json=tok.to_str(), chat_template=meta.get("tokenizer.chat_template"),
+    template = meta.get("tokenizer.chat_template")
+    return TokenizerSpec(tokenizer_json=tok.to_str(), chat_template=template if isinstance(template, str) else None,
                          bos_token=token("bos_token_id"), eos_token=token("eos_token_id"), add_bos=add_bos)
 
 
