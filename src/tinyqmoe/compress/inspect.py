@@ -1,0 +1,108 @@
+"""Account for every byte of a .tqm file, and verify one end to end.
+
+`account(c)` splits the file into fixed header, data (scales, chunk payload, padding), index and
+JSON header: the parts add up exactly to the file size, or the file is reported corrupt (an
+overlap between sections). `verify(path)` checks every checksum, decodes every chunk and checks
+that padding is zero.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from tinyqmoe.compress.container import Container, open_container
+from tinyqmoe.compress.container_format import FIXED_HEADER_SIZE
+from tinyqmoe.errors import CorruptionDetected
+
+
+@dataclasses.dataclass
+class TensorRow:
+    name: str
+    shape: tuple
+    qtype: str
+    group: int
+    codec: str
+    n_values: int
+    bf16_bytes: int        # the tensor as bf16 (2 bytes per value)
+    quant_bytes: int       # the quantized payload, uncompressed (int8 / packed / f32)
+    scale_bytes: int
+    stored_bytes: int      # compressed payload
+    entropy_bytes: float   # order-0 entropy bound of the payload (NaN if not recorded)
+    zstd19_bytes: int      # zstd-19 size of the payload (-1 if not recorded)
+    sqnr_db: float         # quantization SQNR (NaN for f32)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * (self.stored_bytes + self.scale_bytes) / self.n_values
+
+    @property
+    def ratio_bf16(self) -> float:
+        return self.bf16_bytes / max(self.stored_bytes + self.scale_bytes, 1)
+
+
+def tensor_rows(c: Container) -> list[TensorRow]:
+    rows = []
+    for name in c.names:
+        e = c.tensor(name)
+        st = e.stats
+        rows.append(TensorRow(
+            name, e.shape, e.qtype, e.group, e.codec, e.n_values, 2 * e.n_values, e.raw_bytes, e.scale_size,
+            e.stored_bytes, float(st.get("entropy_bits", float("nan"))) / 8, int(st.get("zstd19_bytes", -1)),
+            float(st.get("sqnr_db", float("nan")))))
+    return rows
+
+
+def sections(c: Container) -> list[tuple[int, int, str]]:
+    """Every data extent (offset, size, kind) in file order; kind is 'scales' or 'payload'."""
+    out = []
+    for name in c.names:
+        e = c.tensor(name)
+        if e.scale_size:
+            out.append((e.scale_offset, e.scale_size, "scales"))
+        for ch in e.chunks:
+            out.append((int(ch["offset"]), int(ch["stored_size"]), "payload"))
+    out.sort()
+    return out
+
+
+def account(c: Container) -> dict:
+    """Bytes per part of the file; the parts sum to the file size. Raises on overlapping sections."""
+    parts = {"fixed_header": FIXED_HEADER_SIZE, "scales": 0, "payload": 0, "padding": 0,
+             "index": c.index_size, "json_header": c.json_size}
+    pos = FIXED_HEADER_SIZE
+    for off, size, kind in sections(c):
+        if off < pos:
+            raise CorruptionDetected(f"{kind} at {off} overlaps the previous section (ends at {pos})", c.path,
+                                     field="offset")
+        parts["padding"] += off - pos
+        parts[kind] += size
+        pos = off + size
+    parts["padding"] += c.index_offset - pos
+    total = sum(parts.values())
+    assert total == c.size, (total, c.size)
+    parts["file"] = c.size
+    return parts
+
+
+def padding_is_zero(c: Container) -> bool:
+    pos = FIXED_HEADER_SIZE
+    for off, size, _ in sections(c) + [(c.index_offset, 0, "index")]:
+        if off > pos and np.frombuffer(c.buf[pos:off], np.uint8).any():
+            return False
+        pos = max(pos, off + size)
+    return True
+
+
+def verify(path, threads: int = 0) -> dict:
+    """Open, check every checksum and decode every tensor. Returns the accounting; raises on any fault."""
+    with open_container(path) as c:
+        parts = account(c)
+        if not padding_is_zero(c):
+            raise CorruptionDetected("padding bytes are not zero", c.path, field="padding")
+        for name in c.names:
+            if c.tensor(name).qtype == "f32":
+                c.read_float(name, threads)
+            else:
+                c.read_quantized(name, threads)
+        return {"tensors": len(c.names), "chunks": int(c.index.size), **parts}

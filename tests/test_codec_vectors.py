@@ -1,0 +1,35 @@
+"""Known-answer vectors of docs/FORMAT.md Appendix A: the exact bytes of small LZW and rANS streams."""
+import numpy as np
+
+from tinyqmoe.compress.lzw_decode import lzw_decode
+from tinyqmoe.compress.lzw_encode import lzw_encode
+from tinyqmoe.compress.rans_decode import rans_decode
+from tinyqmoe.compress.rans_encode import rans_encode
+
+LZW_TOBE = bytes.fromhex("09 54 9e 08 29 f2 44 8a 93 27 54 02 0e 2c a8 90 a0 41 84")
+LZW_KWKWK = bytes.fromhex("0c 61 02 0a 0c 03")
+RANS_ABRA = bytes(12) + b"\x1e\x00\x04" + bytes(17) + bytes.fromhex(
+    "97 3a a3 17 d2 0b d1 0b a3 17" "4a 96 81 2b" "6b bf")
+
+
+def test_lzw_tobeornot():
+    data = b"TOBEORNOTTOBEORTOBEORNOT"
+    assert lzw_encode(data, 9) == LZW_TOBE
+    assert lzw_decode(LZW_TOBE, len(data)).tobytes() == data
+
+
+def test_lzw_kwkwk():
+    # codes 97, 257, 258, 97 in 9 bits each, LSB-first: 0x061 | 0x101 << 9 | 0x102 << 18 | 0x061 << 27
+    value = 0x61 | 0x101 << 9 | 0x102 << 18 | 0x61 << 27
+    assert LZW_KWKWK == b"\x0c" + value.to_bytes(5, "little")
+    assert lzw_encode(b"aaaaaaa", 12) == LZW_KWKWK
+    assert lzw_decode(LZW_KWKWK, 7).tobytes() == b"aaaaaaa"
+
+
+def test_rans_abracadabra():
+    # a:7447 b:2979 c:1490 d:1489 r:2979 (sum 16384), state 0x2B81964A, then two renormalisation bytes
+    bitmap = np.zeros(256, bool)
+    bitmap[list(b"abcdr")] = True
+    assert RANS_ABRA[:32] == np.packbits(bitmap, bitorder="little").tobytes()
+    assert rans_encode(b"abracadabra") == RANS_ABRA
+    assert rans_decode(RANS_ABRA, 11).tobytes() == b"abracadabra"

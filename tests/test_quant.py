@@ -1,0 +1,88 @@
+"""Quantizers: known answers, packing round trips, error reports, fp16 scales, bad arguments."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tinyqmoe.compress.quant import (QuantizedTensor, dequantize, dequantize_int8, pack_bits, quantize,
+                                     quantize_int4, quantize_int8, quantize_ternary, unpack_bits)
+from tinyqmoe.errors import UsageError
+
+
+def test_int8_known_answer_per_channel():
+    w = np.array([[1.0, -0.5, 0.25, 0.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    qt, err = quantize_int8(w)
+    assert qt.q.dtype == np.int8 and qt.q.tolist() == [[127, -64, 32, 0], [0, 0, 0, 0]]  # -63.5 rounds to even
+    assert qt.scale.shape == (2, 1) and qt.scale[0, 0] == np.float32(1 / 127) and qt.scale[1, 0] == 0
+    assert qt.shape == (2, 4) and qt.qtype == "int8"
+    assert 0 < err.rel_frobenius < 0.01 and err.sqnr_db > 40
+
+
+def test_int8_groups_and_fp16_scales():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((8, 128)).astype(np.float32)
+    qt32, e32 = quantize_int8(w, 32)
+    qt16, e16 = quantize_int8(w, 32, scale_dtype=np.float16)
+    assert qt32.scale.shape == (8, 4) and qt16.scale_dtype == "f16"
+    assert np.array_equal(qt16.scale, qt16.scale.astype(np.float16).astype(np.float32))  # exact in fp16
+    assert abs(e16.sqnr_db - e32.sqnr_db) < 0.5
+    per_channel = quantize_int8(w)[1]
+    assert e32.sqnr_db > per_channel.sqnr_db         # smaller groups, smaller error
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([4, 2]), st.integers(1, 5), st.integers(1, 6), st.integers(0, 2**32 - 1))
+def test_pack_unpack_round_trip(bits, o, blocks, seed):
+    lo, hi = (-7, 7) if bits == 4 else (-1, 1)
+    q = np.random.default_rng(seed).integers(lo, hi + 1, (o, blocks * 8)).astype(np.int8)
+    p = pack_bits(q, bits)
+    assert p.shape == (o, blocks * bits) and p.dtype == np.uint8
+    assert np.array_equal(unpack_bits(p, bits), q)
+
+
+def test_packing_known_answer():
+    # first column in the lowest bits, two's complement fields
+    assert pack_bits(np.array([[1, -1]], np.int8), 4).tolist() == [[0xF1]]
+    assert pack_bits(np.array([[1, -1, 0, 1]], np.int8), 2).tolist() == [[0b01_00_11_01]]
+
+
+def test_int4_and_ternary_error_ordering():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((16, 256)).astype(np.float32)
+    e8 = quantize_int8(w, 32)[1].sqnr_db
+    q4, e4 = quantize_int4(w, 32)
+    qt, et = quantize_ternary(w, 64)
+    assert e8 > e4.sqnr_db > et.sqnr_db > 0
+    assert q4.q.shape == (16, 128) and q4.shape == (16, 256) and q4.qtype == "int4"
+    assert qt.q.shape == (16, 64) and qt.shape == (16, 256) and qt.qtype == "ternary"
+    assert set(np.unique(unpack_bits(qt.q, 2))) <= {-1, 0, 1}
+    assert np.abs(unpack_bits(q4.q, 4)).max() == 7
+    # dequantize agrees with the error that was reported
+    d = dequantize(q4)
+    rel = np.linalg.norm(w - d) / np.linalg.norm(w)
+    assert abs(rel - e4.rel_frobenius) < 1e-6
+
+
+def test_ternary_absmean_known_answer():
+    w = np.array([[0.9, -0.1, -1.1, 0.2]], np.float32)   # mean |w| = 0.575
+    qt, _ = quantize_ternary(w, 4)
+    assert np.isclose(qt.scale[0, 0], 0.575)
+    assert unpack_bits(qt.q, 2).tolist() == [[1, 0, -1, 0]]
+
+
+def test_dequantize_matches_int8_path():
+    w = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
+    qt, _ = quantize(w, 8, 16)
+    assert np.array_equal(dequantize(qt), dequantize_int8(qt))
+    assert isinstance(qt, QuantizedTensor) and qt.bits == 8
+
+
+@pytest.mark.parametrize("call", [
+    lambda: quantize_int8(np.zeros(4, np.float32)),
+    lambda: quantize_int8(np.zeros((2, 10), np.float32), 3),
+    lambda: quantize_int4(np.zeros((2, 5), np.float32), 5),
+    lambda: quantize(np.zeros((2, 8), np.float32), 3),
+    lambda: quantize(np.zeros((2, 8), np.float32), 8, None, "bf16"),
+])
+def test_bad_arguments(call):
+    with pytest.raises(UsageError):
+        call()
