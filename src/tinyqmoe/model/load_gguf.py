@@ -228,7 +228,8 @@ def rope_scaling_from_factors(factors: np.ndarray, theta: float, head_dim: int) 
         candidates.append((1.0, 4.0, round(float(np.median(wavelen[band] * (3 * smooth[band] + 1))))))
     if band.sum() >= 2:
         slope, icept = np.polyfit(8192 / wavelen[band], smooth[band], 1)
-        candidates.append((round(-icept / slope, 6), round((1 - icept) / slope, 6), 8192))
+        lo, hi = -icept / slope, (1 - icept) / slope
+        candidates += [(round(lo, digits), round(hi, digits), 8192) for digits in (3, 6)]
     for lo, hi, old in candidates:
         rs = {"rope_type": "llama3", "factor": factor, "low_freq_factor": float(lo),
               "high_freq_factor": float(hi), "original_max_position_embeddings": int(old)}

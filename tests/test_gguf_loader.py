@@ -1,0 +1,129 @@
+"""open_gguf: a tiny transformers Llama written as llama.cpp writes it comes back as the original tensors."""
+import numpy as np
+import pytest
+
+from gguf_tiny import gguf_layout, llamacpp_permute, tiny_hf_llama, write_llama_gguf
+from tinyqmoe.errors import CorruptionDetected, UnsupportedModel
+from tinyqmoe.model.checkpoint import expected_tensors
+from tinyqmoe.model.config import LlamaConfig
+from tinyqmoe.model.load_gguf import llama3_rope_factors, open_gguf, rope_scaling_from_factors
+
+gguf = pytest.importorskip("gguf")
+Q = gguf.GGMLQuantizationType
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64}
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_f32_round_trip_gives_the_hf_tensors(tmp_path, tie):
+    cfg, sd = tiny_hf_llama(tie=tie, seed=int(tie))
+    write_llama_gguf(tmp_path / "m.gguf", cfg, gguf_layout(cfg, sd))
+    with open_gguf(tmp_path / "m.gguf") as ck:
+        assert ck.config == LlamaConfig.from_hf_dict(cfg)
+        assert ck.config.tie_embeddings is tie and ck.config.n_kv_heads == 2
+        assert ck.shapes == expected_tensors(ck.config)
+        assert sorted(ck.names) == sorted(sd)
+        assert set(ck.source_dtypes.values()) == {"f32"}
+        for name, want in sd.items():
+            np.testing.assert_array_equal(ck.get(name), want, err_msg=name)
+        assert ck.tokenizer is None  # the file has no vocabulary
+
+
+@pytest.mark.parametrize("qtype", [Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1], ids=lambda q: q.name)
+def test_quantized_round_trip(tmp_path, qtype):
+    """Each tensor is what gguf's reference dequantizer reads from the file, in HF row order."""
+    cfg, sd = tiny_hf_llama(tie=False, seed=2)
+    stored = write_llama_gguf(tmp_path / "m.gguf", cfg, gguf_layout(cfg, sd), qtype=qtype)
+    ck = open_gguf(tmp_path / "m.gguf")
+    h, k = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    nmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg["num_hidden_layers"])
+    for name, original in sd.items():
+        got = ck.get(name)
+        as_stored = got
+        if name.endswith("q_proj.weight"):
+            as_stored = llamacpp_permute(got, h, h)
+        elif name.endswith("k_proj.weight"):
+            as_stored = llamacpp_permute(got, h, k)
+        np.testing.assert_array_equal(as_stored, stored[nmap.get_name(name, try_suffixes=(".weight",))], err_msg=name)
+        rel = np.linalg.norm(got - original) / np.linalg.norm(original)
+        assert rel < (0.01 if qtype in (Q.F16, Q.BF16, Q.Q8_0) else 0.2), name
+        assert ck.source_dtypes[name] == (qtype.name.lower() if original.ndim == 2 else "f32")
+
+
+def test_llama3_rope_scaling_comes_back_from_rope_freqs(tmp_path):
+    cfg, sd = tiny_hf_llama(tie=False, rope_scaling=dict(LLAMA3_ROPE))
+    write_llama_gguf(tmp_path / "m.gguf", cfg, gguf_layout(cfg, sd))
+    ck = open_gguf(tmp_path / "m.gguf")
+    assert ck.config.rope_scaling == LLAMA3_ROPE
+    assert ck.config == LlamaConfig.from_hf_dict(cfg)
+    assert "rope_freqs.weight" not in ck.shapes
+
+
+@pytest.mark.parametrize("rs,theta,head_dim", [
+    (dict(LLAMA3_ROPE, original_max_position_embeddings=8192), 500000.0, 64),   # Llama 3.2 1B
+    (dict(LLAMA3_ROPE, factor=8.0, original_max_position_embeddings=8192), 500000.0, 128),  # Llama 3.1 8B
+    (dict(LLAMA3_ROPE, low_freq_factor=2.0, high_freq_factor=6.0, original_max_position_embeddings=8192),
+     500000.0, 128),
+    (LLAMA3_ROPE, 500000.0, 16),
+])
+def test_rope_scaling_from_factors_inverts_llama_cpp(rs, theta, head_dim):
+    from gguf_tiny import llamacpp_rope_freqs
+
+    factors = llamacpp_rope_freqs(rs, theta, head_dim).astype(np.float64)
+    got = rope_scaling_from_factors(factors, theta, head_dim)
+    assert got == rs
+    np.testing.assert_allclose(llama3_rope_factors(got, theta, head_dim), factors, rtol=1e-6)
+
+
+def test_other_architectures_are_refused(tmp_path):
+    cfg, sd = tiny_hf_llama(tie=True)
+    path = tmp_path / "q.gguf"
+    write_llama_gguf(path, cfg, gguf_layout(cfg, sd), arch="qwen2")
+    with pytest.raises(UnsupportedModel, match=r"q\.gguf: architecture 'qwen2' is not supported"):
+        open_gguf(path)
+
+
+def test_unknown_tensor_type_is_refused(tmp_path):
+    cfg, sd = tiny_hf_llama(tie=True)
+    tensors = gguf_layout(cfg, sd)
+    w = gguf.GGUFWriter(str(tmp_path / "iq.gguf"), "llama")
+    w.add_embedding_length(64)
+    w.add_block_count(2)
+    w.add_feed_forward_length(96)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    for name, t in tensors.items():
+        if name == "blk.0.ffn_up.weight":  # IQ4_NL: 18-byte blocks of 32 weights
+            w.add_tensor(name, np.zeros((t.shape[0], t.shape[1] // 32 * 18), np.uint8), raw_dtype=Q.IQ4_NL)
+        else:
+            w.add_tensor(name, t)
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    with pytest.raises(UnsupportedModel, match=r"iq\.gguf: tensor blk\.0\.ffn_up\.weight has type iq4_nl"):
+        open_gguf(tmp_path / "iq.gguf")
+
+
+def test_missing_and_foreign_tensors(tmp_path):
+    cfg, sd = tiny_hf_llama(tie=True)
+    tensors = gguf_layout(cfg, sd)
+    write_llama_gguf(tmp_path / "a.gguf", cfg, tensors, drop=("blk.1.ffn_up.weight",))
+    with pytest.raises(CorruptionDetected, match=r"tensor blk\.1\.ffn_up\.weight is missing"):
+        open_gguf(tmp_path / "a.gguf")
+    write_llama_gguf(tmp_path / "b.gguf", cfg, dict(tensors, **{"blk.0.attn_q.bias": np.zeros(64, np.float32)}))
+    with pytest.raises(UnsupportedModel, match=r"tensor blk\.0\.attn_q\.bias has no Llama counterpart"):
+        open_gguf(tmp_path / "b.gguf")
+
+
+@pytest.mark.slow
+def test_default_model(default_gguf):
+    ck = open_gguf(default_gguf)
+    c = ck.config
+    assert (c.n_layers, c.dim, c.ffn_dim, c.n_heads, c.n_kv_heads) == (30, 576, 1536, 9, 3)
+    assert (c.rope_theta, c.vocab_size, c.tie_embeddings, c.head_dim, c.norm_eps) == (1e5, 49152, True, 64, 1e-5)
+    assert c.rope_scaling is None and c.max_seq_len == 8192
+    assert ck.shapes == expected_tensors(c)
+    assert ck.source_dtypes["model.embed_tokens.weight"] == "q8_0"
+    assert ck.source_dtypes["model.layers.7.mlp.down_proj.weight"] == "q4_1"
+    assert ck.source_dtypes["model.norm.weight"] == "f32"
+    for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"):
+        w = ck.get(name)
+        assert w.dtype == np.float32 and w.shape == ck.shapes[name] and np.isfinite(w).all()
