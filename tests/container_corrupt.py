@@ -1,0 +1,40 @@
+"""Helpers to corrupt a .tqm file: read everything, and rewrite a file with fixed-up checksums."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tinyqmoe.compress.common import crc32
+from tinyqmoe.compress.container import open_container
+from tinyqmoe.compress.container_format import CHUNK_DTYPE, FIXED_HEADER
+
+
+def read_all(path) -> dict:
+    """Every tensor decoded: name -> bytes of (payload, scales), via the public reader."""
+    out = {}
+    with open_container(path) as c:
+        for name in c.names:
+            if c.tensor(name).qtype == "f32":
+                out[name] = c.read_float(name, threads=1).tobytes()
+            else:
+                qt = c.read_quantized(name, threads=1)
+                out[name] = qt.q.tobytes() + qt.scale.tobytes()
+    return out
+
+
+def split(blob: bytes):
+    f = FIXED_HEADER.unpack_from(blob)
+    io, isz, jo, jsz = f[4], f[5], f[6], f[7]
+    return blob[:io], np.frombuffer(blob[io:io + isz], CHUNK_DTYPE).copy(), json.loads(blob[jo:jo + jsz])
+
+
+def rebuild(data_part: bytes, index: np.ndarray, header: dict, json_bytes: bytes | None = None) -> bytes:
+    """Reassemble a file from its parts with every checksum recomputed (a 'valid-looking' forgery)."""
+    ib = index.tobytes()
+    js = json_bytes if json_bytes is not None else json.dumps(header).encode()
+    f = list(FIXED_HEADER.unpack_from(data_part))
+    io = len(data_part)
+    f[4], f[5], f[6], f[7], f[8], f[9] = io, len(ib), io + len(ib), len(js), crc32(ib), crc32(js)
+    fixed = FIXED_HEADER.pack(*f)
+    return fixed + crc32(fixed).to_bytes(4, "little") + data_part[64:] + ib + js

@@ -1,0 +1,168 @@
+"""The .tqm container: bit-identical round trips, row-block chunks, byte accounting, atomic writes,
+header contents and bad arguments."""
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from container_helpers import tiny_checkpoint
+from tinyqmoe.cli import main as cli_main
+from tinyqmoe.compress.container import decode_chunk, open_container
+from tinyqmoe.compress.container_write import CompressOptions, chunk_rows, tensor_group, write_container
+from tinyqmoe.compress.inspect import account, verify
+from tinyqmoe.compress.quant import quantize
+from tinyqmoe.errors import ModelNotFound, UsageError
+
+
+@pytest.fixture(scope="module")
+def ckpt():
+    return tiny_checkpoint()
+
+
+@pytest.mark.parametrize("bits,codec,scale_dtype", [
+    (8, "auto", "f32"), (8, "lzw", "f16"), (8, "rans", "f32"), (8, "zstd", "f32"), (8, "raw", "f32"),
+    (4, "rans", "f32"), (4, "lzw", "f16"), (2, "auto", "f32"), (2, "raw", "f16")])
+def test_bit_identical_round_trip(tmp_path, ckpt, bits, codec, scale_dtype):
+    path = tmp_path / "m.tqm"
+    opts = CompressOptions(bits=bits, codec=codec, chunk_size=1000, scale_dtype=scale_dtype, lzw_max_bits=10,
+                           threads=2)
+    write_container(ckpt, path, opts, progress=False)
+    with open_container(path) as c:
+        assert c.config == ckpt.config and c.tokenizer == ckpt.tokenizer and c.names == ckpt.names
+        for name in c.names:
+            e, w = c.tensor(name), ckpt.get(name)
+            if w.ndim == 1:
+                assert e.qtype == "f32" and np.array_equal(c.read_float(name), w)
+                continue
+            ref, _ = quantize(w, bits, tensor_group(w.shape[1], opts.group_size, bits), scale_dtype)
+            qt = c.read_quantized(name, threads=2)
+            assert qt.bits == bits and qt.group == ref.group and qt.q.dtype == ref.q.dtype
+            assert np.array_equal(qt.q, ref.q) and np.array_equal(qt.scale, ref.scale)
+            assert e.n_chunks > 1 or e.rows * e.row_bytes <= 1000
+    assert verify(path)["file"] == os.path.getsize(path)
+
+
+def test_chunks_are_whole_row_blocks(tmp_path, ckpt):
+    path = tmp_path / "m.tqm"
+    write_container(ckpt, path, CompressOptions(codec="lzw", chunk_size=700), progress=False)
+    name = "mlp.down_proj.weight"
+    with open_container(path) as c:
+        name = "model.layers.1." + name
+        e = c.tensor(name)                    # [64, 160] int8: 160-byte rows, 4 rows per 700-byte chunk
+        assert e.row_bytes == 160 and [e.chunk_rows(i) for i in range(e.n_chunks)] == chunk_rows(64, 160, 700)
+        q = c.read_quantized(name).q.view(np.uint8)
+        for i in range(e.n_chunks):
+            r, n = e.chunk_rows(i)
+            assert np.array_equal(c.decode_chunk(name, i), q[r:r + n])
+            raw = bytes(c.read_chunk_raw(name, i))
+            ch = e.chunks[i]
+            with open(path, "rb") as f:                       # the index gives real file offsets (pread)
+                f.seek(int(ch["offset"]))
+                assert f.read(int(ch["stored_size"])) == raw
+            out = np.zeros((n, e.row_bytes), np.uint8)
+            decode_chunk(e, i, raw, out)
+            assert np.array_equal(out, q[r:r + n])
+
+
+def test_every_byte_accounted(tmp_path, ckpt):
+    path = tmp_path / "m.tqm"
+    write_container(ckpt, path, CompressOptions(codec="auto", chunk_size=2048), progress=False)
+    with open_container(path) as c:
+        parts = account(c)
+        assert parts["file"] == os.path.getsize(path)
+        assert sum(v for k, v in parts.items() if k != "file") == parts["file"]
+        assert parts["payload"] == sum(c.tensor(n).stored_bytes for n in c.names)
+        assert parts["scales"] == sum(c.tensor(n).scale_size for n in c.names)
+        assert 0 < parts["padding"] < 64 * (len(c.names) * 2 + 1)
+
+
+def test_header_is_a_complete_model(tmp_path, ckpt):
+    path = tmp_path / "m.tqm"
+    write_container(ckpt, path, CompressOptions(quantize_embeddings=False), progress=False)
+    with open(path, "rb") as f:
+        blob = f.read()
+    magic, major, minor, flags, io, isz, jo, jsz = struct.unpack_from("<8sHHIQQQQ", blob)
+    assert magic == b"TQMC\r\n\x1a\n" and (major, minor, flags) == (1, 0, 0)
+    assert io % 64 == 0 and jo == io + isz and jo + jsz == len(blob)
+    header = json.loads(blob[jo:])
+    assert header["config"]["hidden_size"] == 64 and header["tokenizer"]["chat_template"]
+    recs = {t["name"]: t for t in header["tensors"]}
+    assert recs["model.embed_tokens.weight"]["qtype"] == "f32"        # as asked
+    assert recs["lm_head.weight"]["qtype"] == "int8"
+    assert recs["model.norm.weight"]["qtype"] == "f32"
+    st = recs["model.layers.0.mlp.up_proj.weight"]["stats"]
+    assert st["sqnr_db"] > 30 and 0 < st["entropy_bits"] and st["zstd19_bytes"] > 0
+    with open_container(path) as c:
+        from tokenizers import Tokenizer
+        assert Tokenizer.from_str(c.tokenizer.tokenizer_json).encode("the fox").ids
+
+
+class Boom(Exception):
+    pass
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, ckpt):
+    path = tmp_path / "m.tqm"
+    path.write_bytes(b"previous")
+    calls = []
+
+    def get(name, _orig=ckpt.get):
+        calls.append(name)
+        if len(calls) == 5:
+            raise Boom()
+        return _orig(name)
+
+    ckpt.get = get
+    try:
+        with pytest.raises(Boom):
+            write_container(ckpt, path, progress=False)
+    finally:
+        del ckpt.get
+    assert path.read_bytes() == b"previous" and os.listdir(tmp_path) == ["m.tqm"]
+
+
+def test_bad_options(tmp_path, ckpt):
+    for opts in [CompressOptions(codec="lz4"), CompressOptions(bits=3), CompressOptions(lzw_max_bits=30),
+                 CompressOptions(chunk_size=0), CompressOptions(scale_dtype="bf16")]:
+        with pytest.raises(UsageError):
+            write_container(ckpt, tmp_path / "x.tqm", opts, progress=False)
+    with pytest.raises(UsageError):
+        write_container(ckpt, tmp_path / "missing" / "x.tqm", progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_bad_arguments(tmp_path, capsys):
+    not_a_model = tmp_path / "notes.txt"
+    not_a_model.write_text("hello")
+    cases = [
+        ["compress", str(not_a_model), "-o", str(tmp_path / "a.tqm")],
+        ["compress", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "a.tqm")],
+        ["compress", "default", "-o", str(tmp_path / "a.tqm"), "--codec", "lz4"],
+        ["compress", "default", "-o", str(tmp_path / "a.tqm"), "--bits", "3"],
+        ["compress", "default", "-o", str(tmp_path / "no" / "a.tqm"), "--bits", "3"],
+        ["inspect", str(not_a_model)],
+        ["verify", str(tmp_path / "nothing.tqm")],
+    ]
+    for argv in cases:
+        assert cli_main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("tinyqmoe: "), (argv, err)
+
+
+def test_cli_round_trip_on_a_container(tmp_path, ckpt, capsys):
+    path = tmp_path / "m.tqm"
+    write_container(ckpt, path, CompressOptions(codec="rans"), progress=False)
+    assert cli_main(["verify", str(path)]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert cli_main(["inspect", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bytes"]["file"] == os.path.getsize(path) and len(out["tensors"]) == len(ckpt.names)
+    assert cli_main(["inspect", str(path)]) == 0
+    assert f"= {os.path.getsize(path):,}" in capsys.readouterr().out
+
+
+def test_open_missing_file(tmp_path):
+    with pytest.raises(ModelNotFound):
+        open_container(tmp_path / "nope.tqm")
