@@ -14,7 +14,7 @@ IDS = [5, 17, 200, 3, 99, 42, 7, 250, 11, 64, 128, 1, 77, 150, 33, 290, 8, 8, 8,
 def hf_logits(directory, ids):
     from transformers import LlamaForCausalLM
 
-    model = LlamaForCausalLM.from_pretrained(directory, torch_dtype=torch.float32).eval()
+    model = LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].numpy(), model
 

@@ -120,18 +120,26 @@ class Model:
 
     # ---- generation
     def stream_ids(self, ids: list[int], max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
-                   top_p: float = 1.0, seed: int | None = None) -> Iterator[int]:
+                   top_p: float = 1.0, seed: int | None = None, state: RunState | None = None) -> Iterator[int]:
+        """Generate after `ids`. With `state`, `ids` continue the sequence already in its KV cache."""
         self._check_ids(ids)
         if not ids:
             raise UsageError("empty prompt")
         params = SamplingParams(temperature, top_k, top_p, seed)
         stats = self.last_stats = GenerationStats()
-        state = self.new_state(min(self.config.max_seq_len, len(ids) + max_new_tokens))
-        n = min(max_new_tokens, self.config.max_seq_len - len(ids))
+        if state is None:
+            state = self.new_state(min(self.config.max_seq_len, len(ids) + max_new_tokens))
+        n = min(max_new_tokens, self.config.max_seq_len - state.pos - len(ids))
+        if n < 0:
+            raise UsageError(f"prompt of {state.pos + len(ids)} tokens exceeds the model's context "
+                             f"of {self.config.max_seq_len}")
         t0 = time.perf_counter()
         logits = prefill(self.weights, state, ids, self.block_rows)
         stats.prompt_tokens, stats.prompt_seconds = len(ids), time.perf_counter() - t0
         yield from decode_n_tokens(self.weights, state, logits, n, params, self.tokenizer.stop_ids, stats)
+
+    def chat_session(self, system: str | None = None) -> "ChatSession":
+        return ChatSession(self, system)
 
     def stream(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, seed: int | None = None, chat: bool = False) -> Iterator[str]:
@@ -155,6 +163,38 @@ class Model:
         bad = [i for i in ids if not 0 <= int(i) < V]
         if bad:
             raise UsageError(f"token id {bad[0]} is outside the vocabulary (0..{V - 1})")
+
+
+class ChatSession:
+    """A conversation whose KV cache persists: each turn prefills only the tokens it adds."""
+
+    def __init__(self, model: Model, system: str | None = None):
+        self.model = model
+        self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
+        self.state = model.new_state()
+        self.cached: list[int] = []  # the ids whose keys and values are in self.state
+
+    def send(self, text: str, **sampling) -> Iterator[str]:
+        """Add a user turn and stream the assistant's reply."""
+        tok = self.model.tokenizer
+        self.messages.append({"role": "user", "content": text})
+        ids = tok.encode_chat(self.messages)
+        common = 0
+        for a, b in zip(self.cached, ids):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(ids) - 1)  # prefill at least one token to get logits
+        self.state.pos = common
+        reply: list[int] = []
+        dec = tok.stream_decoder()
+        for token in self.model.stream_ids(ids[common:], state=self.state, **sampling):
+            reply.append(token)
+            piece = dec.push(token)
+            if piece:
+                yield piece
+        self.cached = (ids + reply)[: self.state.pos]
+        self.messages.append({"role": "assistant", "content": tok.decode(reply)})
 
 
 def _progress_bar(total: int, desc: str):

@@ -14,7 +14,8 @@ class GenerationStats:
     def __init__(self):
         self.prompt_tokens = 0
         self.prompt_seconds = 0.0
-        self.gen_tokens = 0
+        self.generated = 0        # tokens yielded
+        self.gen_tokens = 0       # single-token forward passes timed (the decode rate)
         self.gen_seconds = 0.0
 
     @property
@@ -43,6 +44,8 @@ def decode_n_tokens(weights, state: RunState, logits: np.ndarray, n: int, params
         token = sample(logits, params, rng)
         if token in stop_ids:
             return
+        if stats is not None:
+            stats.generated += 1
         yield token
         if i + 1 < n:
             # decode speed counts forward passes of one token, as llama.cpp's eval rate does

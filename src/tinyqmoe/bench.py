@@ -1,0 +1,67 @@
+"""Speed and memory of one model: load time, prefill and decode tok/s, peak RSS, achieved GB/s."""
+from __future__ import annotations
+
+import dataclasses
+import resource
+import statistics
+import time
+
+BENCH_TEXT = (
+    "The history of computing is a story of doing more with less. Early machines filled rooms and "
+    "consumed kilowatts to perform a few thousand operations per second, while a modern phone performs "
+    "billions. Yet memory has not kept pace with arithmetic: moving a byte from main memory costs far more "
+    "time and energy than multiplying two numbers. Language models make this imbalance plain, because "
+    "every generated token must read every weight of the network once. "
+)
+
+
+@dataclasses.dataclass
+class BenchResult:
+    model: str
+    weights: str
+    threads: int
+    prompt_tokens: int
+    gen_tokens: int
+    load_s: float
+    prompt_tps: float        # median over repeats
+    gen_tps: float           # median over repeats
+    weight_bytes: int        # bytes of weights read per decoded token
+    gen_gbps: float          # weight_bytes * gen_tps
+    peak_rss_mb: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def prompt_ids(tokenizer, n: int) -> list[int]:
+    ids: list[int] = []
+    while len(ids) < n:
+        ids += tokenizer.encode(BENCH_TEXT, add_bos=not ids)
+    return ids[:n]
+
+
+def run_bench(model, prompt_tokens: int = 128, gen_tokens: int = 128, repeats: int = 3) -> BenchResult:
+    ids = prompt_ids(model.tokenizer, prompt_tokens)
+    stop_ids, model.tokenizer.stop_ids = model.tokenizer.stop_ids, frozenset()  # always generate gen_tokens
+    try:
+        list(model.stream_ids(ids[:8], max_new_tokens=4))  # warm-up: numba cache load / first touch
+        p, g = [], []
+        for _ in range(repeats):
+            for _tok in model.stream_ids(ids, max_new_tokens=gen_tokens):
+                pass
+            p.append(model.last_stats.prompt_tps)
+            g.append(model.last_stats.gen_tps)
+    finally:
+        model.tokenizer.stop_ids = stop_ids
+    gen_tps = statistics.median(g)
+    wbytes = model.weights.nbytes - model.weights.embed.nbytes  # lookups read one embedding row
+    if model.weights.lm_head is model.weights.embed:
+        wbytes += model.weights.embed.nbytes
+    return BenchResult(model=model.name, weights=model.weights_kind, threads=model.threads,
+                       prompt_tokens=len(ids), gen_tokens=gen_tokens, load_s=model.load_seconds,
+                       prompt_tps=statistics.median(p), gen_tps=gen_tps, weight_bytes=wbytes,
+                       gen_gbps=wbytes * gen_tps / 1e9, peak_rss_mb=peak_rss_mb())
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

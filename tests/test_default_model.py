@@ -1,0 +1,54 @@
+"""The embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF) end to end."""
+import numpy as np
+import pytest
+
+import tinyqmoe
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def int8_model(default_gguf):
+    return tinyqmoe.load(default_gguf, weights="int8")
+
+
+@pytest.fixture(scope="module")
+def f32_model(default_gguf):
+    return tinyqmoe.load(default_gguf, weights="f32")
+
+
+def test_capital_of_france_greedy(int8_model, f32_model):
+    for model in (int8_model, f32_model):
+        text = model.generate("The capital of France is", max_new_tokens=8)
+        assert "Paris" in text, (model.weights_kind, text)
+
+
+def test_f32_matches_transformers_on_the_gguf(f32_model, default_gguf):
+    """transformers dequantizes the same GGUF to fp32: logits must agree to float32 accuracy."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        default_gguf.parent, gguf_file=default_gguf.name, dtype=torch.float32).eval()
+    ids = f32_model.tokenizer.encode("The capital of France is Paris. Llamas live in the Andes.")
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0].numpy()
+    ours = f32_model.logits(ids)
+    np.testing.assert_allclose(ours, ref, atol=2e-3, rtol=1e-3)
+    assert (ours.argmax(1) == ref.argmax(1)).all()
+
+
+def test_int8_agrees_with_f32(int8_model, f32_model):
+    ids = int8_model.tokenizer.encode("Question: Which gas do plants absorb from the air?\nAnswer: carbon dioxide")
+    a, b = f32_model.logits(ids).astype(np.float64), int8_model.logits(ids).astype(np.float64)
+    assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.85
+
+
+def test_chat_reply_stops_at_end_of_turn(int8_model):
+    session = int8_model.chat_session()
+    reply = "".join(session.send("What is the capital of France?", max_new_tokens=48))
+    assert "Paris" in reply
+    assert "<|im_end|>" not in reply and "<|im_start|>" not in reply
+    # the second turn reuses the first turn's KV cache: only the new turn is prefilled
+    first_len = len(session.cached)
+    "".join(session.send("And of Italy?", max_new_tokens=24))
+    assert int8_model.last_stats.prompt_tokens < first_len
