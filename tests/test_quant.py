@@ -86,3 +86,15 @@ def test_dequantize_matches_int8_path():
 def test_bad_arguments(call):
     with pytest.raises(UsageError):
         call()
+
+
+def test_blockwise_error_equals_full_error(monkeypatch):
+    import tinyqmoe.compress.quant as quant
+
+    w = np.random.default_rng(5).standard_normal((37, 64)).astype(np.float32)
+    full = quant.quantize_int4(w, 16)
+    monkeypatch.setattr(quant, "ROW_BLOCK_VALUES", 64 * 5)     # 5 rows per block
+    blocked = quant.quantize_int4(w, 16)
+    assert np.array_equal(full[0].q, blocked[0].q) and np.array_equal(full[0].scale, blocked[0].scale)
+    ref = quant.quant_error(w, dequantize(full[0]))
+    assert abs(blocked[1].sqnr_db - ref.sqnr_db) < 1e-6 and abs(blocked[1].rel_frobenius - ref.rel_frobenius) < 1e-9

@@ -87,23 +87,39 @@ def _scale_name(scale_dtype) -> str:
     return "f16" if np.dtype(scale_dtype) == np.float16 else "f32"
 
 
+ROW_BLOCK_VALUES = 1 << 20   # quantize and measure error this many values at a time: memory ~ the tensor
+
+
 def _quantize_levels(w, group, scale_dtype, qmax: int, absmean: bool, per_byte: int):
-    """Round to integers in [-qmax, qmax] per group: -> q int8 [O, I], scale f32 [O, I // g], g."""
+    """Round to integers in [-qmax, qmax] per group -> (q int8 [O, I], scale f32 [O, I // g], g, QuantError).
+    Works in row blocks so that temporaries stay small next to the tensor itself."""
     wg, g = _groups(w, group, per_byte)
     o, i = w.shape
-    stat = np.mean(np.abs(wg), axis=2) if absmean else np.max(np.abs(wg), axis=2) / qmax
-    scale = _rounded_scale(stat, scale_dtype)
-    safe = np.where(scale > 0, scale, 1.0)
-    q = np.clip(np.rint(wg / safe[:, :, None]), -qmax, qmax).astype(np.int8).reshape(o, i)
-    return q, scale, g
+    q = np.empty((o, i), np.int8)
+    scale = np.empty((o, i // g), np.float32)
+    signal = noise = 0.0
+    step = max(1, ROW_BLOCK_VALUES // i)
+    for r in range(0, o, step):
+        b = wg[r:r + step]                                   # [R, I // g, g]
+        stat = np.mean(np.abs(b), axis=2) if absmean else np.max(np.abs(b), axis=2) / qmax
+        s = _rounded_scale(stat, scale_dtype)
+        safe = np.where(s > 0, s, 1.0)
+        qb = np.clip(np.rint(b / safe[:, :, None]), -qmax, qmax).astype(np.int8)
+        q[r:r + step] = qb.reshape(-1, i)
+        scale[r:r + step] = s
+        b64 = b.astype(np.float64)
+        signal += float(np.sum(b64 * b64))
+        noise += float(np.sum((b64 - qb * s[:, :, None].astype(np.float64)) ** 2))
+    rel = (noise / signal) ** 0.5 if signal > 0 else 0.0
+    sqnr = 10.0 * np.log10(signal / noise) if noise > 0 and signal > 0 else float("inf")
+    return q, scale, g, QuantError(rel, sqnr)
 
 
 def quantize_int8(w: np.ndarray, group: int | None = None,
                   scale_dtype=np.float32) -> tuple[QuantizedTensor, QuantError]:
     """Symmetric int8 per output channel (group=None) or per group of `group` inputs."""
-    q, scale, g = _quantize_levels(w, group, scale_dtype, 127, False, 1)
-    qt = QuantizedTensor(q=q, scale=scale, group=g, bits=8, scale_dtype=_scale_name(scale_dtype))
-    return qt, quant_error(w, dequantize_int8(qt))
+    q, scale, g, err = _quantize_levels(w, group, scale_dtype, 127, False, 1)
+    return QuantizedTensor(q=q, scale=scale, group=g, bits=8, scale_dtype=_scale_name(scale_dtype)), err
 
 
 def dequantize_int8(qt: QuantizedTensor) -> np.ndarray:
@@ -115,17 +131,15 @@ def dequantize_int8(qt: QuantizedTensor) -> np.ndarray:
 def quantize_int4(w: np.ndarray, group: int | None = 32,
                   scale_dtype=np.float32) -> tuple[QuantizedTensor, QuantError]:
     """Symmetric 4-bit (-7..7) per group, packed two per byte."""
-    q, scale, g = _quantize_levels(w, group, scale_dtype, 7, False, 2)
-    qt = QuantizedTensor(q=pack_bits(q, 4), scale=scale, group=g, bits=4, scale_dtype=_scale_name(scale_dtype))
-    return qt, quant_error(w, dequantize(qt))
+    q, scale, g, err = _quantize_levels(w, group, scale_dtype, 7, False, 2)
+    return QuantizedTensor(q=pack_bits(q, 4), scale=scale, group=g, bits=4, scale_dtype=_scale_name(scale_dtype)), err
 
 
 def quantize_ternary(w: np.ndarray, group: int | None = 64,
                      scale_dtype=np.float32) -> tuple[QuantizedTensor, QuantError]:
     """Ternary {-1, 0, +1} times the group's mean |w| (absmean, as BitNet b1.58), four per byte."""
-    q, scale, g = _quantize_levels(w, group, scale_dtype, 1, True, 4)
-    qt = QuantizedTensor(q=pack_bits(q, 2), scale=scale, group=g, bits=2, scale_dtype=_scale_name(scale_dtype))
-    return qt, quant_error(w, dequantize(qt))
+    q, scale, g, err = _quantize_levels(w, group, scale_dtype, 1, True, 4)
+    return QuantizedTensor(q=pack_bits(q, 2), scale=scale, group=g, bits=2, scale_dtype=_scale_name(scale_dtype)), err
 
 
 def pack_bits(q: np.ndarray, bits: int) -> np.ndarray:
