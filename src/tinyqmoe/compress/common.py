@@ -77,8 +77,15 @@ def put_bits(dst, pos, acc, nacc, code, width):
 
 @njit(cache=True, inline="always")
 def refill_bits(src, pos, acc, nacc, width):
-    """Load bytes of src[pos:] into acc until it holds >= width bits. -> (pos, acc, nacc, ok)"""
+    """Make acc hold >= width bits (width <= 24) from src[pos:], 4 bytes at a time while they last.
+    -> (pos, acc, nacc, ok). At the end of a stream, unused loaded bits = nacc (whole bytes if >= 8)."""
+    if nacc >= width:
+        return pos, acc, nacc, True
     n = src.size
+    if pos + 4 <= n:
+        v = (np.uint64(src[pos]) | (np.uint64(src[pos + 1]) << np.uint64(8))
+             | (np.uint64(src[pos + 2]) << np.uint64(16)) | (np.uint64(src[pos + 3]) << np.uint64(24)))
+        return pos + 4, acc | (v << np.uint64(nacc)), nacc + 32, True
     while nacc < width:
         if pos >= n:
             return pos, acc, nacc, False

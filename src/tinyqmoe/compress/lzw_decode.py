@@ -17,13 +17,13 @@ from tinyqmoe.errors import CorruptionDetected, TruncatedInput
 
 @njit(cache=True, nogil=True)
 def lzw_decode_kernel(dst, src, ent):
-    # dst uint8 [raw_size] <- src uint8 [stored] (max_bits byte already checked); ent int32 [E, 2] scratch; -> status
+    # dst uint8 [raw_size] <- src uint8 [stored] (max_bits byte checked); ent int64 [E] scratch (offset << 32 | length); -> status
     limit = 1 << np.int64(src[0])
     cap = dst.size
     pos, acc, nacc, out = 1, np.uint64(0), 0, 0
-    d, width, have_prev, prev_off, prev_len = LZW_FIRST_CODE, LZW_MIN_BITS, False, 0, 0
+    d, width, have_prev, prev = LZW_FIRST_CODE, LZW_MIN_BITS, 0, 0
     while out < cap:
-        while (1 << width) < d + (1 if have_prev else 0):   # w(d + 1) once a previous string exists
+        while (1 << width) < d + have_prev:             # w(d + 1) once a previous string exists
             width += 1
         pos, acc, nacc, ok = refill_bits(src, pos, acc, nacc, width)
         if not ok:
@@ -32,33 +32,28 @@ def lzw_decode_kernel(dst, src, ent):
         acc >>= np.uint64(width)
         nacc -= width
         if k == LZW_CLEAR:
-            d, width, have_prev = LZW_FIRST_CODE, LZW_MIN_BITS, False
+            d, width, have_prev = LZW_FIRST_CODE, LZW_MIN_BITS, 0
             continue
-        if not have_prev:
-            if k > 255:
+        if have_prev:                                   # define d = previous string + first byte of this one
+            if k > d or d >= limit - 1 or d >= ent.size:
                 return E_BAD_CODE
-            dst[out] = k
-            prev_off, prev_len, have_prev = out, 1, True
-            out += 1
-            continue
-        if k > d or d >= limit - 1 or d >= ent.shape[0]:
+            ent[d] = prev + 1
+            d += 1
+        elif k > 255:
             return E_BAD_CODE
-        ent[d, 0] = prev_off
-        ent[d, 1] = prev_len + 1
-        d += 1
         if k < 256:
             dst[out] = k
-            prev_off, prev_len = out, 1
+            prev, have_prev = (out << 32) | 1, 1
             out += 1
             continue
-        off, ln = ent[k, 0], ent[k, 1]
+        off, ln = ent[k] >> 32, ent[k] & 0xFFFFFFFF
         if out + ln > cap:
             return E_OVERFLOW
-        for j in range(ln):                            # forward copy: KwKwK overlaps itself
+        for j in range(ln):                             # forward copy: KwKwK overlaps itself
             dst[out + j] = dst[off + j]
-        prev_off, prev_len = out, ln
+        prev = (out << 32) | ln
         out += ln
-    if pos != src.size or acc != 0:
+    if pos != src.size or nacc >= 8 or acc != 0:        # padding bits zero, no byte after the last code
         return E_TRAILING
     return OK
 
@@ -101,7 +96,7 @@ def lzw_decode_into(out: np.ndarray, src) -> None:
     if not LZW_MIN_BITS <= max_bits <= LZW_MAX_BITS:
         raise CorruptionDetected(f"lzw stream: max_bits {max_bits} is not in {LZW_MIN_BITS}..{LZW_MAX_BITS}",
                                  field="lzw.max_bits")
-    ent = np.empty((min(1 << max_bits, out.size + LZW_FIRST_CODE + 1), 2), np.int32)
+    ent = np.empty(min(1 << max_bits, out.size + LZW_FIRST_CODE + 1), np.int64)
     raise_status(lzw_decode_kernel(out, s, ent), "lzw")
 
 

@@ -9,8 +9,8 @@ from tinyqmoe.compress.common import (E_BAD_STATE, E_TRAILING, E_TRUNCATED, OK, 
 
 
 @njit(cache=True, nogil=True)
-def rans_decode_kernel(dst, src, pos, freq, cum, sym):
-    # dst uint8 [n] <- src uint8 [stored] from pos (the state); freq, cum int64 [256]; sym uint8 [M]; -> status
+def rans_decode_kernel(dst, src, pos, slots):
+    # dst uint8 [n] <- src uint8 [stored] from pos (the state); slots int64 [M] = sym | freq << 8 | (slot - cum) << 24; -> status
     n_src = src.size
     if pos + 4 > n_src:
         return E_TRUNCATED
@@ -19,10 +19,9 @@ def rans_decode_kernel(dst, src, pos, freq, cum, sym):
     if x < RANS_L or x >= (RANS_L << 8):
         return E_BAD_STATE
     for i in range(dst.size):
-        slot = x & (RANS_M - 1)
-        s = sym[slot]
-        dst[i] = s
-        x = freq[s] * (x >> RANS_SCALE_BITS) + slot - cum[s]
+        t = slots[x & (RANS_M - 1)]                    # one load per symbol
+        dst[i] = t & 0xFF
+        x = ((t >> 8) & 0xFFFF) * (x >> RANS_SCALE_BITS) + (t >> 24)
         while x < RANS_L:
             if pos >= n_src:
                 return E_TRUNCATED
@@ -66,8 +65,9 @@ def rans_decode_into(out: np.ndarray, src) -> None:
     freq = freq.astype(np.int64)
     cum = np.zeros(256, np.int64)
     cum[1:] = np.cumsum(freq)[:-1]
-    sym = np.repeat(np.arange(256, dtype=np.uint8), freq)
-    raise_status(rans_decode_kernel(out, s, pos, freq, cum, sym), "rans")
+    sym = np.repeat(np.arange(256, dtype=np.int64), freq)
+    slots = sym | (freq[sym] << 8) | ((np.arange(RANS_M, dtype=np.int64) - cum[sym]) << 24)
+    raise_status(rans_decode_kernel(out, s, pos, slots), "rans")
 
 
 def rans_decode(src, raw_size: int) -> np.ndarray:
