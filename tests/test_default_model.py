@@ -52,3 +52,17 @@ def test_chat_reply_stops_at_end_of_turn(int8_model):
     first_len = len(session.cached)
     "".join(session.send("And of Italy?", max_new_tokens=24))
     assert int8_model.last_stats.prompt_tokens < first_len
+
+
+def test_int8_cache_is_bit_identical(default_gguf, tmp_path, monkeypatch):
+    """The cached raw-int8 container gives exactly the weights of quantizing in memory."""
+    monkeypatch.setenv("TINYQMOE_CACHE", str(tmp_path))
+    direct = tinyqmoe.load(default_gguf, weights="int8", cache=False)
+    first = tinyqmoe.load(default_gguf, weights="int8")   # writes the cache
+    assert len(list((tmp_path / "int8").glob("*.tqm"))) == 1
+    again = tinyqmoe.load(default_gguf, weights="int8")   # maps it
+    ids = direct.tokenizer.encode("Hello world, this is a test.")
+    ref = direct.logits(ids)
+    for m in (first, again):
+        assert np.array_equal(m.logits(ids), ref)
+        assert np.array_equal(m.weights.layers[3].w_down.q, direct.weights.layers[3].w_down.q)

@@ -20,21 +20,42 @@ DEFAULT_BLOCK_BYTES = 1 << 20
 
 
 def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = None,
-         max_memory: int | str | None = None, group: int | None = None, progress: bool = False) -> "Model":
+         max_memory: int | str | None = None, group: int | None = None, progress: bool = False,
+         cache: bool = True) -> "Model":
     """Load a model: an HF directory, a .gguf or .tqm file, or the name `default`.
 
-    weights: "int8" (symmetric per output channel, or per `group` inputs) or "f32" (reference).
+    weights: "int8" (symmetric per output channel, or per `group` inputs) or "f32" (reference);
+             a .tqm container runs the weights it holds (4-bit and ternary widened to int8 exactly).
+    cache:   int8 weights of a float checkpoint are kept as a raw .tqm under the cache directory,
+             so later loads map them instead of re-quantizing.
     """
+    from tinyqmoe.model.load import is_container, resolve
+    from tinyqmoe.model.weights import WEIGHT_KINDS
     from tinyqmoe.runtime import set_threads
 
     if max_memory is not None:
         raise UsageError("max_memory needs the streaming weight sources, which are not built yet")
+    if weights not in WEIGHT_KINDS:
+        raise UsageError(f"unknown weights kind {weights!r} (choose from {', '.join(WEIGHT_KINDS)})")
     n_threads = set_threads(threads)
-    from tinyqmoe.model.load import open_checkpoint, resolve
-    from tinyqmoe.model.weights import weights_from_checkpoint
-
     path = resolve(path_or_name)
     t0 = time.perf_counter()
+    if is_container(path):
+        model = _load_container(path, str(path_or_name), progress)
+    elif weights == "int8" and cache:
+        model = _load_container(_int8_cache(path, group, progress), str(path_or_name), progress)
+        model.weights_kind = "int8"
+    else:
+        model = _load_checkpoint(path, str(path_or_name), weights, group, progress)
+    model.load_seconds = time.perf_counter() - t0
+    model.threads = n_threads
+    return model
+
+
+def _load_checkpoint(path: Path, name: str, weights: str, group: int | None, progress: bool) -> "Model":
+    from tinyqmoe.model.load import open_checkpoint
+    from tinyqmoe.model.weights import weights_from_checkpoint
+
     with open_checkpoint(path) as ckpt:
         if ckpt.tokenizer is None:
             raise UsageError("model has no tokenizer (tokenizer.json)", path)
@@ -42,10 +63,56 @@ def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = 
         w = weights_from_checkpoint(ckpt, weights, group, progress=bar)
         if bar:
             bar(None, None)
-        model = Model(str(path_or_name), ckpt.config, Tokenizer(ckpt.tokenizer), w, weights)
-    model.load_seconds = time.perf_counter() - t0
-    model.threads = n_threads
+        return Model(name, ckpt.config, Tokenizer(ckpt.tokenizer), w, weights)
+
+
+def _load_container(path: Path, name: str, progress: bool) -> "Model":
+    from tinyqmoe.compress.container import open_container
+    from tinyqmoe.model.weights import weights_from_container
+
+    with open_container(path) as c:
+        if c.tokenizer is None:
+            raise UsageError("container has no tokenizer", path)
+        bar = _progress_bar(c.config.n_layers, f"loading {path.name}") if progress else None
+        w = weights_from_container(c, progress=bar)
+        if bar:
+            bar(None, None)
+        model = Model(name, c.config, Tokenizer(c.tokenizer), w, "tqm")
+        model.bits_per_weight = _container_bits(c)
     return model
+
+
+def _container_bits(c) -> float:
+    """Quantized bits per weight of the 2-D tensors, scales included (before the codec)."""
+    n = bits = 0
+    for name in c.names:
+        e = c.tensor(name)
+        if len(e.shape) == 2:
+            n += e.shape[0] * e.shape[1]
+            bits += 8 * (e.raw_bytes + (e.scale_size if e.qtype != "f32" else 0))
+    return bits / n
+
+
+def _int8_cache(path: Path, group: int | None, progress: bool) -> Path:
+    """The raw int8 .tqm of a float checkpoint in the cache directory, written once."""
+    import hashlib
+
+    from tinyqmoe.assets import cache_dir
+    from tinyqmoe.compress.container_write import CompressOptions, write_container
+    from tinyqmoe.model.load import open_checkpoint
+
+    files = sorted(path.glob("*")) if path.is_dir() else [path]
+    key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
+    digest = hashlib.sha256(f"{key}|group={group}|v1".encode()).hexdigest()[:16]
+    target = cache_dir() / "int8" / f"{path.stem}-{digest}.tqm"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_checkpoint(path) as ckpt:
+            if ckpt.tokenizer is None:
+                raise UsageError("model has no tokenizer (tokenizer.json)", path)
+            opts = CompressOptions(bits=8, group=group or 0, codec="raw", stats=False)
+            write_container(ckpt, target, opts, progress=progress)
+    return target
 
 
 class Model:
@@ -58,19 +125,26 @@ class Model:
         self.last_stats = GenerationStats()
         self.load_seconds = 0.0
         self.threads = 1
+        self._bits_per_weight = None
         D = config.dim
         self.block_rows = max(1, DEFAULT_BLOCK_BYTES // (4 * D))
 
     # ---- sizes
     @property
     def bits_per_weight(self) -> float:
-        """Stored bits per parameter of the linear layers (scales included)."""
+        """Bits per parameter of the linear layers, scales included (a container's own figure if set)."""
+        if self._bits_per_weight is not None:
+            return self._bits_per_weight
         w = self.weights
         lins = [w.embed] + [x for l in w.layers for x in (l.wqkv, l.wo, l.w_gate_up, l.w_down)]
         if w.lm_head is not w.embed:
             lins.append(w.lm_head)
         n = sum(x.shape[0] * x.shape[1] for x in lins)
         return 8.0 * sum(x.nbytes for x in lins) / n
+
+    @bits_per_weight.setter
+    def bits_per_weight(self, value: float) -> None:
+        self._bits_per_weight = value
 
     def new_state(self, capacity: int = 256) -> RunState:
         return RunState(self.config, capacity)

@@ -34,3 +34,21 @@ def attention(out, q, k_cache, v_cache, pos0):
             w = scores[p] / total
             for e in range(E):
                 out[t, h, e] += w * v_cache[kv, p, e]
+
+
+def attention_blas(out, q, k_cache, v_cache, pos0):
+    """Same contract as `attention`, as batched matrix products (numpy/BLAS): for prefill, T > 1."""
+    T, H, E = q.shape
+    K = k_cache.shape[0]
+    g = H // K
+    S = pos0 + T
+    qg = q.reshape(T, K, g, E).transpose(1, 2, 0, 3).reshape(K, g * T, E)      # [K, g*T, E]
+    scores = np.matmul(qg, k_cache[:, :S].transpose(0, 2, 1))                    # [K, g*T, S]
+    scores *= np.float32(1.0 / np.sqrt(E))
+    causal = np.arange(S)[None, :] > (pos0 + np.arange(T))[:, None]             # [T, S] future keys
+    scores.reshape(K, g, T, S)[:, :, causal] = -np.inf
+    scores -= scores.max(axis=2, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=2, keepdims=True)
+    o = np.matmul(scores, v_cache[:, :S])                                         # [K, g*T, E]
+    out[:] = o.reshape(K, g, T, E).transpose(2, 0, 1, 3).reshape(T, H, E)

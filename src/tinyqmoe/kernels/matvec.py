@@ -1,43 +1,52 @@
-"""Matrix-vector products for single-token decode (the memory-bound hot loop)."""
+"""Weight-times-activation products. Decode (T=1) and short prompts stream each weight row once
+from memory and reuse it for all T tokens (the memory-bound hot loop).
+
+Those parallelise with numba threads; long prefills leave threading to the BLAS under numpy, so the
+two thread pools are never busy at once (on 2 cores, two spinning pools halve the speed).
+"""
 import numpy as np
 from numba import njit, prange
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def matvec_f32(y, w, x):
-    """W (O,I) f32 @ x (I,) -> y (O,)"""
+def matmul_f32(y, w, x):
+    """W (O,I) f32 @ x (T,I)^T -> y (T,O); each row of W is read once for all T tokens"""
     O, I = w.shape
+    T = x.shape[0]
     for o in prange(O):
-        acc = np.float32(0.0)
-        for i in range(I):
-            acc += w[o, i] * x[i]
-        y[o] = acc
+        for t in range(T):
+            acc = np.float32(0.0)
+            for i in range(I):
+                acc += w[o, i] * x[t, i]
+            y[t, o] = acc
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def matvec_q8(y, q, scale, x):
-    """(q (O,I) int8 * scale (O,G) per group of I//G inputs) @ x (I,) -> y (O,)"""
+def matmul_q8(y, q, scale, x):
+    """(q (O,I) int8 * scale (O,G), one scale per I//G inputs) @ x (T,I)^T -> y (T,O)"""
     O, I = q.shape
+    T = x.shape[0]
     G = scale.shape[1]
     gs = I // G
     for o in prange(O):
-        acc = np.float32(0.0)
-        for g in range(G):
-            s = np.float32(0.0)
-            b = g * gs
-            for i in range(gs):
-                s += np.float32(q[o, b + i]) * x[b + i]
-            acc += s * scale[o, g]
-        y[o] = acc
+        for t in range(T):
+            acc = np.float32(0.0)
+            for g in range(G):
+                s = np.float32(0.0)
+                b = g * gs
+                for i in range(gs):
+                    s += np.float32(q[o, b + i]) * x[t, b + i]
+                acc += s * scale[o, g]
+            y[t, o] = acc
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@njit(fastmath=True, cache=True, nogil=True)
 def dequant_rows_q8(w, q, scale, row0):
     """rows row0 .. row0+R of (q (O,I) int8 * scale (O,G)) -> w (R,I) f32"""
     R, I = w.shape
     G = scale.shape[1]
     gs = I // G
-    for r in prange(R):
+    for r in range(R):
         for g in range(G):
             s = scale[row0 + r, g]
             b = g * gs

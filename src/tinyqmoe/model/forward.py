@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyqmoe.kernels.attention import attention
+from tinyqmoe.kernels.attention import attention, attention_blas
 from tinyqmoe.kernels.elementwise import rmsnorm, rope_rotate_half, silu_mul
 from tinyqmoe.model.config import LlamaConfig
 from tinyqmoe.model.rope import cos_sin, inv_frequencies
+from tinyqmoe.model.weights import SMALL_BATCH
 
 
 class RunState:
@@ -82,7 +83,7 @@ def forward(weights, state: RunState, tokens, all_logits: bool = False, block_ro
         state.v[l][:, pos0: pos0 + T] = v.transpose(1, 0, 2)
         # multi-head attention (grouped-query: H/K query heads share a kv head)
         att = np.empty((T, H, E), np.float32)
-        attention(att, q, state.k[l], state.v[l], pos0)
+        (attention if T <= SMALL_BATCH else attention_blas)(att, q, state.k[l], state.v[l], pos0)
         # output projection and residual connection
         x += layer.wo(att.reshape(T, H * E), block_rows)
         # ffn rmsnorm

@@ -21,6 +21,15 @@ def resolve(path_or_name: str | Path) -> Path:
                         f"(known: {', '.join(sorted(set(assets.MODEL_ALIASES)))})", path_or_name)
 
 
+def is_container(p: Path) -> bool:
+    from tinyqmoe.compress.container_format import MAGIC
+
+    if not p.is_file():
+        return False
+    with open(p, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
 def open_checkpoint(path_or_name: str | Path) -> Checkpoint:
     """A lazy float checkpoint from an HF directory or a GGUF file (or the name `default`)."""
     p = resolve(path_or_name)
@@ -34,7 +43,7 @@ def open_checkpoint(path_or_name: str | Path) -> Checkpoint:
         from tinyqmoe.model.load_gguf import open_gguf
 
         return open_gguf(p)
-    if magic[:3] == b"TQM" or p.suffix == ".tqm":
+    if is_container(p):
         raise ModelNotFound("is a .tqm container, not a float checkpoint (use tinyqmoe.load)", p)
     raise ModelNotFound("not a model: expected an HF directory (config.json + *.safetensors), "
                         "a .gguf or a .tqm file", p)

@@ -9,11 +9,15 @@ import dataclasses
 
 import numpy as np
 
-from tinyqmoe.compress.quant import QuantizedTensor, quantize_int8
+from tinyqmoe.compress.quant import QuantizedTensor, quantize_int8, unpack_bits
 from tinyqmoe.errors import UsageError
-from tinyqmoe.kernels.matvec import dequant_rows_q8, matvec_f32, matvec_q8
+from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
 
 WEIGHT_KINDS = ("f32", "int8")
+
+# Up to this many tokens a call streams the weights through the numba kernels (one pass over memory);
+# longer prefills dequantize cache-sized row blocks and multiply with BLAS.
+SMALL_BATCH = 16
 
 
 @dataclasses.dataclass
@@ -42,9 +46,9 @@ class Linear:
 
     @classmethod
     def from_quantized(cls, qt: QuantizedTensor) -> "Linear":
-        if qt.bits != 8:
-            raise UsageError(f"the engine runs 8-bit weights; this tensor has {qt.bits} bits")
-        return cls(q=np.ascontiguousarray(qt.q), scale=np.ascontiguousarray(qt.scale, dtype=np.float32))
+        """int8 as is; 4-bit and ternary values widened to int8 with the same scales (exact)."""
+        q = qt.q if qt.bits == 8 else unpack_bits(qt.q, qt.bits)
+        return cls(q=np.ascontiguousarray(q, dtype=np.int8), scale=np.ascontiguousarray(qt.scale, dtype=np.float32))
 
     @classmethod
     def concat(cls, parts: list["Linear"]) -> "Linear":
@@ -65,15 +69,15 @@ class Linear:
                 * self.scale[idx][:, :, None]).reshape(len(idx), i)
 
     def __call__(self, x: np.ndarray, block_rows: int = 0) -> np.ndarray:
-        """x (T, I) f32 -> (T, O) f32. Decode (T=1) uses the matvec kernels; prefill a blocked GEMM."""
+        """x (T, I) f32 -> (T, O) f32. Decode and short prompts stream the weights; long prompts use BLAS."""
         T = x.shape[0]
         O, I = self.shape
         y = np.empty((T, O), np.float32)
-        if T == 1:
+        if T <= SMALL_BATCH:
             if self.w is not None:
-                matvec_f32(y[0], self.w, x[0])
+                matmul_f32(y, self.w, x)
             else:
-                matvec_q8(y[0], self.q, self.scale, x[0])
+                matmul_q8(y, self.q, self.scale, x)
             return y
         if self.w is not None:
             np.matmul(x, self.w.T, out=y)
@@ -147,3 +151,24 @@ def weights_from_checkpoint(ckpt, kind: str = "int8", group: int | None = None, 
             progress(i + 1, c.n_layers)
     lm_head = embed if c.tie_embeddings else make("lm_head.weight")
     return Weights(embed=embed, layers=layers, norm=ckpt.get("model.norm.weight"), lm_head=lm_head, kind=kind)
+
+
+def weights_from_container(container, progress=None) -> Weights:
+    """Decode a .tqm container's tensors into resident engine weights."""
+    c = container.config
+
+    def make(name):
+        if container.tensor(name).qtype == "f32":
+            return Linear(w=container.read_float(name))
+        return Linear.from_quantized(container.read_quantized(name))
+
+    embed = make("model.embed_tokens.weight")
+    layers = []
+    for i in range(c.n_layers):
+        layers.append(layer_from_tensors(container.read_float, i, make))
+        if progress:
+            progress(i + 1, c.n_layers)
+    lm_head = embed if c.tie_embeddings else make("lm_head.weight")
+    kind = "int8" if embed.q is not None else "f32"
+    return Weights(embed=embed, layers=layers, norm=container.read_float("model.norm.weight"), lm_head=lm_head,
+                   kind=kind)
