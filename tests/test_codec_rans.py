@@ -26,7 +26,7 @@ def test_edge_inputs(data):
 
 
 def test_single_symbol_costs_only_the_table():
-    assert len(rans_encode(b"z" * 100000)) == 32 + 3 + 4   # bitmap, LEB128(16384), state
+    assert len(rans_encode(b"z" * 100000)) == 32 + 2 + 4   # bitmap, LEB128(4096), state
 
 
 @settings(max_examples=25, deadline=None)

@@ -25,8 +25,8 @@ LZW_FIRST_CODE = 257
 LZW_MIN_BITS, LZW_MAX_BITS = 9, 24
 
 # ---- rANS (FORMAT.md §7.2)
-RANS_SCALE_BITS = 14
-RANS_M = 1 << RANS_SCALE_BITS        # frequencies sum to M
+RANS_SCALE_BITS = 12
+RANS_M = 1 << RANS_SCALE_BITS        # frequencies sum to M (a 4096-entry decode table: 16 KiB, in L1)
 RANS_L = 1 << 23                     # states live in [L, 256 L)
 RANS_BITMAP_BYTES = 32
 
@@ -121,7 +121,7 @@ def read_freq_table(src, raw_size: int) -> tuple[np.ndarray, int]:
     pos = RANS_BITMAP_BYTES
     for s in present:
         value, shift = 0, 0
-        for k in range(3):
+        for k in range(2):
             if pos >= n:
                 raise TruncatedInput("rans stream: frequency table is truncated", field="rans")
             b = int(src[pos])
@@ -133,7 +133,7 @@ def read_freq_table(src, raw_size: int) -> tuple[np.ndarray, int]:
                     raise CorruptionDetected("rans stream: non-minimal LEB128 frequency", field="rans")
                 break
         else:
-            raise CorruptionDetected("rans stream: LEB128 frequency longer than 3 bytes", field="rans")
+            raise CorruptionDetected("rans stream: LEB128 frequency longer than 2 bytes", field="rans")
         if value == 0 or value > RANS_M:
             raise CorruptionDetected(f"rans stream: frequency {value} of symbol {s} out of range", field="rans")
         freq[s] = value

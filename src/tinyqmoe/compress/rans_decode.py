@@ -10,7 +10,7 @@ from tinyqmoe.compress.common import (E_BAD_STATE, E_TRAILING, E_TRUNCATED, OK, 
 
 @njit(cache=True, nogil=True)
 def rans_decode_kernel(dst, src, pos, slots):
-    # dst uint8 [n] <- src uint8 [stored] from pos (the state); slots int64 [M] = sym | freq << 8 | (slot - cum) << 24; -> status
+    # dst uint8 [n] <- src uint8 [stored] from pos (the state); slots uint32 [M] = sym | (freq - 1) << 8 | (slot - cum) << 20; -> status
     n_src = src.size
     if pos + 4 > n_src:
         return E_TRUNCATED
@@ -19,9 +19,9 @@ def rans_decode_kernel(dst, src, pos, slots):
     if x < RANS_L or x >= (RANS_L << 8):
         return E_BAD_STATE
     for i in range(dst.size):
-        t = slots[x & (RANS_M - 1)]                    # one load per symbol
+        t = np.int64(slots[x & (RANS_M - 1)])          # one load per symbol, from a table in L1
         dst[i] = t & 0xFF
-        x = ((t >> 8) & 0xFFFF) * (x >> RANS_SCALE_BITS) + (t >> 24)
+        x = (((t >> 8) & 0xFFF) + 1) * (x >> RANS_SCALE_BITS) + (t >> 20)
         while x < RANS_L:
             if pos >= n_src:
                 return E_TRUNCATED
@@ -66,7 +66,7 @@ def rans_decode_into(out: np.ndarray, src) -> None:
     cum = np.zeros(256, np.int64)
     cum[1:] = np.cumsum(freq)[:-1]
     sym = np.repeat(np.arange(256, dtype=np.int64), freq)
-    slots = sym | (freq[sym] << 8) | ((np.arange(RANS_M, dtype=np.int64) - cum[sym]) << 24)
+    slots = (sym | ((freq[sym] - 1) << 8) | ((np.arange(RANS_M, dtype=np.int64) - cum[sym]) << 20)).astype(np.uint32)
     raise_status(rans_decode_kernel(out, s, pos, slots), "rans")
 
 
