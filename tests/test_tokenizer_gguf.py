@@ -99,6 +99,43 @@ def test_unsupported_tokenizers(tmp_path):
     assert tokenizer_from_gguf({"general.architecture": "llama"}) is None
 
 
+def write_sentencepiece_gguf(path) -> dict:
+    """A SentencePiece-BPE vocabulary as llama.cpp stores one: <unk> <s> </s>, 256 byte tokens, then
+    pieces by merge rank with score -rank and no merge list."""
+    sp = tokenizers.SentencePieceBPETokenizer()
+    sp.train_from_iterator(CORPUS, vocab_size=300, show_progress=False)
+    tokens, types = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)], [2, 3, 3] + [6] * 256
+    scores = [0.0] * len(tokens)
+    for rank, (piece, _) in enumerate(sorted(sp.get_vocab().items(), key=lambda kv: kv[1])):
+        tokens.append(piece), types.append(1), scores.append(-float(rank))
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens), w.add_token_types(types), w.add_token_scores(scores)
+    w.add_bos_token_id(1), w.add_eos_token_id(2), w.add_unk_token_id(0)
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    return GGUFFile(path).metadata
+
+
+def test_sentencepiece_tokenizer_matches_transformers(tmp_path):
+    transformers_gguf = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
+    meta = write_sentencepiece_gguf(tmp_path / "spm.gguf")
+    spec = tokenizer_from_gguf(meta)
+    tok = Tokenizer.from_str(spec.tokenizer_json)
+    reference, _ = transformers_gguf.convert_gguf_tokenizer(
+        *transformers_gguf.get_gguf_tokenizer(str(tmp_path / "spm.gguf"))[:2])
+    assert (spec.bos_token, spec.eos_token, spec.add_bos) == ("<s>", "</s>", True)
+    for text in TEXTS + ["über", "tab\there", "x\ny"]:
+        ids = tok.encode(text, add_special_tokens=False).ids
+        assert tok.decode(ids) == text
+        if not text.startswith(" "):
+            assert ids == reference.encode(text, add_special_tokens=False).ids, text
+    # Leading spaces: llama.cpp (0.3.36) keeps each as its own "▁" after the prefix one; transformers'
+    # Metaspace conversion drops one.
+    assert tok.encode(" Hello", add_special_tokens=False).ids == \
+        [tok.token_to_id("\u2581")] + tok.encode("Hello", add_special_tokens=False).ids
+    assert tok.encode("\u2603", add_special_tokens=False).tokens == ["\u2581", "<0xE2>", "<0x98>", "<0x83>"]  # byte fallback
+
+
 # ---- the default model (SmolLM2-135M-Instruct): against transformers' GGUF conversion and llama.cpp
 
 @pytest.fixture(scope="module")
