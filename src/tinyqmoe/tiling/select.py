@@ -1,0 +1,121 @@
+"""Tile-size selection: the inner tile's footprint fits a measured cache level.
+
+Given a nest, its problem sizes and the probe's cache sizes:
+  1. loop order: the band keeps its order, except that the loop best for the innermost
+     position moves there: the one that indexes the last (contiguous) subscript of the most
+     accesses, and never a reduction loop (one the written array does not depend on: its
+     iterations cannot be vectorized without reassociating sums);
+  2. candidates: per band loop, sizes 2^a and 3*2^a up to its extent, and the extent;
+  3. every combination is scored at once (numpy broadcasting over the candidate grid):
+       footprint F(T) = sum over access groups of distinct elements * element bytes
+       traffic   Q(T) = sum over groups of F_g(T) * (2 if written) * number of times the
+                 group's tile is loaded = product of tile counts N_m / T_m of the loops
+                 from the outermost down to the deepest loop the group's subscripts use
+                 (a tile stays in cache while only loops it does not depend on advance)
+                 + loop overhead: one cache line per entry into the innermost point loop
+  4. among combinations with F(T) <= fraction * capacity(level) pick the least Q(T)
+     (ties: larger tiles). Default level L2, fraction 0.5: half of the probe's L2 estimate,
+     leaving room for the other core's traffic and the lines the model does not count.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from tinyqmoe.errors import UsageError
+from tinyqmoe.tiling.footprint import group_elements, groups
+from tinyqmoe.tiling.ir import Nest, var_ranges
+from tinyqmoe.tiling.plan import TilePlan
+
+LINE_BYTES = 64
+
+
+def choose_order(nest: Nest, band: tuple[str, ...]) -> tuple[str, ...]:
+    """Band order with the best innermost loop moved inside (if bounds allow)."""
+    accesses = nest.band_accesses(band)
+    written = [a for a in accesses if a.write]
+    loops = {lp.var: lp for lp in nest.band_loops(band)}
+
+    def score(v):
+        if not any(sub.coeff(v) for a in written for sub in a.index):
+            return -1000  # reduction loop
+        s = 0
+        for a in accesses:
+            dims = [d for d, sub in enumerate(a.index) if sub.coeff(v)]
+            if dims == [len(a.index) - 1] and abs(a.index[-1].coeff(v)) == 1:
+                s += 1
+            elif dims:
+                s -= 1
+        return s
+    best = max(band, key=lambda v: (score(v), band.index(v)))
+    order = tuple(v for v in band if v != best) + (best,)
+    # bounds may only use loops outside them
+    for idx, v in enumerate(order):
+        deps = set(loops[v].lower.vars + loops[v].upper.vars) & set(band)
+        if not deps <= set(order[:idx]):
+            return band
+    return order
+
+
+def candidates(extent: int) -> np.ndarray:
+    sizes = {extent}
+    a = 1
+    while a < extent:
+        sizes.add(a)
+        if 3 * a // 2 < extent and a >= 2:
+            sizes.add(3 * a // 2)
+        a *= 2
+    return np.array(sorted(s for s in sizes if s >= min(4, extent)), dtype=np.int64)
+
+
+def select_tiles(nest: Nest, params: dict[str, int], cache, level: str = "L2",
+                 fraction: float = 0.5, band=None) -> TilePlan:
+    """TilePlan for the nest's band; cache is a tinyqmoe.hw.CacheSizes."""
+    t0 = time.perf_counter()
+    band = tuple(band if band is not None else nest.band)
+    capacity = {"L1": cache.l1, "L2": cache.l2, "L3": cache.l3}.get(level)
+    if not capacity:
+        raise UsageError(f"no {level} size known for tile selection (cache sizes: {cache})")
+    budget = fraction * capacity
+    order = choose_order(nest, band)
+    ranges = var_ranges(nest, params)
+    extent = {v: ranges[v][1] - ranges[v][0] + 1 for v in band}
+    n = len(order)
+    grids = {}
+    for axis, v in enumerate(order):
+        shape = [1] * n
+        shape[axis] = -1
+        grids[v] = candidates(extent[v]).reshape(shape)
+    counts = {v: np.ceil(extent[v] / grids[v]) for v in order}
+    fp = 0.0
+    traffic = 0.0
+    for g in groups(nest, params, band):
+        elems = group_elements(g, grids) * g.elem_bytes
+        fp = fp + elems
+        used = {v for dim in g.coeffs for v, _ in dim}
+        depth = max((order.index(v) for v in used), default=-1)
+        loads = 1.0
+        for v in order[: depth + 1]:
+            loads = loads * counts[v]
+        traffic = traffic + elems * loads * (2 if g.written else 1)
+    inner_entries = np.prod([extent[v] for v in order]) / grids[order[-1]]
+    cost = traffic + LINE_BYTES * inner_entries
+    fp = np.broadcast_to(fp, np.broadcast_shapes(*(g.shape for g in grids.values())))
+    cost = np.broadcast_to(cost, fp.shape)
+    volume = np.ones(fp.shape)
+    for v in order:
+        volume = volume * grids[v]
+    fits = fp <= budget
+    if fits.any():
+        key = np.where(fits, cost, np.inf)
+        best = np.flatnonzero(key == key.min())
+        pick = best[np.argmax(volume.ravel()[best])]
+    else:
+        pick = int(np.argmin(fp))
+    idx = np.unravel_index(pick, fp.shape)
+    tiles = {v: int(grids[v].ravel()[idx[axis]]) for axis, v in enumerate(order)}
+    seconds = time.perf_counter() - t0
+    return TilePlan(nest.name, band, order, tuple((v, tiles[v]) for v in band),
+                    footprint_bytes=int(fp[idx]), capacity_bytes=int(budget), level=level,
+                    seconds=seconds)
