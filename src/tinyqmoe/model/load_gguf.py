@@ -83,6 +83,8 @@ class GGUFCheckpoint(Checkpoint):
             hf = hf_name(name)
             if hf is None:
                 raise UnsupportedModel(f"tensor {name} has no Llama counterpart", path)
+            if hf in self._gguf_names:
+                raise CorruptionDetected(f"tensors {self._gguf_names[hf]} and {name} are the same weight", path)
             if info.ggml_type not in LAYOUTS:
                 raise UnsupportedModel(f"tensor {name} has type {type_name(info.ggml_type)}, which is not "
                                        f"supported ({', '.join(lay.name for lay in LAYOUTS.values())})", path)
