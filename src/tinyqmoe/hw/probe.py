@@ -11,11 +11,15 @@ Two methods per size, each repeated and summarised by the median:
 Pages are touched before timing, and huge pages are requested with madvise; the result says
 whether transparent huge pages were on and how many bytes the buffers actually got.
 
-Default grid top: 128 MiB, at 4 points per octave up to 8 MiB and 2 beyond. This VM's
+Default grid top: 256 MiB, at 4 points per octave up to 8 MiB and 2 beyond. This VM's
 sysfs reports an L3 of 480 MiB: the hypervisor's aggregate, more than a whole Sapphire
-Rapids socket has (<= 112.5 MB), so 4x of it (2 GiB) would measure nothing but DRAM and
-cannot be swept in a few seconds. 128 MiB is above any L3 one socket can give this guest;
-it is not 4x of it (`--max-mib 512` does that in ~10 s). The default run stays < 5 s.
+Rapids socket has (<= 112.5 MB), so 4x of it (2 GiB) would time nothing but DRAM and take
+far more than a few seconds. On a quiet machine the chase here climbs slowly from ~40 ns
+(8 MiB) to ~60 ns (128 MiB) and jumps to ~140 ns by 181 MiB: an L3 knee near 128 MiB,
+which 256 MiB (two tail points past it) is enough to see; 4x of it is `--max-mib 512`
+(~4-7 s). Under load from other tenants the knee moves far lower (5-20 MiB): the share of
+a shared L3 one process gets, which is what defensive tiling should plan for. The
+default run takes ~2-5 s here.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ LINE = 64  # bytes
 @dataclass(frozen=True)
 class ProbeConfig:
     min_bytes: int = 4 << 10
-    max_bytes: int = 128 << 20      # chase grid top
+    max_bytes: int = 256 << 20      # chase grid top
     tri_max_bytes: int = 8 << 20    # triangular grid top (it needs whole passes)
     points_per_octave: int = 4      # up to tri_max_bytes
     tail_points_per_octave: int = 2  # beyond it (chase only)

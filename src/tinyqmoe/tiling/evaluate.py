@@ -94,10 +94,11 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def autotune(kernel: Kernel, params: dict, selected: dict[str, TilePlan], repeats: int = 2,
-             progress=None) -> tuple[dict[str, TilePlan], int]:
+def autotune(kernel: Kernel, params: dict, selected: dict[str, TilePlan], progress=None,
+             min_seconds: float = 0.25) -> tuple[dict[str, TilePlan], int]:
     """Best tile sizes per nest over AUTOTUNE_SIZES^band (nests timed one at a time, the
-    other nests untiled), in the loop order the selection chose."""
+    other nests untiled), in the loop order the selection chose. Each configuration is
+    timed >= 2 times and until ~min_seconds have run (median)."""
     from tinyqmoe.tiling.ir import var_ranges
     best: dict[str, TilePlan] = {}
     configs = 0
@@ -116,8 +117,10 @@ def autotune(kernel: Kernel, params: dict, selected: dict[str, TilePlan], repeat
             prog = Program(kernel, {nest.name: plan})
             arrays = fresh(kernel, params)
             prog.run_nest(idx, arrays, params)  # compile + warm
-            t = float(np.median([timed(lambda: prog.run_nest(idx, arrays, params))
-                                 for _ in range(repeats)]))
+            first = timed(lambda: prog.run_nest(idx, arrays, params))
+            repeats = int(min(15, max(1, min_seconds / max(first, 1e-6))))
+            t = float(np.median([first] + [timed(lambda: prog.run_nest(idx, arrays, params))
+                                           for _ in range(repeats)]))
             results.append((t, plan))
             configs += 1
             if progress is not None:
