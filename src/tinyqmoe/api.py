@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyqmoe.errors import UsageError
+from tinyqmoe.errors import MemoryBudgetError, UsageError
 from tinyqmoe.model.config import LlamaConfig
 from tinyqmoe.model.forward import RunState, forward
 from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, prefill
@@ -21,32 +21,62 @@ DEFAULT_BLOCK_BYTES = 1 << 20
 
 def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = None,
          max_memory: int | str | None = None, group: int | None = None, progress: bool = False,
-         cache: bool = True) -> "Model":
+         cache: bool = True, source: str = "auto", cold: bool = False, context: int | None = None) -> "Model":
     """Load a model: an HF directory, a .gguf or .tqm file, or the name `default`.
 
-    weights: "int8" (symmetric per output channel, or per `group` inputs) or "f32" (reference);
-             a .tqm container runs the weights it holds (4-bit and ternary widened to int8 exactly).
-    cache:   int8 weights of a float checkpoint are kept as a raw .tqm under the cache directory,
-             so later loads map them instead of re-quantizing.
+    weights:    "int8" (symmetric per output channel, or per `group` inputs) or "f32" (reference);
+                a .tqm container runs the weights it holds (4-bit and ternary widened to int8 exactly).
+    cache:      int8 weights of a float checkpoint are kept as a raw .tqm under the cache directory,
+                so later loads map them instead of re-quantizing.
+    max_memory: a peak-RSS budget ("300MB", bytes): picks the fastest weight source that fits
+                (resident, streamed, fused), or fails before loading with the minimum that would work.
+    source:     "auto" or one of resident | streamed | fused (int8 containers and cached int8 weights).
+    cold:       streamed/fused sources drop the file's pages after reading (every token reads storage).
+    context:    the longest sequence (prompt + generated) to budget the KV cache for (default 1024
+                when a budget is given, else the model's maximum).
     """
+    from tinyqmoe.budget import choose_source, estimate, parse_size
     from tinyqmoe.model.load import is_container, resolve
+    from tinyqmoe.model.sources import SOURCES
     from tinyqmoe.model.weights import WEIGHT_KINDS
     from tinyqmoe.runtime import set_threads
 
-    if max_memory is not None:
-        raise UsageError("max_memory needs the streaming weight sources, which are not built yet")
     if weights not in WEIGHT_KINDS:
         raise UsageError(f"unknown weights kind {weights!r} (choose from {', '.join(WEIGHT_KINDS)})")
+    if source not in ("auto",) + SOURCES:
+        raise UsageError(f"unknown weight source {source!r} (choose auto, {', '.join(SOURCES)})")
+    budget = None if max_memory is None else parse_size(max_memory)
+    if (budget is not None or source in ("streamed", "fused")) and weights == "f32":
+        raise UsageError("memory budgets and streamed/fused sources run int8 weights, not f32")
     n_threads = set_threads(threads)
     path = resolve(path_or_name)
     t0 = time.perf_counter()
-    if is_container(path):
-        model = _load_container(path, str(path_or_name), progress)
-    elif weights == "int8" and cache:
-        model = _load_container(_int8_cache(path, group, progress), str(path_or_name), progress)
-        model.weights_kind = "int8"
-    else:
+    if not is_container(path) and (weights == "f32" or not cache):
+        if budget is not None or source in ("streamed", "fused"):
+            raise UsageError("streamed/fused sources and memory budgets need the int8 cache (cache=True)")
         model = _load_checkpoint(path, str(path_or_name), weights, group, progress)
+    else:
+        tqm = path if is_container(path) else _int8_cache(path, group, progress)
+        from tinyqmoe.compress.container import open_container
+
+        container = open_container(tqm)
+        ctx = min(container.config.max_seq_len, context or (1024 if budget is not None else 1 << 62))
+        if budget is not None:
+            est = choose_source(container, budget, ctx, n_threads)
+            if source != "auto" and source != est.source:
+                forced = estimate(container, source, ctx, n_threads)
+                if forced.total > budget:
+                    raise MemoryBudgetError(f"source {source} needs about {forced.total // 10**6} MB "
+                                            f"({forced.describe()}), over the budget of {budget // 10**6} MB", tqm)
+                est = forced
+            source = est.source
+        elif source == "auto":
+            source = "resident"
+        model = _load_container(container, str(path_or_name), progress, source, n_threads, cold)
+        if not is_container(path):
+            model.weights_kind = "int8"
+        model.max_context = ctx
+        model.source = source
     model.load_seconds = time.perf_counter() - t0
     model.threads = n_threads
     return model
@@ -66,19 +96,24 @@ def _load_checkpoint(path: Path, name: str, weights: str, group: int | None, pro
         return Model(name, ckpt.config, Tokenizer(ckpt.tokenizer), w, weights)
 
 
-def _load_container(path: Path, name: str, progress: bool) -> "Model":
-    from tinyqmoe.compress.container import open_container
+def _load_container(container, name: str, progress: bool, source: str = "resident", threads: int = 1,
+                    cold: bool = False) -> "Model":
+    from tinyqmoe.model.sources import FusedSource, StreamedSource
     from tinyqmoe.model.weights import weights_from_container
 
-    with open_container(path) as c:
-        if c.tokenizer is None:
-            raise UsageError("container has no tokenizer", path)
-        bar = _progress_bar(c.config.n_layers, f"loading {path.name}") if progress else None
-        w = weights_from_container(c, progress=bar)
+    c = container
+    if c.tokenizer is None:
+        raise UsageError("container has no tokenizer", c.path)
+    if source == "resident":
+        bar = _progress_bar(c.config.n_layers, f"loading {c.path.name}") if progress else None
+        with c:
+            w = weights_from_container(c, threads, progress=bar)
         if bar:
             bar(None, None)
-        model = Model(name, c.config, Tokenizer(c.tokenizer), w, "tqm")
-        model.bits_per_weight = _container_bits(c)
+    else:
+        w = (StreamedSource if source == "streamed" else FusedSource)(c, threads=threads, cold=cold)
+    model = Model(name, c.config, Tokenizer(c.tokenizer), w, "tqm")
+    model.bits_per_weight = _container_bits(c)
     return model
 
 
@@ -126,6 +161,8 @@ class Model:
         self.load_seconds = 0.0
         self.threads = 1
         self._bits_per_weight = None
+        self.max_context = config.max_seq_len   # tokens the KV cache may hold (a budget lowers it)
+        self.source = "resident"
         D = config.dim
         self.block_rows = max(1, DEFAULT_BLOCK_BYTES // (4 * D))
 
@@ -147,7 +184,12 @@ class Model:
         self._bits_per_weight = value
 
     def new_state(self, capacity: int = 256) -> RunState:
-        return RunState(self.config, capacity)
+        return RunState(self.config, min(capacity, self.max_context), limit=self.max_context)
+
+    def close(self) -> None:
+        """Stop the background threads of a streamed or fused source (resident weights need nothing)."""
+        if hasattr(self.weights, "close"):
+            self.weights.close()
 
     # ---- scoring
     def logits(self, ids: list[int]) -> np.ndarray:
@@ -202,11 +244,10 @@ class Model:
         params = SamplingParams(temperature, top_k, top_p, seed)
         stats = self.last_stats = GenerationStats()
         if state is None:
-            state = self.new_state(min(self.config.max_seq_len, len(ids) + max_new_tokens))
-        n = min(max_new_tokens, self.config.max_seq_len - state.pos - len(ids))
+            state = self.new_state(len(ids) + max_new_tokens)
+        n = min(max_new_tokens, self.max_context - state.pos - len(ids))
         if n < 0:
-            raise UsageError(f"prompt of {state.pos + len(ids)} tokens exceeds the model's context "
-                             f"of {self.config.max_seq_len}")
+            raise UsageError(f"prompt of {state.pos + len(ids)} tokens exceeds the context of {self.max_context}")
         t0 = time.perf_counter()
         logits = prefill(self.weights, state, ids, self.block_rows)
         stats.prompt_tokens, stats.prompt_seconds = len(ids), time.perf_counter() - t0

@@ -52,3 +52,22 @@ def dequant_rows_q8(w, q, scale, row0):
             b = g * gs
             for i in range(gs):
                 w[r, b + i] = np.float32(q[row0 + r, b + i]) * s
+
+
+@njit(fastmath=True, cache=True, nogil=True)
+def matmul_q8_rows(y, q, scale, x, row0):
+    """one thread: (q (R,I) int8 * scale (R,G)) @ x (T,I)^T -> y[:, row0:row0+R] of y (T,O)"""
+    R, I = q.shape
+    T = x.shape[0]
+    G = scale.shape[1]
+    gs = I // G
+    for r in range(R):
+        for t in range(T):
+            acc = np.float32(0.0)
+            for g in range(G):
+                s = np.float32(0.0)
+                b = g * gs
+                for i in range(gs):
+                    s += np.float32(q[r, b + i]) * x[t, b + i]
+                acc += s * scale[r, g]
+            y[t, row0 + r] = acc

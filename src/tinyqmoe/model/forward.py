@@ -17,8 +17,9 @@ from tinyqmoe.model.weights import SMALL_BATCH
 class RunState:
     """The KV cache of one sequence, grown on demand (capacity doubles)."""
 
-    def __init__(self, config: LlamaConfig, capacity: int = 256):
+    def __init__(self, config: LlamaConfig, capacity: int = 256, limit: int | None = None):
         self.config = config
+        self.limit = min(limit or config.max_seq_len, config.max_seq_len)  # most positions it may hold
         self.inv_freq = inv_frequencies(config)
         self.capacity = 0
         self.k: list[np.ndarray] = []  # per layer (K, S, E)
@@ -28,10 +29,10 @@ class RunState:
 
     def _grow(self, need: int) -> None:
         c = self.config
-        if need > c.max_seq_len:
+        if need > self.limit:
             from tinyqmoe.errors import UsageError
-            raise UsageError(f"context of {need} tokens exceeds the model's {c.max_seq_len}")
-        cap = max(need, min(c.max_seq_len, max(16, 2 * self.capacity)))
+            raise UsageError(f"context of {need} tokens exceeds the limit of {self.limit}")
+        cap = max(need, min(self.limit, max(16, 2 * self.capacity)))
         shape = (c.n_kv_heads, cap, c.head_dim)
         new_k = [np.zeros(shape, np.float32) for _ in range(c.n_layers)]
         new_v = [np.zeros(shape, np.float32) for _ in range(c.n_layers)]

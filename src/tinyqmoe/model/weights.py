@@ -153,22 +153,40 @@ def weights_from_checkpoint(ckpt, kind: str = "int8", group: int | None = None, 
     return Weights(embed=embed, layers=layers, norm=ckpt.get("model.norm.weight"), lm_head=lm_head, kind=kind)
 
 
-def weights_from_container(container, progress=None) -> Weights:
-    """Decode a .tqm container's tensors into resident engine weights."""
+def weights_from_container(container, threads: int = 1, progress=None) -> Weights:
+    """Decode a .tqm container's tensors into resident engine weights.
+
+    Chunks are read with pread (tinyqmoe.model.sources.ChunkReader), not through the container's
+    mapping, so the file's pages never add to the process's resident memory.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tinyqmoe.model.sources import ChunkReader
+
     c = container.config
+    reader = ChunkReader(container)
+    pool = ThreadPoolExecutor(max(1, threads))
 
     def make(name):
-        if container.tensor(name).qtype == "f32":
-            return Linear(w=container.read_float(name))
-        return Linear.from_quantized(container.read_quantized(name))
+        e = container.tensor(name)
+        payload = reader.read_tensor(name, pool)
+        if e.qtype == "f32":
+            return Linear(w=payload.view("<f4").astype(np.float32).reshape(e.shape))
+        q = payload.view(np.int8) if e.bits == 8 else payload
+        return Linear.from_quantized(QuantizedTensor(q=q, scale=container.read_scale(name), group=e.group,
+                                                     bits=e.bits))
 
-    embed = make("model.embed_tokens.weight")
-    layers = []
-    for i in range(c.n_layers):
-        layers.append(layer_from_tensors(container.read_float, i, make))
-        if progress:
-            progress(i + 1, c.n_layers)
-    lm_head = embed if c.tie_embeddings else make("lm_head.weight")
+    try:
+        embed = make("model.embed_tokens.weight")
+        layers = []
+        for i in range(c.n_layers):
+            layers.append(layer_from_tensors(container.read_float, i, make))
+            if progress:
+                progress(i + 1, c.n_layers)
+        lm_head = embed if c.tie_embeddings else make("lm_head.weight")
+    finally:
+        pool.shutdown()
+        reader.close()
     kind = "int8" if embed.q is not None else "f32"
     return Weights(embed=embed, layers=layers, norm=container.read_float("model.norm.weight"), lm_head=lm_head,
                    kind=kind)

@@ -1,0 +1,268 @@
+"""Weight sources for a .tqm container: where the forward pass gets layer i's weights.
+
+  resident  every tensor decoded to int8 once at load (tinyqmoe.model.weights.Weights): fastest,
+            needs the whole int8 model in RAM.
+  streamed  the paper's method: layer i's tensors are read from the file and decoded just in time
+            into one of two reused buffers, while a background thread decodes layer i+1 into the
+            other; RAM holds two layers.
+  fused     no layer is ever whole in RAM: each linear reads, decodes and multiplies one chunk
+            (a block of rows) at a time, chunks in parallel threads, each into its own small buffer.
+
+Streamed and fused sources never map the weights: they `pread` each chunk into a reused buffer,
+so the file's pages do not count in the process's memory. With `cold=True` the pages of the file
+just read are also dropped from the OS page cache (POSIX_FADV_DONTNEED), so every token reads its
+weights from storage, as on a device whose RAM cannot cache the model.
+The embedding and the LM head are read chunk by chunk in both (they are the largest tensors).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from tinyqmoe.compress.common import crc32
+from tinyqmoe.compress.container import decode_chunk
+from tinyqmoe.compress.quant import unpack_bits
+from tinyqmoe.errors import ChecksumWrong, TruncatedInput
+from tinyqmoe.kernels.matvec import matmul_q8, matmul_q8_rows
+from tinyqmoe.model.weights import Layer, Linear
+
+SOURCES = ("resident", "streamed", "fused")
+
+
+class ChunkReader:
+    """Reads and decodes chunks of a container with pread, never through a mapping."""
+
+    def __init__(self, container, cold: bool = False):
+        self.container = container
+        self.path = container.path
+        self.fd = os.open(container.path, os.O_RDONLY)
+        self.cold = cold
+        self._local = threading.local()
+
+    def _buffer(self, n: int) -> bytearray:
+        buf = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < n:
+            buf = self._local.buf = bytearray(max(n, 1 << 16))
+        return buf
+
+    def decoded_buffer(self, n: int) -> np.ndarray:
+        """This thread's reused buffer for one decoded chunk (uint8, at least n bytes)."""
+        buf = getattr(self._local, "out", None)
+        if buf is None or buf.size < n:
+            buf = self._local.out = np.empty(max(n, 1 << 16), np.uint8)
+        return buf[:n]
+
+    def read_into(self, entry, i: int, out: np.ndarray) -> np.ndarray:
+        """Chunk i of `entry`, checked and decoded into `out` (uint8 [row_count, row_bytes])."""
+        c = entry.chunks[i]
+        off, size = int(c["offset"]), int(c["stored_size"])
+        buf = self._buffer(size)
+        view = memoryview(buf)[:size]
+        got = os.preadv(self.fd, [view], off)
+        if got != size:
+            raise TruncatedInput(f"{entry.name} chunk {i}: file ends {size - got} bytes early", self.path)
+        if crc32(view) != int(c["crc32"]):
+            raise ChecksumWrong(f"{entry.name} chunk {i}: checksum mismatch", self.path, field="crc32")
+        if self.cold:
+            os.posix_fadvise(self.fd, off, size, os.POSIX_FADV_DONTNEED)
+        return decode_chunk(entry, i, view, out, path=self.path)
+
+    def read_tensor(self, name: str, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
+        """A whole tensor's payload, uint8 [O, row_bytes], chunks decoded in parallel on `pool`."""
+        e = self.container.tensor(name)
+        out = np.empty((e.rows, e.row_bytes), np.uint8)
+
+        def one(i):
+            r0, n = e.chunk_rows(i)
+            self.read_into(e, i, out[r0:r0 + n])
+
+        list((pool.map if pool else map)(one, range(e.n_chunks)))
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _as_int8(raw: np.ndarray, bits: int) -> np.ndarray:
+    return raw.view(np.int8) if bits == 8 else unpack_bits(raw, bits)
+
+
+class ChunkedLinear:
+    """A quantized linear whose rows stay in the file: each call reads, decodes and multiplies chunk by chunk."""
+
+    def __init__(self, reader: ChunkReader, name: str, pool: ThreadPoolExecutor):
+        c = reader.container
+        self.reader, self.pool = reader, pool
+        self.entry = c.tensor(name)
+        self.scale = c.read_scale(name)                  # (O, G) f32: small, kept resident
+        self.bits = self.entry.bits
+
+    @property
+    def shape(self):
+        return self.entry.shape
+
+    @property
+    def nbytes(self) -> int:  # resident bytes
+        return self.scale.nbytes
+
+    def _chunk(self, i: int) -> np.ndarray:
+        e = self.entry
+        n = e.chunk_rows(i)[1]
+        raw = self.reader.read_into(e, i, self.reader.decoded_buffer(n * e.row_bytes))
+        return _as_int8(raw, self.bits)
+
+    def _one(self, y, x, i):
+        r0, n = self.entry.chunk_rows(i)
+        matmul_q8_rows(y, self._chunk(i), self.scale[r0:r0 + n], x, r0)
+
+    def __call__(self, x: np.ndarray, block_rows: int = 0) -> np.ndarray:
+        """x (T, I) f32 -> (T, O) f32."""
+        y = np.empty((x.shape[0], self.entry.shape[0]), np.float32)
+        x = np.ascontiguousarray(x)
+        list(self.pool.map(lambda i: self._one(y, x, i), range(self.entry.n_chunks)))
+        return y
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows `idx` as float32, decoding only the chunks that hold them (embedding lookup)."""
+        e = self.entry
+        out = np.empty((len(idx), e.shape[1]), np.float32)
+        starts = e.chunks["row_start"].astype(np.int64)
+        for k, r in enumerate(np.asarray(idx)):
+            i = int(np.searchsorted(starts, r, side="right") - 1)
+            q = self._chunk(i)[r - starts[i]]
+            G = self.scale.shape[1]
+            out[k] = (q.reshape(G, -1).astype(np.float32) * self.scale[r][:, None]).reshape(-1)
+        return out
+
+
+class _StreamedBase:
+    """Embedding, final norm and LM head shared by the streamed and fused sources."""
+
+    def __init__(self, container, threads: int, cold: bool):
+        self.container = container
+        self.config = container.config
+        self.reader = ChunkReader(container, cold)
+        self.pool = ThreadPoolExecutor(max(1, threads))
+        self.embed = ChunkedLinear(self.reader, "model.embed_tokens.weight", self.pool)
+        self.lm_head = (self.embed if self.config.tie_embeddings
+                        else ChunkedLinear(self.reader, "lm_head.weight", self.pool))
+        self.norm = container.read_float("model.norm.weight")
+        self._norms = [(container.read_float(f"model.layers.{i}.input_layernorm.weight"),
+                        container.read_float(f"model.layers.{i}.post_attention_layernorm.weight"))
+                       for i in range(self.config.n_layers)]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.reader.close()
+
+
+class FusedSource(_StreamedBase):
+    """Every linear multiplies chunk by chunk as it decodes: RAM holds one chunk per thread."""
+
+    kind = "fused"
+
+    def __init__(self, container, threads: int = 1, cold: bool = False):
+        super().__init__(container, threads, cold)
+        self._layers = []
+        for i in range(self.config.n_layers):
+            p = f"model.layers.{i}."
+            lin = {n: ChunkedLinear(self.reader, p + n, self.pool) for n in _LINEARS}
+            self._layers.append(_LazyLayer(self._norms[i], lin))
+
+    def layer(self, i: int):
+        return self._layers[i]
+
+
+_LINEARS = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
+
+
+class _Concat:
+    """Several linears of one input applied as one (rows stacked): q|k|v and gate|up."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __call__(self, x, block_rows=0):
+        return np.concatenate([p(x) for p in self.parts], axis=1)
+
+
+class _LazyLayer:
+    def __init__(self, norms, lin):
+        self.attn_norm, self.ffn_norm = norms
+        self.wqkv = _Concat([lin["self_attn.q_proj.weight"], lin["self_attn.k_proj.weight"],
+                             lin["self_attn.v_proj.weight"]])
+        self.wo = lin["self_attn.o_proj.weight"]
+        self.w_gate_up = _Concat([lin["mlp.gate_proj.weight"], lin["mlp.up_proj.weight"]])
+        self.w_down = lin["mlp.down_proj.weight"]
+
+
+class StreamedSource(_StreamedBase):
+    """Layer i decoded whole into one of two buffers just in time; layer i+1 decodes in the background."""
+
+    kind = "streamed"
+
+    def __init__(self, container, threads: int = 1, cold: bool = False, prefetch: bool = True):
+        super().__init__(container, threads, cold)
+        self.prefetch = prefetch
+        self._buffers = [self._alloc_layer(0), self._alloc_layer(0)]
+        self._fills = 0      # buffers alternate per fill, so the one being filled is never in use
+        self._scales = [{n: container.read_scale(f"model.layers.{i}.{n}") for n in _LINEARS}
+                        for i in range(self.config.n_layers)]
+        self._loader = ThreadPoolExecutor(1) if prefetch else None
+        self._pending: dict[int, object] = {}
+        self.decode_seconds = 0.0
+
+    def _alloc_layer(self, i: int) -> dict:
+        c = self.container
+        return {n: np.empty(c.tensor(f"model.layers.{i}.{n}").shape, np.int8) for n in _LINEARS}
+
+    def _fill(self, i: int) -> Layer:
+        t0 = time.perf_counter()
+        buf = self._buffers[self._fills % 2]
+        self._fills += 1
+        p = f"model.layers.{i}."
+        c = self.container
+        jobs = []
+        for n in _LINEARS:
+            e = c.tensor(p + n)
+            for k in range(e.n_chunks):
+                jobs.append((e, k, buf[n]))
+        list(self.pool.map(lambda j: self._decode(*j), jobs))
+        scales = self._scales[i]
+        lin = {n: Linear(q=buf[n], scale=scales[n]) for n in _LINEARS}
+        layer = Layer(attn_norm=self._norms[i][0], ffn_norm=self._norms[i][1],
+                      wqkv=_Concat([lin[n] for n in _LINEARS[:3]]), wo=lin[_LINEARS[3]],
+                      w_gate_up=_Concat([lin[n] for n in _LINEARS[4:6]]), w_down=lin[_LINEARS[6]])
+        self.decode_seconds += time.perf_counter() - t0
+        return layer
+
+    def _decode(self, e, k, dest):
+        r0, n = e.chunk_rows(k)
+        if e.bits == 8:
+            self.reader.read_into(e, k, dest[r0:r0 + n].view(np.uint8))
+        else:
+            raw = np.empty((n, e.row_bytes), np.uint8)
+            dest[r0:r0 + n] = unpack_bits(self.reader.read_into(e, k, raw), e.bits)
+
+    def layer(self, i: int):
+        L = self.config.n_layers
+        fut = self._pending.pop(i, None)
+        layer = fut.result() if fut is not None else self._fill(i)
+        if self.prefetch and L > 1:
+            # the next layer (wrapping to 0 for the next token) decodes while this one computes
+            nxt = (i + 1) % L
+            self._pending[nxt] = self._loader.submit(self._fill, nxt)
+        return layer
+
+    def close(self) -> None:
+        for f in self._pending.values():
+            f.result()
+        self._pending.clear()
+        if self._loader:
+            self._loader.shutdown(wait=True)
+        super().close()

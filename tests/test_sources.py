@@ -1,0 +1,94 @@
+"""Weight sources over a .tqm container: identical tokens, budgets that hold, clean failures."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinyqmoe
+from tinyqmoe.errors import ChecksumWrong, MemoryBudgetError, UsageError
+from tinymodels import save_tiny_hf_llama
+
+pytest.importorskip("transformers")
+PROMPT = [5, 17, 200, 3, 99, 42]
+
+
+@pytest.fixture(scope="module")
+def tiny_tqm(tmp_path_factory):
+    from tinyqmoe.compress.container_write import CompressOptions, write_container
+    from tinyqmoe.model.load import open_checkpoint
+
+    d = tmp_path_factory.mktemp("src")
+    hf = save_tiny_hf_llama(d / "hf", tie=True)
+    out = {}
+    for codec in ("lzw", "raw"):
+        with open_checkpoint(hf) as ck:
+            write_container(ck, d / f"tiny-{codec}.tqm", CompressOptions(codec=codec, chunk_size=2048), progress=False)
+        out[codec] = d / f"tiny-{codec}.tqm"
+    return out
+
+
+def greedy(path, **kw):
+    m = tinyqmoe.load(path, threads=2, **kw)
+    m.tokenizer.stop_ids = frozenset()
+    try:
+        return list(m.stream_ids(PROMPT, max_new_tokens=24)), m.logits(PROMPT + [7, 8, 9, 10, 11] * 4)
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("codec", ["lzw", "raw"])
+def test_sources_give_identical_tokens_and_logits(tiny_tqm, codec):
+    ref_tokens, ref_logits = greedy(tiny_tqm[codec], source="resident")
+    for source in ("streamed", "fused"):
+        tokens, logits = greedy(tiny_tqm[codec], source=source)
+        assert tokens == ref_tokens, source
+        np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_cold_regime_same_tokens(tiny_tqm):
+    assert greedy(tiny_tqm["lzw"], source="fused", cold=True)[0] == greedy(tiny_tqm["lzw"], source="resident")[0]
+
+
+def test_impossible_budget_fails_fast_with_the_minimum(tiny_tqm):
+    with pytest.raises(MemoryBudgetError, match=r"too small: the smallest run \(fused.*needs about \d+ MB"):
+        tinyqmoe.load(tiny_tqm["lzw"], max_memory="50MB")
+    with pytest.raises(UsageError, match="memory size"):
+        tinyqmoe.load(tiny_tqm["lzw"], max_memory="lots")
+
+
+def test_corrupt_chunk_mid_generation_is_a_clean_error(tiny_tqm, tmp_path):
+    from tinyqmoe.compress.container import open_container
+
+    bad = tmp_path / "bad.tqm"
+    data = bytearray(tiny_tqm["lzw"].read_bytes())
+    with open_container(tiny_tqm["lzw"]) as c:
+        e = c.tensor("model.layers.1.mlp.down_proj.weight")
+        off = int(e.chunks[0]["offset"]) + 3
+    data[off] ^= 0x40
+    bad.write_bytes(bytes(data))
+    for source in ("streamed", "fused"):
+        m = tinyqmoe.load(bad, source=source)  # loads: the chunk is only read when layer 1 runs
+        with pytest.raises(ChecksumWrong, match="down_proj"):
+            list(m.stream_ids(PROMPT, max_new_tokens=4))
+
+
+def peak_rss_mb(args):
+    code = ("import sys, tinyqmoe\nfrom tinyqmoe.bench import peak_rss_bytes\n"
+            "m = tinyqmoe.load(sys.argv[1], max_memory=sys.argv[2], threads=2)\n"
+            "m.tokenizer.stop_ids = frozenset()\n"
+            "list(m.stream_ids([5, 17, 200, 3], max_new_tokens=16))\n"
+            "print(m.source, peak_rss_bytes())\n")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ))
+    assert r.returncode == 0, r.stderr
+    source, rss = r.stdout.split()
+    return source, int(rss)
+
+
+def test_budget_holds_in_a_subprocess(tiny_tqm):
+    """Peak RSS (VmHWM) of a real process stays under the budget it was given."""
+    budget = 260_000_000
+    source, rss = peak_rss_mb([str(tiny_tqm["lzw"]), str(budget)])
+    assert rss <= budget, (source, rss)
