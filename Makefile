@@ -32,6 +32,10 @@ demo: $(VENV)/.runtime
 	$(BIN)/tinyqmoe generate default -p "The capital of France is" -n 24
 	@echo "== 3. a short chat exchange (piped stdin)"
 	printf 'What is the largest planet in the solar system?\nAnd the smallest?\n' | $(BIN)/tinyqmoe chat default -n 48
+	@echo "== 4. quantize + compress into one .tqm file; every byte accounted for (the honest ratio); verify"
+	$(BIN)/tinyqmoe compress default -o $(OUT)/smol.tqm
+	$(BIN)/tinyqmoe inspect $(OUT)/smol.tqm
+	$(BIN)/tinyqmoe verify $(OUT)/smol.tqm
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
