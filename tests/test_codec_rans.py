@@ -26,7 +26,7 @@ def test_edge_inputs(data):
 
 
 def test_single_symbol_costs_only_the_table():
-    assert len(rans_encode(b"z" * 100000)) == 32 + 2 + 4   # bitmap, LEB128(4096), state
+    assert len(rans_encode(b"z" * 100000)) == 32 + 2 + 8   # bitmap, LEB128(4096), two states
 
 
 @settings(max_examples=25, deadline=None)
@@ -72,6 +72,8 @@ def test_corrupt_errors_are_typed():
     enc = rans_encode(b"abracadabra" * 10)
     with pytest.raises(TruncatedInput):
         rans_decode(enc[:20], 110)
+    with pytest.raises(TruncatedInput):
+        rans_decode(enc[:-1], 110)                # the last renormalisation byte missing
     with pytest.raises(CorruptionDetected):
         rans_decode(enc + b"\x01", 110)          # a byte after the end
     bad = bytearray(enc)

@@ -1,4 +1,5 @@
-"""rANS decoder (docs/FORMAT.md §7.2): a slot -> symbol table, then one state update per byte."""
+"""rANS decoder (docs/FORMAT.md §7.2): a slot -> (symbol, freq, bias) table, one state update per byte,
+two interleaved states (even and odd bytes) so two dependency chains run side by side."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,26 +9,41 @@ from tinyqmoe.compress.common import (E_BAD_STATE, E_TRAILING, E_TRUNCATED, OK, 
                                       RANS_SCALE_BITS, raise_status, read_freq_table)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _rans_step(dst, i, x, slots):
+    t = np.int64(slots[x & (RANS_M - 1)])              # one load per symbol, from a table in L1
+    dst[i] = t & 0xFF
+    return (((t >> 8) & 0xFFF) + 1) * (x >> RANS_SCALE_BITS) + (t >> 20)
+
+
 @njit(cache=True, nogil=True)
 def rans_decode_kernel(dst, src, pos, slots):
-    # dst uint8 [n] <- src uint8 [stored] from pos (the state); slots uint32 [M] = sym | (freq - 1) << 8 | (slot - cum) << 20; -> status
-    n_src = src.size
-    if pos + 4 > n_src:
+    # dst uint8 [n] <- src uint8 [stored] from pos (the two states); slots uint32 [M] = sym | (freq - 1) << 8 | (slot - cum) << 20; -> status
+    n_src, n = src.size, dst.size
+    if pos + 8 > n_src:
         return E_TRUNCATED
-    x = np.int64(src[pos]) | (np.int64(src[pos + 1]) << 8) | (np.int64(src[pos + 2]) << 16) | (np.int64(src[pos + 3]) << 24)
-    pos += 4
-    if x < RANS_L or x >= (RANS_L << 8):
+    x0, x1 = np.int64(0), np.int64(0)
+    for k in range(4):
+        x0 |= np.int64(src[pos + k]) << (8 * k)
+        x1 |= np.int64(src[pos + 4 + k]) << (8 * k)
+    pos += 8
+    if x0 < RANS_L or x0 >= (RANS_L << 8) or x1 < RANS_L or x1 >= (RANS_L << 8):
         return E_BAD_STATE
-    for i in range(dst.size):
-        t = np.int64(slots[x & (RANS_M - 1)])          # one load per symbol, from a table in L1
-        dst[i] = t & 0xFF
-        x = (((t >> 8) & 0xFFF) + 1) * (x >> RANS_SCALE_BITS) + (t >> 20)
-        while x < RANS_L:
+    for i in range(0, n, 2):                           # symbol i: state 0, symbol i + 1: state 1
+        x0 = _rans_step(dst, i, x0, slots)
+        while x0 < RANS_L:
             if pos >= n_src:
                 return E_TRUNCATED
-            x = (x << 8) | np.int64(src[pos])
+            x0 = (x0 << 8) | np.int64(src[pos])
             pos += 1
-    if x != RANS_L:
+        if i + 1 < n:
+            x1 = _rans_step(dst, i + 1, x1, slots)
+            while x1 < RANS_L:
+                if pos >= n_src:
+                    return E_TRUNCATED
+                x1 = (x1 << 8) | np.int64(src[pos])
+                pos += 1
+    if x0 != RANS_L or x1 != RANS_L:
         return E_BAD_STATE
     if pos != n_src:
         return E_TRAILING
@@ -41,9 +57,10 @@ def rans_decode_reference(src: bytes, raw_size: int) -> bytes:
     out = bytearray()
     if raw_size == 0:
         return bytes(out)
-    x = int.from_bytes(src[pos:pos + 4], "little")
-    pos += 4
-    for _ in range(raw_size):
+    xs = [int.from_bytes(src[pos:pos + 4], "little"), int.from_bytes(src[pos + 4:pos + 8], "little")]
+    pos += 8
+    for i in range(raw_size):
+        x = xs[i % 2]
         slot = x % RANS_M
         s = next(s for s in range(256) if freq[s] and cum[s] <= slot < cum[s] + freq[s])
         out.append(s)
@@ -51,6 +68,7 @@ def rans_decode_reference(src: bytes, raw_size: int) -> bytes:
         while x < RANS_L:
             x = (x << 8) | src[pos]
             pos += 1
+        xs[i % 2] = x
     return bytes(out)
 
 

@@ -1,8 +1,9 @@
 """rANS encoder (docs/FORMAT.md §7.2): order-0, one static frequency table per chunk.
 
 Byte-wise renormalisation as in ryg_rans: 32-bit state in [L, 256 L), frequencies summing to
-M = 2^14. The encoder walks the input backwards and writes its output backwards, so the
-decoder reads forwards.
+M = 2^14. Two states are interleaved (even / odd symbols) so the decoder runs two independent
+dependency chains. The encoder walks the input backwards and writes its output backwards,
+so the decoder reads forwards.
 """
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ _XMAX_UNIT = (RANS_L >> RANS_SCALE_BITS) << 8
 @njit(cache=True, nogil=True)
 def rans_encode_kernel(dst, src, freq, cum):
     # dst uint8 [cap] filled from its end <- src uint8 [n]; freq, cum int64 [256]; -> index of the first byte
-    x = np.int64(RANS_L)
+    # two interleaved states: symbol i uses state i % 2 (FORMAT.md §7.2)
+    x0 = np.int64(RANS_L)
+    x1 = np.int64(RANS_L)
     pos = dst.size
     for i in range(src.size - 1, -1, -1):
+        x = x1 if i & 1 else x0
         s = src[i]
         f = freq[s]
         x_max = _XMAX_UNIT * f
@@ -28,9 +32,14 @@ def rans_encode_kernel(dst, src, freq, cum):
             dst[pos] = x & 0xFF
             x >>= 8
         x = (x // f) * RANS_M + (x % f) + cum[s]
-    for k in range(3, -1, -1):                 # the final state, little-endian, read first
-        pos -= 1
-        dst[pos] = (x >> (8 * k)) & 0xFF
+        if i & 1:
+            x1 = x
+        else:
+            x0 = x
+    for x in (x1, x0):                         # final states, little-endian: x0 is read first, then x1
+        for k in range(3, -1, -1):
+            pos -= 1
+            dst[pos] = (x >> (8 * k)) & 0xFF
     return pos
 
 
