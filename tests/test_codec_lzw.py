@@ -115,3 +115,10 @@ def test_corrupt_errors_are_typed():
         lzw_decode(enc, 5)                      # more output than raw_size
     with pytest.raises(UsageError):
         lzw_encode(b"x", 25)
+
+
+def test_many_resets_wrap_the_generation_tag():
+    # max_bits 9 resets every 255 codes; random bytes give ~1 code per byte: > 255 resets in 120 KB
+    data = np.random.default_rng(7).integers(0, 256, 120_000).astype(np.uint8).tobytes()
+    enc = round_trip(data, 9)
+    assert len(enc) > 120_000

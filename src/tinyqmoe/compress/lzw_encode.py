@@ -1,8 +1,8 @@
 """LZW encoder (docs/FORMAT.md §7.1): variable-width codes 9..max_bits, CLEAR when full, LSB-first.
 
 The dictionary is an open-addressing hash table keyed by (prefix code, next byte) with a
-generation tag in the key's high bits: a reset bumps the generation instead of clearing the
-table, so a reset costs nothing. The table is sized to the codes the chunk can define
+generation tag in the entry's high bits: a reset bumps the generation instead of clearing the
+table, so a reset costs (almost) nothing. The table is sized to the codes the chunk can define
 (at most min(2^max_bits, n + 257)), at load factor <= 1/2.
 """
 from __future__ import annotations
@@ -14,39 +14,49 @@ from tinyqmoe.compress.common import LZW_CLEAR, LZW_FIRST_CODE, LZW_MAX_BITS, LZ
 from tinyqmoe.errors import UsageError
 
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @njit(cache=True, nogil=True)
-def lzw_encode_kernel(dst, src, max_bits, keys, vals, tbits):
-    # dst uint8 [cap] <- src uint8 [n]; keys int64 [2^tbits] (filled with -1), vals int32 [2^tbits]; -> bytes written
+def lzw_encode_kernel(dst, src, max_bits, table, tbits):
+    # dst uint8 [cap] <- src uint8 [n]; table uint64 [2^tbits], all ones (empty); -> bytes written
+    # entry = gen << 56 | (prefix << 8 | byte) << 24 | code: one load per probe; an entry of another
+    # generation is free, so a reset only bumps gen (the table is refilled once every 255 resets)
     n = src.size
     dst[0] = max_bits
     if n == 0:
         return 1
     limit = 1 << max_bits
-    mask = keys.size - 1
+    mask = table.size - 1
     shift = np.uint64(64 - tbits)
     pos, acc, nacc = 1, np.uint64(0), 0
-    gen, ncodes, width, p = 0, LZW_FIRST_CODE, LZW_MIN_BITS, np.int64(src[0])
+    gen, ncodes, width, p = np.uint64(0), LZW_FIRST_CODE, LZW_MIN_BITS, np.uint64(src[0])
     for i in range(1, n):
-        c = np.int64(src[i])
-        low = (p << 8) | c
-        key = (np.int64(gen) << 32) | low
-        h = np.int64((np.uint64(low) * _HASH_MUL) >> shift)
-        while keys[h] >= (np.int64(gen) << 32) and keys[h] != key:   # a live entry of this generation
-            h = (h + 1) & mask
-        if keys[h] == key:
-            p = np.int64(vals[h])
+        c = np.uint64(src[i])
+        low = (p << np.uint64(8)) | c
+        want = (gen << np.uint64(32)) | low
+        h = (low * _HASH_MUL) >> shift
+        while True:
+            e = table[h]
+            if (e >> np.uint64(24)) == want:
+                break
+            if (e >> np.uint64(56)) != gen:
+                break
+            h = (h + np.uint64(1)) & np.uint64(mask)
+        if (e >> np.uint64(24)) == want:
+            p = e & np.uint64(0xFFFFFF)
             continue
         pos, acc, nacc = put_bits(dst, pos, acc, nacc, p, width)
-        keys[h] = key
-        vals[h] = ncodes
+        table[h] = (want << np.uint64(24)) | np.uint64(ncodes)
         ncodes += 1
         if ncodes > (1 << width):
             width += 1
         if ncodes == limit:
             pos, acc, nacc = put_bits(dst, pos, acc, nacc, LZW_CLEAR, width)
-            gen, ncodes, width = gen + 1, LZW_FIRST_CODE, LZW_MIN_BITS
+            gen, ncodes, width = gen + np.uint64(1), LZW_FIRST_CODE, LZW_MIN_BITS
+            if gen == np.uint64(255):
+                table[:] = np.uint64(0xFFFFFFFFFFFFFFFF)
+                gen = np.uint64(0)
         p = c
     pos, acc, nacc = put_bits(dst, pos, acc, nacc, p, width)
     if nacc > 0:
@@ -106,8 +116,7 @@ def lzw_encode(data, max_bits: int = 16) -> bytes:
     n = src.size
     codes = min(1 << max_bits, n + LZW_FIRST_CODE)
     tbits = max(8, (2 * codes - 1).bit_length())
-    keys = np.full(1 << tbits, -1, np.int64)
-    vals = np.empty(1 << tbits, np.int32)
+    table = np.full(1 << tbits, EMPTY, np.uint64)
     dst = np.empty(encode_bound(n, max_bits), np.uint8)
-    size = lzw_encode_kernel(dst, src, int(max_bits), keys, vals, tbits)
+    size = lzw_encode_kernel(dst, src, int(max_bits), table, tbits)
     return dst[:size].tobytes()
