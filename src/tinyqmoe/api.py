@@ -145,6 +145,10 @@ def _int8_cache(path: Path, group: int | None, progress: bool) -> Path:
         with open_checkpoint(path) as ckpt:
             if ckpt.tokenizer is None:
                 raise UsageError("model has no tokenizer (tokenizer.json)", path)
+            c = ckpt.config
+            for n_in in {c.dim, c.q_dim, c.ffn_dim}:
+                if group and n_in % group:
+                    raise UsageError(f"group size {group} does not divide the input dimension {n_in}", path)
             opts = CompressOptions(bits=8, group=group or 0, codec="raw", stats=False)
             write_container(ckpt, target, opts, progress=progress)
     return target

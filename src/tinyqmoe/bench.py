@@ -28,6 +28,10 @@ class BenchResult:
     weight_bytes: int        # bytes of weights read per decoded token
     gen_gbps: float          # weight_bytes * gen_tps
     peak_rss_mb: float
+    source: str = "resident"
+    cold: bool = False
+    storage_read_per_token: int = 0  # bytes the kernel read from storage per forward pass (/proc/self/io)
+    decode_share: float = 0.0        # decoding time (summed over threads) / wall time, streamed and fused
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -43,24 +47,45 @@ def prompt_ids(tokenizer, n: int) -> list[int]:
 def run_bench(model, prompt_tokens: int = 128, gen_tokens: int = 128, repeats: int = 3) -> BenchResult:
     ids = prompt_ids(model.tokenizer, prompt_tokens)
     stop_ids, model.tokenizer.stop_ids = model.tokenizer.stop_ids, frozenset()  # always generate gen_tokens
+    w = model.weights
     try:
         list(model.stream_ids(ids[:8], max_new_tokens=4))  # warm-up: numba cache load / first touch
         p, g = [], []
+        io0, dec0, t0 = storage_read_bytes(), getattr(w, "decode_seconds", 0.0), time.perf_counter()
         for _ in range(repeats):
             for _tok in model.stream_ids(ids, max_new_tokens=gen_tokens):
                 pass
             p.append(model.last_stats.prompt_tps)
             g.append(model.last_stats.gen_tps)
+        wall, passes = time.perf_counter() - t0, repeats * gen_tokens  # a prefill and gen_tokens-1 decodes
+        read = (storage_read_bytes() - io0) // passes
+        share = (getattr(w, "decode_seconds", 0.0) - dec0) / wall
     finally:
         model.tokenizer.stop_ids = stop_ids
     gen_tps = statistics.median(g)
-    wbytes = model.weights.nbytes - model.weights.embed.nbytes  # lookups read one embedding row
-    if model.weights.lm_head is model.weights.embed:
-        wbytes += model.weights.embed.nbytes
+    if hasattr(w, "stored_bytes"):      # streamed / fused: what is read from the file per token
+        wbytes = w.stored_bytes
+    else:                               # resident: every weight but the embedding (one row is looked up)
+        wbytes = w.nbytes - w.embed.nbytes + (w.embed.nbytes if w.lm_head is w.embed else 0)
     return BenchResult(model=model.name, weights=model.weights_kind, threads=model.threads,
                        prompt_tokens=len(ids), gen_tokens=gen_tokens, load_s=model.load_seconds,
                        prompt_tps=statistics.median(p), gen_tps=gen_tps, weight_bytes=wbytes,
-                       gen_gbps=wbytes * gen_tps / 1e9, peak_rss_mb=peak_rss_mb())
+                       gen_gbps=wbytes * gen_tps / 1e9, peak_rss_mb=peak_rss_mb(),
+                       source=getattr(model, "source", "resident"), cold=bool(getattr(w, "reader", None)
+                                                                             and w.reader.cold),
+                       storage_read_per_token=read, decode_share=share)
+
+
+def storage_read_bytes() -> int:
+    """Bytes this process caused to be read from storage (not the page cache): /proc/self/io."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("read_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def peak_rss_bytes() -> int:

@@ -81,4 +81,5 @@ def choose_source(container, max_memory: int, context: int, threads: int) -> Est
     least = min(estimates, key=lambda e: e.total)
     raise MemoryBudgetError(
         f"a budget of {max_memory / MB:.0f} MB is too small: the smallest run ({least.source}, "
-        f"context {context}) needs about {least.total / MB:.0f} MB ({least.describe()})", container.path)
+        f"context {context}) needs about {least.total / MB:.0f} MB ({least.describe()}); a shorter context "
+        f"(--context) shrinks the KV cache", container.path)

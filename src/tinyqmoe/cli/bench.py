@@ -29,7 +29,11 @@ def run(args) -> int:
             ("load", f"{r.load_s:.2f} s"), ("prompt", f"{r.prompt_tps:.1f} tok/s ({r.prompt_tokens} tokens)"),
             ("generation", f"{r.gen_tps:.1f} tok/s ({r.gen_tokens} tokens)"),
             ("weights read / token", f"{r.weight_bytes / 1e6:.1f} MB -> {r.gen_gbps:.2f} GB/s"),
-            ("peak RSS", f"{r.peak_rss_mb:.0f} MB")]
+            ("peak RSS", f"{r.peak_rss_mb:.0f} MiB")]
+    if r.source != "resident":
+        rows += [("source", f"{r.source}{' (cold: pages dropped after each read)' if r.cold else ''}"),
+                 ("storage read / token", f"{r.storage_read_per_token / 1e6:.1f} MB"),
+                 ("decode share", f"{100 * r.decode_share:.0f}% of wall time (summed over threads)")]
     for k, v in rows:
         print(f"{k:>22}: {v}", file=sys.stdout)
     return 0

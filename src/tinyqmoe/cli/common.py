@@ -12,6 +12,16 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", type=int, default=None,
                    help="int8 scale per group of this many inputs (default: one per output channel)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="peak-RSS budget, e.g. 300MB: picks the fastest weight source that fits")
+    p.add_argument("--source", choices=("auto", "resident", "streamed", "fused"), default="auto",
+                   help="where weights live while running (default: resident, or what fits --max-memory)")
+    p.add_argument("--cold", action="store_true",
+                   help="streamed/fused: drop the file's pages after each read (weights come from storage)")
+    p.add_argument("--context", type=int, default=None,
+                   help="longest prompt + generation to budget the KV cache for (default 1024 with --max-memory)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="quantize float checkpoints in memory instead of caching their int8 weights")
 
 
 def add_sampling_options(p: argparse.ArgumentParser, default_tokens: int = 128) -> None:
@@ -40,4 +50,5 @@ def load_model(args):
         from tinyqmoe.errors import UsageError
         raise UsageError("--group must be positive")
     return tinyqmoe.load(args.model, weights=args.weights, threads=args.threads, group=args.group,
-                         progress=sys.stderr.isatty())
+                         progress=sys.stderr.isatty(), max_memory=args.max_memory, source=args.source,
+                         cold=args.cold, context=args.context, cache=not args.no_cache)

@@ -14,6 +14,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from tinyqmoe.bench import peak_rss_mb
+
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     kwargs = sampling_kwargs(args)
     model = load_model(args)
@@ -26,6 +28,7 @@ def run(args) -> int:
     out.write("\n")
     s = model.last_stats
     print(f"[prompt {s.prompt_tokens} tok, {s.prompt_tps:.1f} tok/s | generated {s.generated} tok, "
-          f"{s.gen_tps:.1f} tok/s | load {model.load_seconds:.2f} s | {model.weights_kind}, {model.threads} threads]",
+          f"{s.gen_tps:.1f} tok/s | load {model.load_seconds:.2f} s | {model.weights_kind} {model.source}, "
+          f"{model.threads} threads | peak RSS {peak_rss_mb():.0f} MiB]",
           file=sys.stderr)
     return 0

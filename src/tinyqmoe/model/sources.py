@@ -42,6 +42,9 @@ class ChunkReader:
         self.fd = os.open(container.path, os.O_RDONLY)
         self.cold = cold
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self.decode_seconds = 0.0   # summed over threads: pread + checksum + decode
+        self.chunks_read = 0
 
     def _buffer(self, n: int) -> bytearray:
         buf = getattr(self._local, "buf", None)
@@ -58,6 +61,7 @@ class ChunkReader:
 
     def read_into(self, entry, i: int, out: np.ndarray) -> np.ndarray:
         """Chunk i of `entry`, checked and decoded into `out` (uint8 [row_count, row_bytes])."""
+        t0 = time.perf_counter()
         c = entry.chunks[i]
         off, size = int(c["offset"]), int(c["stored_size"])
         buf = self._buffer(size)
@@ -69,7 +73,11 @@ class ChunkReader:
             raise ChecksumWrong(f"{entry.name} chunk {i}: checksum mismatch", self.path, field="crc32")
         if self.cold:
             os.posix_fadvise(self.fd, off, size, os.POSIX_FADV_DONTNEED)
-        return decode_chunk(entry, i, view, out, path=self.path)
+        decoded = decode_chunk(entry, i, view, out, path=self.path)
+        with self._lock:
+            self.decode_seconds += time.perf_counter() - t0
+            self.chunks_read += 1
+        return decoded
 
     def read_tensor(self, name: str, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
         """A whole tensor's payload, uint8 [O, row_bytes], chunks decoded in parallel on `pool`."""
@@ -155,6 +163,16 @@ class _StreamedBase:
                         container.read_float(f"model.layers.{i}.post_attention_layernorm.weight"))
                        for i in range(self.config.n_layers)]
 
+    @property
+    def decode_seconds(self) -> float:
+        return self.reader.decode_seconds
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the file read per forward pass: every weight chunk once."""
+        return sum(self.container.tensor(n).stored_bytes for n in self.container.names
+                   if len(self.container.tensor(n).shape) == 2)
+
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.reader.close()
@@ -215,14 +233,12 @@ class StreamedSource(_StreamedBase):
                         for i in range(self.config.n_layers)]
         self._loader = ThreadPoolExecutor(1) if prefetch else None
         self._pending: dict[int, object] = {}
-        self.decode_seconds = 0.0
 
     def _alloc_layer(self, i: int) -> dict:
         c = self.container
         return {n: np.empty(c.tensor(f"model.layers.{i}.{n}").shape, np.int8) for n in _LINEARS}
 
     def _fill(self, i: int) -> Layer:
-        t0 = time.perf_counter()
         buf = self._buffers[self._fills % 2]
         self._fills += 1
         p = f"model.layers.{i}."
@@ -238,7 +254,6 @@ class StreamedSource(_StreamedBase):
         layer = Layer(attn_norm=self._norms[i][0], ffn_norm=self._norms[i][1],
                       wqkv=_Concat([lin[n] for n in _LINEARS[:3]]), wo=lin[_LINEARS[3]],
                       w_gate_up=_Concat([lin[n] for n in _LINEARS[4:6]]), w_down=lin[_LINEARS[6]])
-        self.decode_seconds += time.perf_counter() - t0
         return layer
 
     def _decode(self, e, k, dest):
