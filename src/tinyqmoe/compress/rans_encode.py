@@ -16,8 +16,8 @@ _XMAX_UNIT = (RANS_L >> RANS_SCALE_BITS) << 8
 
 
 @njit(cache=True, nogil=True)
-def rans_encode_kernel(dst, src, freq, cum):
-    # dst uint8 [cap] filled from its end <- src uint8 [n]; freq, cum int64 [256]; -> index of the first byte
+def rans_encode_kernel(dst, src, freq, cum, rcp):
+    # dst uint8 [cap] filled from its end <- src uint8 [n]; freq, cum int64 [256]; rcp f64 [256] = 1/freq; -> first byte
     # two interleaved states: symbol i uses state i % 2 (FORMAT.md §7.2)
     x0 = np.int64(RANS_L)
     x1 = np.int64(RANS_L)
@@ -31,7 +31,13 @@ def rans_encode_kernel(dst, src, freq, cum):
             pos -= 1
             dst[pos] = x & 0xFF
             x >>= 8
-        x = (x // f) * RANS_M + (x % f) + cum[s]
+        q = np.int64(x * rcp[s])               # x div f without a division: x < 2^31, so the float
+        r = x - q * f                          # quotient is off by at most one
+        if r < 0:
+            q, r = q - 1, r + f
+        elif r >= f:
+            q, r = q + 1, r - f
+        x = q * RANS_M + r + cum[s]
         if i & 1:
             x1 = x
         else:
@@ -74,5 +80,6 @@ def rans_encode(data) -> bytes:
         return table
     cum = np.concatenate([[0], np.cumsum(freq)[:-1]]).astype(np.int64)
     dst = np.empty(2 * src.size + 16, np.uint8)
-    start = rans_encode_kernel(dst, src, freq, cum)
+    rcp = 1.0 / np.maximum(freq, 1)
+    start = rans_encode_kernel(dst, src, freq, cum, rcp)
     return table + dst[start:].tobytes()
