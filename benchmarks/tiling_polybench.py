@@ -26,15 +26,19 @@ from tinyqmoe.tiling.polybench import KERNELS  # noqa: E402
 
 def table(rows: list[dict]) -> str:
     out = ["| kernel | size | selected tiles (order) | footprint | speedup vs untiled | "
-           "selected / autotuned speed | selection | autotune (configs) |",
-           "|---|---|---|---|---|---|---|---|"]
+           "interchange only | selected / autotuned speed | selection | autotune (configs) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tiles = "; ".join(f"{','.join(f'{v}={t}' for v, t in p['tiles'].items())} "
                           f"({''.join(p['order'])})" for p in r["plans"].values())
         fp = ", ".join(f"{p['footprint_bytes'] / 1024:.0f} KiB" for p in r["plans"].values())
         sel = max(r["selection_us"].values())
+        same = " (same tiles)" if all(r["autotune_plans"][k]["tiles"] == p["tiles"]
+                                      for k, p in r["plans"].items()) else ""
+        inter = r.get("speedup_interchange_only")
+        inter = f"{inter:.2f}x" if inter else "-"
         out.append(f"| {r['kernel']} | {r['size']} | {tiles} | {fp} | {r['speedup']:.2f}x | "
-                   f"{r['vs_autotune']:.2f} | {sel:.0f} us | {r['autotune_seconds']:.0f} s "
+                   f"{inter} | {r['vs_autotune']:.2f}{same} | {sel:.0f} us | {r['autotune_seconds']:.0f} s "
                    f"({r['autotune_configs']}) |")
     return "\n".join(out)
 
@@ -46,6 +50,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=None,
                     help="timed runs per version (default: 15 MEDIUM, 3 LARGE)")
     ap.add_argument("--out", default="benchmarks/results/tiling_polybench.jsonl")
+    ap.add_argument("--no-autotune", action="store_true", help="skip the exhaustive search")
     args = ap.parse_args()
     cache = cache_sizes()
     print(f"cache sizes: {cache}", file=sys.stderr)
@@ -58,7 +63,7 @@ def main() -> int:
             t0 = time.perf_counter()
             repeats = args.repeats or (15 if size == "MEDIUM" else 3)
             r = compare(kernel, kernel.sizes[size], cache, repeats=repeats,
-                        do_autotune=True, progress=True)
+                        do_autotune=not args.no_autotune, progress=True)
             row = r.to_dict() | {"size": size, "cache": cache.__dict__,
                                  "times": r.times, "wall_s": time.perf_counter() - t0,
                                  "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -86,6 +86,9 @@ def run(args) -> int:
     print(f"check    tiled == untiled (max |diff| {result.max_abs_diff:.1e})")
     print(f"time     untiled {result.untiled_s:.3f} s, tiled {result.tiled_s:.3f} s "
           f"(medians of {args.repeats}, interleaved): speedup {result.speedup:.2f}x")
+    print(f"         same loop order untiled (interchange only) {result.interchanged_s:.3f} s: "
+          f"{result.untiled_s / result.interchanged_s:.2f}x; tiling on top of it "
+          f"{result.interchanged_s / result.tiled_s:.2f}x")
     if args.autotune:
         tuned = "; ".join(f"{k}: {p.describe()}" for k, p in result.autotune_plans.items())
         print(f"autotune {result.autotune_configs} configs in {result.autotune_seconds:.1f} s, "
