@@ -152,10 +152,12 @@ def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
     for name in bar:
         rec, scale, payload, stats = _tensor_streams(name, ckpt.get(name), opts, pool)
         blocks = chunk_rows(rec["rows"], rec["row_bytes"], opts.chunk_size)
-        codec, streams = _choose_streams(rec, payload, blocks, opts, pool)
-        if opts.stats:
-            flat = payload.reshape(-1)
-            stats.update(entropy_bits=order0_entropy_bits(flat), zstd19_bytes=zstd_size(flat, 19, threads=0))
+        codec, streams, sizes = _choose_streams(rec, payload, blocks, opts, pool)
+        if opts.stats:   # the bounds, on the same chunks (zstd-19 reused from `auto` when it was tried)
+            z19 = sizes.get("zstd") if opts.zstd_level == 19 else None
+            if z19 is None:
+                z19 = sum(pool.map(lambda rb: zstd_size(payload[rb[0]:rb[0] + rb[1]], 19), blocks))
+            stats.update(entropy_bits=order0_entropy_bits(payload), zstd19_bytes=int(z19))
         # §6.1 scales, then §6.2 chunks, each from a 64-aligned start
         pos = _pad_to(f, pos, align_up(pos))
         rec.update(scale_offset=pos if scale else 0, scale_size=len(scale), scale_crc32=crc32(scale) if scale else 0)
@@ -192,18 +194,20 @@ def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
     return header
 
 
-def _choose_streams(rec, payload, blocks, opts, pool) -> tuple[str, list[bytes]]:
-    """Encode with the asked codec, or with each and keep the smallest (auto). f32 tensors: zstd or raw."""
+def _choose_streams(rec, payload, blocks, opts, pool) -> tuple[str, list[bytes], dict[str, int]]:
+    """Encode with the asked codec, or with each and keep the smallest (auto). f32 tensors are stored raw.
+    -> (codec, streams, {codec tried: total bytes})"""
     if opts.codec != "auto" and rec["qtype"] != "f32":
-        return opts.codec, _encode_chunks(payload, blocks, opts.codec, opts, pool)
+        streams = _encode_chunks(payload, blocks, opts.codec, opts, pool)
+        return opts.codec, streams, {opts.codec: sum(map(len, streams))}
     candidates = ("lzw", "rans", "zstd", "raw") if rec["qtype"] != "f32" else ("raw",)
-    best = None
+    best, sizes = None, {}
     for name in candidates:
         streams = _encode_chunks(payload, blocks, name, opts, pool)
-        size = sum(map(len, streams))
-        if best is None or size < best[0]:
-            best = (size, name, streams)
-    return best[1], best[2]
+        sizes[name] = sum(map(len, streams))
+        if best is None or sizes[name] < best[0]:
+            best = (sizes[name], name, streams)
+    return best[1], best[2], sizes
 
 
 def _pad_to(f, pos: int, target: int) -> int:
