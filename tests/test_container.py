@@ -166,3 +166,31 @@ def test_cli_round_trip_on_a_container(tmp_path, ckpt, capsys):
 def test_open_missing_file(tmp_path):
     with pytest.raises(ModelNotFound):
         open_container(tmp_path / "nope.tqm")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5000), st.integers(1, 5000), st.integers(1, 1 << 20))
+def test_chunk_rows_tile_whole_rows(rows, row_bytes, chunk_size):
+    blocks = chunk_rows(rows, row_bytes, chunk_size)
+    assert blocks[0][0] == 0 and sum(n for _, n in blocks) == rows
+    assert all(r1 == r0 + n0 for (r0, n0), (r1, _) in zip(blocks, blocks[1:]))
+    assert all(n * row_bytes <= max(chunk_size, row_bytes) for _, n in blocks)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(1, 3000), st.sampled_from(["lzw", "rans", "zstd", "raw", "auto"]), st.sampled_from([8, 4, 2]))
+def test_any_chunk_size_round_trips(tmp_path_factory, chunk_size, codec, bits):
+    ck = tiny_checkpoint(3)
+    path = tmp_path_factory.mktemp("h") / "m.tqm"
+    write_container(ck, path, CompressOptions(bits=bits, codec=codec, chunk_size=chunk_size, lzw_max_bits=9,
+                                              stats=False, threads=1), progress=False)
+    name = "model.layers.0.mlp.down_proj.weight"
+    with open_container(path) as c:
+        e = c.tensor(name)
+        w = ck.get(name)
+        ref, _ = quantize(w, bits, tensor_group(w.shape[1], CompressOptions(bits=bits).group_size, bits))
+        assert np.array_equal(c.read_quantized(name).q, ref.q)
+        assert e.n_chunks == len(chunk_rows(e.rows, e.row_bytes, chunk_size))
