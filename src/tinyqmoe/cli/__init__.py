@@ -22,6 +22,7 @@ VERB_MODULES = (
     "eval",
     "probe",
     "tile",
+    "synth",
 )
 
 

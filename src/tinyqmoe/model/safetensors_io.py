@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyqmoe.errors import CorruptionDetected, TruncatedInput, UnsupportedModel
+from tinyqmoe.errors import CorruptionDetected, TruncatedInput, UnsupportedModel, UsageError
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
            "I8": np.int8, "U8": np.uint8, "I32": np.int32, "I64": np.int64}
@@ -111,3 +111,83 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], dtypes: 
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class SafetensorsWriter:
+    """Streams one safetensors file without holding its tensors: the header first, then rows in order.
+
+    `specs` declares every tensor upfront ({name: (dtype, shape)}, dtype "F32" | "F16" | "BF16"), in file
+    order. `write(name, rows)` appends the next rows (first axis) of `name`; tensors are filled in the
+    declared order. A float32 block is converted to the declared dtype; for "BF16" a uint16 block is
+    taken as bfloat16 bits. The bytes equal `write_safetensors` of the same tensors. The file appears
+    atomically at `close()` (temp file, fsync, rename); `abort()` (or an exception inside a `with`)
+    leaves nothing.
+    """
+
+    def __init__(self, path: str | Path, specs: dict[str, tuple[str, tuple[int, ...]]],
+                 metadata: dict[str, str] | None = None):
+        self.path = Path(path)
+        header, self._plan, offset = {}, [], 0
+        for name, (kind, shape) in specs.items():
+            shape = tuple(int(s) for s in shape)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[kind]).itemsize
+            header[name] = {"dtype": kind, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            self._plan.append((name, kind, shape, nbytes))
+            offset += nbytes
+        if metadata:
+            header["__metadata__"] = metadata
+        hb = json.dumps(header, separators=(",", ":")).encode()
+        hb += b" " * (-len(hb) % 8)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self._f = open(self._tmp, "wb")
+        self._f.write(struct.pack("<Q", len(hb)))
+        self._f.write(hb)
+        self._at, self._written = 0, 0   # tensor being filled, its bytes written so far
+
+    def write(self, name: str, rows: np.ndarray) -> None:
+        while self._at < len(self._plan) and self._plan[self._at][3] == 0 and self._plan[self._at][0] != name:
+            self._at += 1   # zero-size tensors need no rows
+        if self._at >= len(self._plan) or self._plan[self._at][0] != name:
+            expected = self._plan[self._at][0] if self._at < len(self._plan) else "nothing"
+            raise UsageError(f"rows of {name!r} written out of order (expected {expected})")
+        _, kind, shape, nbytes = self._plan[self._at]
+        if tuple(rows.shape[1:]) != shape[1:]:
+            raise UsageError(f"rows of {name!r} have shape {rows.shape}, tensor is {shape}")
+        if kind == "BF16" and rows.dtype != np.uint16:
+            data = f32_to_bf16_bits(rows)
+        else:
+            data = np.ascontiguousarray(rows, dtype=_DTYPES[kind])
+        if self._written + data.nbytes > nbytes:
+            raise UsageError(f"more rows than {name!r} holds ({shape})")
+        self._f.write(data.reshape(-1).view(np.uint8))
+        self._written += data.nbytes
+        if self._written == nbytes:
+            self._at, self._written = self._at + 1, 0
+
+    def close(self) -> None:
+        """Check every tensor is complete, fsync, and rename into place."""
+        try:
+            missing = [n for n, _, _, nbytes in self._plan[self._at:] if nbytes]
+            if missing:
+                raise UsageError(f"tensor {missing[0]!r} is incomplete")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            os.replace(self._tmp, self.path)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        if self._tmp.exists():
+            self._tmp.unlink()
+
+    def __enter__(self) -> "SafetensorsWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
