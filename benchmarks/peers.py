@@ -155,7 +155,8 @@ def machine_info() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "date_utc": datetime.datetime.utcnow().isoformat(timespec="seconds")}
+            "python": platform.python_version(), "date_utc": datetime.datetime.utcnow().isoformat(timespec="seconds"),
+            "loadavg_1min_before": os.getloadavg()[0]}
 
 
 def run_child(python: str, peer: str, job: dict, threads: int) -> dict:
@@ -192,6 +193,7 @@ def main(argv=None) -> int:
     src = model_path("default")
     ids = prompt_ids(Tokenizer(open_gguf(src).tokenizer), args.prompt_tokens)
     job = {"prompt_ids": ids, "gen_tokens": args.gen_tokens, "repeats": args.repeats, "threads": args.threads}
+    machine = machine_info()  # the load average before the runs: other busy processes skew the timings
     rows = []
     for peer in args.peers.split(","):
         if peer == "llama.cpp-q8_0":
@@ -201,8 +203,9 @@ def main(argv=None) -> int:
         print(f"running {peer} ...", file=sys.stderr)
         row = run_child(python, peer, dict(job, model=model), args.threads)
         print(json.dumps(row), file=sys.stderr)
-        rows.append(row)
-    result = {"machine": machine_info(), "threads": args.threads, "prompt_tokens": len(ids),
+        rows.append(dict(row, loadavg_1min_after=os.getloadavg()[0]))
+    machine["loadavg_1min_after"] = os.getloadavg()[0]
+    result = {"machine": machine, "threads": args.threads, "prompt_tokens": len(ids),
               "gen_tokens": args.gen_tokens, "repeats": args.repeats,
               "command": "python benchmarks/peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "results": rows}
