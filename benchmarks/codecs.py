@@ -7,6 +7,11 @@
       compress the whole model per (bits, codec) with the real writer; file size, ratio vs bf16 and vs the
       uncompressed quantized model, bits/weight, compress wall time, decode-all MB/s. Markdown to stdout.
 
+  .venv/bin/python benchmarks/codecs.py shared-dict [--sample-mb 24]
+      what a shared (pre-trained) LZW dictionary would buy: the cost of a chunk B when the dictionary is
+      primed with 1 MiB of other weight chunks A (len(lzw(A+B)) - len(lzw(A)), 20-bit codes, no reset),
+      against B coded alone.
+
 Warm-up is excluded (each kernel runs once before timing); timings are the best of `--repeat` runs.
 """
 from __future__ import annotations
@@ -137,9 +142,27 @@ def run_table(args) -> None:
             json.dump({"mode": "table", "args": vars(args), "rows": rows}, f, indent=1)
 
 
+def run_shared_dict(args) -> None:
+    from tinyqmoe.compress.lzw_encode import lzw_encode
+
+    chunks = sample_chunks(args.model, args.bits, args.group, args.chunk_size, args.sample_mb)
+    rng = np.random.default_rng(0)
+    alone = primed = raw = 0
+    for j in rng.choice(len(chunks), size=min(8, len(chunks)), replace=False):
+        others = [c for k, c in enumerate(chunks) if k != j]
+        a = np.concatenate([others[k] for k in rng.choice(len(others), 4, replace=False)])[: 1 << 20]
+        b = chunks[j]
+        cost_a = len(lzw_encode(a, 20))
+        primed += len(lzw_encode(np.concatenate([a, b]), 20)) - cost_a
+        alone += len(lzw_encode(b, 20))
+        raw += b.size
+    print(f"LZW-20 on {raw / 2**20:.1f} MiB of {args.bits}-bit chunks: alone {8 * alone / raw:.3f} bits/byte, "
+          f"with a dictionary primed on 1 MiB of other chunks {8 * primed / raw:.3f} bits/byte")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=("streams", "table"))
+    p.add_argument("mode", choices=("streams", "table", "shared-dict"))
     p.add_argument("--model", default="default")
     p.add_argument("--bits", type=int, default=8, help="streams: 8, 4 or 2 (ternary)")
     p.add_argument("--group", type=int, default=None)
@@ -154,7 +177,7 @@ def main(argv=None) -> int:
     p.add_argument("--tmp", default=None, help="directory for the temporary containers")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
-    (run_streams if args.mode == "streams" else run_table)(args)
+    {"streams": run_streams, "table": run_table, "shared-dict": run_shared_dict}[args.mode](args)
     return 0
 
 
