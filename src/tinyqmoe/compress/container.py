@@ -81,10 +81,7 @@ def _field(d: dict, key: str, kind, where: str, path):
     if key not in d:
         raise CorruptionDetected(f"{where}: missing key {key!r}", path, field=key)
     v = d[key]
-    ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
-    if kind is int and isinstance(v, bool):
-        ok = False
-    if not ok:
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
         raise CorruptionDetected(f"{where}: {key!r} has the wrong type", path, field=key)
     return v
 

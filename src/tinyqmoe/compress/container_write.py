@@ -18,7 +18,7 @@ import numpy as np
 
 from tinyqmoe.compress import codecs
 from tinyqmoe.compress.common import CODEC_IDS, CODEC_ALIASES, LZW_MAX_BITS, LZW_MIN_BITS, crc32
-from tinyqmoe.compress.container_format import (ALIGN, CHUNK_DTYPE, FIXED_HEADER, FIXED_HEADER_SIZE, MAGIC,
+from tinyqmoe.compress.container_format import (CHUNK_DTYPE, FIXED_HEADER, FIXED_HEADER_SIZE, MAGIC,
                                                 VERSION_MAJOR, VERSION_MINOR, align_up)
 from tinyqmoe.compress.entropy import order0_entropy_bits, zstd_size
 from tinyqmoe.compress.quant import BITS_QTYPE, quantize
