@@ -82,3 +82,23 @@ def test_corrupt_errors_are_typed():
         rans_decode(bytes(bad), 110)
     with pytest.raises(CorruptionDetected):
         rans_decode(enc, 0)                      # symbols present in an empty chunk
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=80), st.integers(0, 3))
+def test_table_kernel_matches_the_python_parser(body, raw_size):
+    from tinyqmoe.compress.rans_decode import rans_table_kernel
+
+    # a bitmap with a few symbols, then arbitrary bytes: both parsers must agree on accept / reject and result
+    bitmap = bytes([0b1001, 0, 0, 0x80] + [0] * 28)
+    src = np.frombuffer(bitmap + body, np.uint8)
+    slots = np.empty(RANS_M, np.uint32)
+    got = rans_table_kernel(slots, src, raw_size)
+    try:
+        freq, used = read_freq_table(src, raw_size)
+    except FormatError:
+        assert got < 0
+        return
+    assert got == used
+    if raw_size:
+        assert np.array_equal(np.bincount(slots & 0xFF, minlength=256), freq)

@@ -43,6 +43,7 @@ E_BAD_CODE = -2       # a code the dictionary does not hold (or not CLEAR when t
 E_OVERFLOW = -3       # a string would write past raw_size
 E_TRAILING = -4       # non-zero padding bits or bytes after the last code
 E_BAD_STATE = -5      # rANS: initial state out of range, or final state != L
+E_BAD_TABLE = -6      # rANS: a frequency table that breaks FORMAT.md §7.2
 
 _MESSAGES = {
     E_TRUNCATED: (TruncatedInput, "stream ends before its output is complete"),
@@ -50,6 +51,7 @@ _MESSAGES = {
     E_OVERFLOW: (CorruptionDetected, "decodes to more bytes than raw_size"),
     E_TRAILING: (CorruptionDetected, "non-zero padding or bytes after the end of the stream"),
     E_BAD_STATE: (CorruptionDetected, "rANS state out of range"),
+    E_BAD_TABLE: (CorruptionDetected, "bad frequency table (zero, too large, non-minimal LEB128, or sum != M)"),
 }
 
 
