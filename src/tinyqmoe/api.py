@@ -14,8 +14,7 @@ from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, prefill
 from tinyqmoe.model.sampling import SamplingParams
 from tinyqmoe.model.tokenizer import Tokenizer
 
-# Prefill multiplies activations by weight blocks of this many bytes (f32) at a time; tuned by
-# the measured L2 size when a probe result is cached (see tinyqmoe.hw).
+# Long prefills multiply activations by blocks of dequantized (f32) weight rows of this many bytes.
 DEFAULT_BLOCK_BYTES = 1 << 20
 
 
@@ -167,8 +166,7 @@ class Model:
         self._bits_per_weight = None
         self.max_context = config.max_seq_len   # tokens the KV cache may hold (a budget lowers it)
         self.source = "resident"
-        D = config.dim
-        self.block_rows = max(1, DEFAULT_BLOCK_BYTES // (4 * D))
+        self.block_bytes = DEFAULT_BLOCK_BYTES
 
     # ---- sizes
     @property
@@ -199,7 +197,7 @@ class Model:
     def logits(self, ids: list[int]) -> np.ndarray:
         """float32 [len(ids), V]: the full causal forward pass over `ids` from an empty cache."""
         self._check_ids(ids)
-        return forward(self.weights, self.new_state(len(ids)), ids, all_logits=True, block_rows=self.block_rows)
+        return forward(self.weights, self.new_state(len(ids)), ids, all_logits=True, block_bytes=self.block_bytes)
 
     def loglikelihood_ids(self, context_ids: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
         """(sum log p(continuation | context), is it the greedy continuation) for each continuation.
@@ -212,7 +210,7 @@ class Model:
         self._check_ids(context_ids)
         longest = max((len(c) for c in continuations), default=0)
         state = self.new_state(len(context_ids) + longest)
-        last = forward(self.weights, state, context_ids, block_rows=self.block_rows)[0]
+        last = forward(self.weights, state, context_ids, block_bytes=self.block_bytes)[0]
         n_ctx = state.pos
         results = []
         for cont in continuations:
@@ -223,7 +221,7 @@ class Model:
             state.pos = n_ctx
             rows = [last[None, :]]
             if len(cont) > 1:
-                rows.append(forward(self.weights, state, cont[:-1], all_logits=True, block_rows=self.block_rows))
+                rows.append(forward(self.weights, state, cont[:-1], all_logits=True, block_bytes=self.block_bytes))
             logits = np.concatenate(rows).astype(np.float64)
             logz = np.log(np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1)) + logits.max(axis=1)
             idx = np.arange(len(cont))
@@ -253,7 +251,7 @@ class Model:
         if n < 0:
             raise UsageError(f"prompt of {state.pos + len(ids)} tokens exceeds the context of {self.max_context}")
         t0 = time.perf_counter()
-        logits = prefill(self.weights, state, ids, self.block_rows)
+        logits = prefill(self.weights, state, ids, self.block_bytes)
         stats.prompt_tokens, stats.prompt_seconds = len(ids), time.perf_counter() - t0
         yield from decode_n_tokens(self.weights, state, logits, n, params, self.tokenizer.stop_ids, stats)
 

@@ -50,7 +50,7 @@ class RunState:
         return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
 
 
-def forward(weights, state: RunState, tokens, all_logits: bool = False, block_rows: int = 0) -> np.ndarray:
+def forward(weights, state: RunState, tokens, all_logits: bool = False, block_bytes: int = 0) -> np.ndarray:
     """Run `tokens` at positions state.pos.. and return logits: (T, V) if all_logits else (1, V).
 
     `weights` has .embed, .layers (a sequence, or any object whose `layer(i)` returns a Layer),
@@ -72,7 +72,7 @@ def forward(weights, state: RunState, tokens, all_logits: bool = False, block_ro
         # attention rmsnorm
         rmsnorm(h, x, layer.attn_norm, c.norm_eps)
         # qkv matmuls
-        qkv = layer.wqkv(h, block_rows)                              # [T, (H+2K)E]
+        qkv = layer.wqkv(h, block_bytes)                              # [T, (H+2K)E]
         q = np.ascontiguousarray(qkv[:, : H * E]).reshape(T, H, E)
         k = np.ascontiguousarray(qkv[:, H * E: (H + K) * E]).reshape(T, K, E)
         v = qkv[:, (H + K) * E:].reshape(T, K, E)
@@ -86,19 +86,19 @@ def forward(weights, state: RunState, tokens, all_logits: bool = False, block_ro
         att = np.empty((T, H, E), np.float32)
         (attention if T <= SMALL_BATCH else attention_blas)(att, q, state.k[l], state.v[l], pos0)
         # output projection and residual connection
-        x += layer.wo(att.reshape(T, H * E), block_rows)
+        x += layer.wo(att.reshape(T, H * E), block_bytes)
         # ffn rmsnorm
         rmsnorm(h, x, layer.ffn_norm, c.norm_eps)
         # SwiGLU non-linearity: w_down(silu(w_gate x) * w_up x)
-        gate_up = layer.w_gate_up(h, block_rows)                     # [T, 2F]
+        gate_up = layer.w_gate_up(h, block_bytes)                     # [T, 2F]
         f = np.empty((T, c.ffn_dim), np.float32)
         silu_mul(f, gate_up)
         # residual connection
-        x += layer.w_down(f, block_rows)
+        x += layer.w_down(f, block_bytes)
     state.pos = pos0 + T
 
     # final rmsnorm
     last = x if all_logits else x[-1:]
     rmsnorm(last, last, weights.norm, c.norm_eps)  # in place is safe: rms first, then scale
     # classifier into logits
-    return weights.lm_head(last, block_rows)                         # [T or 1, V]
+    return weights.lm_head(last, block_bytes)                         # [T or 1, V]

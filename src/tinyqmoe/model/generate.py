@@ -27,9 +27,9 @@ class GenerationStats:
         return self.gen_tokens / self.gen_seconds if self.gen_seconds else 0.0
 
 
-def prefill(weights, state: RunState, ids: list[int], block_rows: int = 0) -> np.ndarray:
+def prefill(weights, state: RunState, ids: list[int], block_bytes: int = 0) -> np.ndarray:
     """Run the prompt through the model in one batch; logits of its last token (V,)."""
-    return forward(weights, state, ids, all_logits=False, block_rows=block_rows)[0]
+    return forward(weights, state, ids, all_logits=False, block_bytes=block_bytes)[0]
 
 
 def decode_one_token(weights, state: RunState, token: int) -> np.ndarray:

@@ -127,7 +127,7 @@ class ChunkedLinear:
         r0, n = self.entry.chunk_rows(i)
         matmul_q8_rows(y, self._chunk(i), self.scale[r0:r0 + n], x, r0)
 
-    def __call__(self, x: np.ndarray, block_rows: int = 0) -> np.ndarray:
+    def __call__(self, x: np.ndarray, block_bytes: int = 0) -> np.ndarray:
         """x (T, I) f32 -> (T, O) f32."""
         y = np.empty((x.shape[0], self.entry.shape[0]), np.float32)
         x = np.ascontiguousarray(x)
@@ -205,7 +205,7 @@ class _Concat:
     def __init__(self, parts):
         self.parts = parts
 
-    def __call__(self, x, block_rows=0):
+    def __call__(self, x, block_bytes=0):
         return np.concatenate([p(x) for p in self.parts], axis=1)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from tinyqmoe.compress.quant import QuantizedTensor, quantize_int8, unpack_bits
 from tinyqmoe.errors import UsageError
+from tinyqmoe.runtime import parallel_map
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
 
 WEIGHT_KINDS = ("f32", "int8")
@@ -68,7 +69,7 @@ class Linear:
         return (self.q[idx].reshape(len(idx), g, i // g).astype(np.float32)
                 * self.scale[idx][:, :, None]).reshape(len(idx), i)
 
-    def __call__(self, x: np.ndarray, block_rows: int = 0) -> np.ndarray:
+    def __call__(self, x: np.ndarray, block_bytes: int = 0) -> np.ndarray:
         """x (T, I) f32 -> (T, O) f32. Decode and short prompts stream the weights; long prompts use BLAS."""
         T = x.shape[0]
         O, I = self.shape
@@ -79,16 +80,23 @@ class Linear:
             else:
                 matmul_q8(y, self.q, self.scale, x)
             return y
-        if self.w is not None:
-            np.matmul(x, self.w.T, out=y)
-            return y
-        # int8 GEMM: dequantize a block of rows that fits the cache, then BLAS on the block.
-        R = block_rows or O
-        buf = np.empty((min(R, O), I), np.float32)
-        for r0 in range(0, O, R):
+        # Long prompts: blocks of rows that fit the cache, dequantized and multiplied (single-threaded
+        # BLAS) by the threads of the shared pool, one block per task.
+        from tinyqmoe.runtime import threads
+
+        R = max(1, min(-(-O // threads()), (block_bytes or (1 << 20)) // (4 * I)))  # >= one block per thread
+        x = np.ascontiguousarray(x)
+
+        def block(r0):
             r1 = min(O, r0 + R)
-            dequant_rows_q8(buf[: r1 - r0], self.q, self.scale, r0)
-            np.matmul(x, buf[: r1 - r0].T, out=y[:, r0:r1])
+            if self.w is not None:
+                w = self.w[r0:r1]
+            else:
+                w = np.empty((r1 - r0, I), np.float32)
+                dequant_rows_q8(w, self.q, self.scale, r0)
+            y[:, r0:r1] = x @ w.T
+
+        parallel_map(block, range(0, O, R))
         return y
 
 
