@@ -49,6 +49,26 @@ def rans_encode_kernel(dst, src, freq, cum, rcp):
     return pos
 
 
+def rans_encode_reference(data: bytes) -> bytes:
+    """Plain-Python encoder with integer division: the reference the tests compare the kernel against."""
+    freq = normalize_freqs(np.bincount(np.frombuffer(data, np.uint8), minlength=256))
+    table = write_freq_table(freq)
+    if not data:
+        return table
+    cum = [0] * 256
+    for s in range(1, 256):
+        cum[s] = cum[s - 1] + int(freq[s - 1])
+    xs, emitted = [RANS_L, RANS_L], bytearray()
+    for i in range(len(data) - 1, -1, -1):
+        s, f, x = data[i], int(freq[data[i]]), xs[i % 2]
+        while x >= _XMAX_UNIT * f:
+            emitted.append(x & 0xFF)
+            x >>= 8
+        xs[i % 2] = (x // f) * RANS_M + x % f + cum[s]
+    states = xs[0].to_bytes(4, "little") + xs[1].to_bytes(4, "little")
+    return table + states + bytes(reversed(emitted))
+
+
 def normalize_freqs(counts: np.ndarray) -> np.ndarray:
     """Symbol counts [256] -> frequencies [256] summing to M, each present symbol >= 1."""
     total = int(counts.sum())
