@@ -98,7 +98,8 @@ def run_inspect(args) -> int:
     groups: dict[str, list] = {}
     for r in rows:
         groups.setdefault(r.name if args.tensors else _kind(r.name), []).append(r)
-    head = (f"{'tensor' if args.tensors else 'tensor kind (all layers)':<34} {'n':>3} {'qtype':>7} {'codec':>5} "
+    W = max(34, max(len(k) for k in groups) + 1)
+    head = (f"{'tensor' if args.tensors else 'tensor kind (all layers)':<{W}} {'n':>3} {'qtype':>7} {'codec':>5} "
             f"{'bf16 B':>12} {'quant B':>12} {'scales B':>10} {'stored B':>12} {'H0 B':>12} {'zstd19 B':>12} "
             f"{'bits/w':>6} {'x bf16':>6} {'SQNR dB':>7}")
     print(head)
@@ -113,7 +114,7 @@ def run_inspect(args) -> int:
         codecs = ",".join(sorted({r.codec for r in rs}))
         qts = ",".join(sorted({r.qtype for r in rs}))
         sq = [r.sqnr_db for r in rs if r.sqnr_db == r.sqnr_db]
-        print(f"{label:<34} {len(rs):>3} {qts:>7} {codecs:>5} {b[0]:>12,} {b[1]:>12,} {b[2]:>10,} {b[3]:>12,} "
+        print(f"{label:<{W}} {len(rs):>3} {qts:>7} {codecs:>5} {b[0]:>12,} {b[1]:>12,} {b[2]:>10,} {b[3]:>12,} "
               f"{h0:>12,.0f} {z:>12,} {8 * (b[3] + b[2]) / n:>6.3f} {b[0] / max(b[3] + b[2], 1):>6.2f} "
               f"{(sum(sq) / len(sq)) if sq else float('nan'):>7.1f}")
         return n, b, h0, z
