@@ -32,10 +32,14 @@ demo: $(VENV)/.runtime
 	$(BIN)/tinyqmoe generate default -p "The capital of France is" -n 24
 	@echo "== 3. a short chat exchange (piped stdin)"
 	printf 'What is the largest planet in the solar system?\nAnd the smallest?\n' | $(BIN)/tinyqmoe chat default -n 48
-	@echo "== 4. quantize + compress into one .tqm file; every byte accounted for (the honest ratio); verify"
-	$(BIN)/tinyqmoe compress default -o $(OUT)/smol.tqm
-	$(BIN)/tinyqmoe inspect $(OUT)/smol.tqm
-	$(BIN)/tinyqmoe verify $(OUT)/smol.tqm
+	@echo "== 4. Tiny-QMoE: 8-bit quantization + LZW, every byte counted, then verified"
+	$(BIN)/tinyqmoe compress default -o $(OUT)/smol-lzw.tqm --codec lzw
+	$(BIN)/tinyqmoe inspect $(OUT)/smol-lzw.tqm | tail -4
+	$(BIN)/tinyqmoe verify $(OUT)/smol-lzw.tqm
+	@echo "== 5. run the compressed model inside a memory budget smaller than its int8 weights + runtime"
+	$(BIN)/tinyqmoe generate $(OUT)/smol-lzw.tqm --max-memory 250MB --context 256 -p "The capital of France is" -n 16
+	@echo "== 6. a small evaluation: 50 ARC-Easy questions, 8-bit vs compressed"
+	$(BIN)/tinyqmoe eval --compare 8-bit=default:int8 Compressed=$(OUT)/smol-lzw.tqm --tasks arc_easy --limit 50 --output $(OUT)/eval
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
