@@ -66,3 +66,20 @@ def test_int8_cache_is_bit_identical(default_gguf, tmp_path, monkeypatch):
     for m in (first, again):
         assert np.array_equal(m.logits(ids), ref)
         assert np.array_equal(m.weights.layers[3].w_down.q, direct.weights.layers[3].w_down.q)
+
+
+def test_container_generation_equals_in_memory_int8(default_gguf, tmp_path, int8_model):
+    """Quantize + LZW-compress the default model; generating from the container is token-identical."""
+    from tinyqmoe.compress.container_write import CompressOptions, write_container
+    from tinyqmoe.model.load import open_checkpoint
+
+    tqm = tmp_path / "smol-lzw.tqm"
+    with open_checkpoint(default_gguf) as ck:
+        write_container(ck, tqm, CompressOptions(codec="lzw", stats=False), progress=False)
+    in_memory = tinyqmoe.load(default_gguf, weights="int8", cache=False)
+    prompt = "Llamas are"
+    expect = list(in_memory.stream_ids(in_memory.tokenizer.encode(prompt), max_new_tokens=32))
+    for source in ("resident", "fused"):
+        m = tinyqmoe.load(tqm, source=source)
+        assert list(m.stream_ids(m.tokenizer.encode(prompt), max_new_tokens=32)) == expect, source
+        m.close()
