@@ -51,7 +51,18 @@ def main() -> int:
                     help="timed runs per version (default: 15 MEDIUM, 3 LARGE)")
     ap.add_argument("--out", default="benchmarks/results/tiling_polybench.jsonl")
     ap.add_argument("--no-autotune", action="store_true", help="skip the exhaustive search")
+    ap.add_argument("--table-only", action="store_true",
+                    help="print the table of the latest row per kernel and size in --out")
     args = ap.parse_args()
+    if args.table_only:
+        latest = {}
+        for line in open(args.out):
+            row = json.loads(line)
+            latest[(row["size"], row["kernel"])] = row
+        order = {n: i for i, n in enumerate(KERNELS)}
+        keys = sorted(latest, key=lambda k: (k[0] != "MEDIUM", order[k[1]]))
+        print(table([latest[k] for k in keys]))
+        return 0
     cache = cache_sizes()
     print(f"cache sizes: {cache}", file=sys.stderr)
     out = Path(args.out)

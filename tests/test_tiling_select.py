@@ -89,3 +89,15 @@ def test_cli_tile_no_run_json(tmp_path, monkeypatch, capsys):
     assert set(out["plans"]) == {"3mm.E", "3mm.F", "3mm.G"}
     assert all(p["footprint_bytes"] <= p["capacity_bytes"] for p in out["plans"].values())
     assert (tmp_path / "hw.json").exists()
+
+
+def test_strided_inner_loop_capped_by_pages():
+    """syrk LARGE: j innermost walks A[j, k] down a column (8000-byte stride): <= 32 pages."""
+    n = KERNELS["syrk"].nests[1]
+    plan = select_tiles(n, KERNELS["syrk"].sizes["LARGE"], CACHE)
+    assert plan.order[-1] == "j" and plan.tile["j"] <= 32
+    # syr2k has two such accesses (A[j, k], B[j, k]): 2 * T_j <= 32
+    n2 = KERNELS["syr2k"].nests[1]
+    assert select_tiles(n2, KERNELS["syr2k"].sizes["LARGE"], CACHE).tile["j"] <= 16
+    # MEDIUM rows are 1600 bytes apart: no cap
+    assert select_tiles(n, KERNELS["syrk"].sizes["MEDIUM"], CACHE).tile["j"] > 32
