@@ -30,6 +30,7 @@ Memory: one tensor is written a block of rows at a time straight into its shard
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -52,18 +53,17 @@ BLOCK_ELEMS = 1 << 21            # elements drawn per block (8 MB of float32)
 
 # ---------------------------------------------------------------- weight recipes
 # Laplace weight of each tabulated mixture; a recipe lists which of them its rows draw from.
-MIXTURES = (0.0, 0.05, 0.15, 0.5, 0.8, 1.0)
+MIXTURES = (0.0, 0.05, 0.15, 0.5)
 TABLE_POINTS = 65537
 
 
+@dataclasses.dataclass(frozen=True)
 class Recipe:
-    def __init__(self, std: float, mixtures: tuple[int, ...], row_sigma: float, outlier_frac: float,
-                 outlier_gain: tuple[float, float]):
-        self.std = std                       # overall standard deviation
-        self.mixtures = mixtures             # indices into MIXTURES, one chosen uniformly per row
-        self.row_sigma = row_sigma           # sigma of the log-normal row scale
-        self.outlier_frac = outlier_frac     # share of input columns that are outliers (at least one)
-        self.outlier_gain = outlier_gain     # their gain, uniform in [lo, hi]
+    std: float                           # overall standard deviation
+    mixtures: tuple[int, ...]            # indices into MIXTURES, one chosen uniformly per row
+    row_sigma: float                     # sigma of the log-normal row scale
+    outlier_frac: float                  # share of input columns that are outliers (at least one)
+    outlier_gain: tuple[float, float]    # their gain, uniform in [lo, hi]
 
 
 RECIPES = {
