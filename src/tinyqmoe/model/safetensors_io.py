@@ -1,4 +1,4 @@
-"""Minimal safetensors reader (memory-mapped, bf16 aware) and atomic writer.
+"""Minimal safetensors reader (pread, bf16 aware) and atomic writer.
 
 The format: an 8-byte little-endian header length N, N bytes of JSON
 ({name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}), then the data.
@@ -7,7 +7,6 @@ numpy has no bfloat16, so we read the bytes ourselves and widen bf16 to float32.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import struct
 from pathlib import Path
@@ -39,7 +38,6 @@ class SafetensorsFile:
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise CorruptionDetected("safetensors header is not valid JSON", path) from None
         self.metadata = header.pop("__metadata__", {}) or {}
-        self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else None
         self._base = 8 + n
         self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
         for name, e in header.items():
@@ -61,17 +59,19 @@ class SafetensorsFile:
         return self.entries[name][1]
 
     def read(self, name: str) -> np.ndarray:
-        """The tensor widened to float32 (a copy; the file stays mapped, not loaded)."""
+        """The tensor widened to float32. Read with pread, not through a mapping, so that walking a
+        model bigger than RAM tensor by tensor does not leave the file's pages in this process's RSS."""
         dtype, shape, offset, nbytes = self.entries[name]
-        raw = np.frombuffer(self._mm, dtype=_DTYPES[dtype], count=nbytes // np.dtype(_DTYPES[dtype]).itemsize,
-                            offset=offset)
+        buf = bytearray(nbytes)
+        got = os.preadv(self._f.fileno(), [buf], offset)
+        if got != nbytes:
+            raise TruncatedInput(f"tensor {name!r} ends {nbytes - got} bytes early", self.path)
+        raw = np.frombuffer(buf, dtype=_DTYPES[dtype])
         if dtype == "BF16":
             return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
         return raw.astype(np.float32).reshape(shape)
 
     def close(self) -> None:
-        if self._mm is not None:
-            self._mm.close()
         self._f.close()
 
 
