@@ -67,9 +67,12 @@ class SafetensorsFile:
         if got != nbytes:
             raise TruncatedInput(f"tensor {name!r} ends {nbytes - got} bytes early", self.path)
         raw = np.frombuffer(buf, dtype=_DTYPES[dtype])
-        if dtype == "BF16":
-            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
-        return raw.astype(np.float32).reshape(shape)
+        if dtype == "BF16":  # widen in place: peak memory is the bf16 bytes plus the float32 result
+            wide = raw.astype(np.uint32)
+            del raw, buf
+            wide <<= 16
+            return wide.view(np.float32).reshape(shape)
+        return raw.astype(np.float32, copy=dtype != "F32").reshape(shape)
 
     def close(self) -> None:
         self._f.close()
