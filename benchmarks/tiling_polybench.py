@@ -26,19 +26,18 @@ from tinyqmoe.tiling.polybench import KERNELS  # noqa: E402
 
 def table(rows: list[dict]) -> str:
     out = ["| kernel | size | selected tiles (order) | footprint | speedup vs untiled | "
-           "interchange only | selected / autotuned speed | selection | autotune (configs) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "interchange only | selected / autotuned speed | autotune time (configs) |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tiles = "; ".join(f"{','.join(f'{v}={t}' for v, t in p['tiles'].items())} "
                           f"({''.join(p['order'])})" for p in r["plans"].values())
         fp = ", ".join(f"{p['footprint_bytes'] / 1024:.0f} KiB" for p in r["plans"].values())
-        sel = max(r["selection_us"].values())
         same = " (same tiles)" if all(r["autotune_plans"][k]["tiles"] == p["tiles"]
                                       for k, p in r["plans"].items()) else ""
         inter = r.get("speedup_interchange_only")
         inter = f"{inter:.2f}x" if inter else "-"
         out.append(f"| {r['kernel']} | {r['size']} | {tiles} | {fp} | {r['speedup']:.2f}x | "
-                   f"{inter} | {r['vs_autotune']:.2f}{same} | {sel:.0f} us | {r['autotune_seconds']:.0f} s "
+                   f"{inter} | {r['vs_autotune']:.2f}{same} | {r['autotune_seconds']:.0f} s "
                    f"({r['autotune_configs']}) |")
     return "\n".join(out)
 
