@@ -203,8 +203,6 @@ class Nest:
 
 def var_ranges(nest: Nest, params: dict[str, int]) -> dict[str, tuple[int, int]]:
     """Inclusive [min, max] of every loop variable (interval arithmetic over the bounds)."""
-    env_lo = dict(params)
-    env_hi = dict(params)
     ranges: dict[str, tuple[int, int]] = {}
 
     def extreme(expr: Affine, want_min: bool) -> int:
@@ -222,5 +220,4 @@ def var_ranges(nest: Nest, params: dict[str, int]) -> dict[str, tuple[int, int]]
             for child in node.body:
                 walk(child)
     walk(nest.root)
-    del env_lo, env_hi
     return ranges

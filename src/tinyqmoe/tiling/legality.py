@@ -89,8 +89,12 @@ def feasible(inequalities: list[Constraint], equalities: list[Constraint]) -> bo
         pos, neg, keep = [], [], set()
         for coeffs, const in rows:
             c = dict(coeffs).get(var, 0)
-            (pos if c > 0 else neg if c < 0 else [None]).append((dict(coeffs), const)) \
-                if c else keep.add((coeffs, const))
+            if c > 0:
+                pos.append((dict(coeffs), const))
+            elif c < 0:
+                neg.append((dict(coeffs), const))
+            else:
+                keep.add((coeffs, const))
         for (pc, pk), (nc, nk) in itertools.product(pos, neg):
             a, b = pc[var], -nc[var]
             comb = {v: b * pc.get(v, 0) + a * nc.get(v, 0) for v in set(pc) | set(nc) if v != var}
