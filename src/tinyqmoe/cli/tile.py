@@ -19,7 +19,8 @@ def register(subparsers) -> None:
                    help="cache level the tile footprint must fit (default L2)")
     p.add_argument("--fraction", type=float, default=0.5,
                    help="share of that level the footprint may use (default 0.5)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per version (median)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed runs per version, at least (median; more for fast kernels)")
     p.add_argument("--autotune", action="store_true",
                    help="also search tile sizes {32,128,512}^band exhaustively (slow)")
     p.add_argument("--no-run", action="store_true", help="only select; do not compile or time")
@@ -85,7 +86,8 @@ def run(args) -> int:
     print(f"vector   <N x double> width per nest: {widths}")
     print(f"check    tiled == untiled (max |diff| {result.max_abs_diff:.1e})")
     print(f"time     untiled {result.untiled_s:.3f} s, tiled {result.tiled_s:.3f} s "
-          f"(medians of {args.repeats}, interleaved): speedup {result.speedup:.2f}x")
+          f"(medians of {len(result.times['untiled'])}, interleaved): speedup "
+          f"{result.speedup:.2f}x")
     print(f"         same loop order untiled (interchange only) {result.interchanged_s:.3f} s: "
           f"{result.untiled_s / result.interchanged_s:.2f}x; tiling on top of it "
           f"{result.interchanged_s / result.tiled_s:.2f}x")
