@@ -7,8 +7,9 @@ import pytest
 from tinyqmoe.errors import CorruptionDetected
 from tinyqmoe.hw import CacheSizes, cache_sizes, from_result, store, sysinfo
 from tinyqmoe.hw.probe import TINY, ProbeResult, run_probe, size_grid
-from tinyqmoe.hw.probe_kernels import (pointer_chase, pointer_chase_ref, triangular_walk,
-                                       triangular_walk_ref, write_random_chain)
+from tinyqmoe.hw.probe_kernels import (link_chain, link_chain_ref, pointer_chase,
+                                       pointer_chase_ref, triangular_walk, triangular_walk_ref,
+                                       write_random_chain)
 
 
 @pytest.fixture()
@@ -30,6 +31,15 @@ def test_chain_is_one_cycle_through_every_line():
         seen.add(p)
         p = int(buf[p])
     assert p == start and len(seen) == 97 and all(s % 8 == 0 for s in seen)
+
+
+@pytest.mark.parametrize("n", [1, 2, 37])
+def test_link_chain_matches_reference(n):
+    order = np.random.default_rng(n).permutation(n)
+    a, b = np.zeros(8 * n, dtype=np.int64), np.zeros(8 * n, dtype=np.int64)
+    link_chain(a, order)
+    link_chain_ref(b, order)
+    assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("hops", [0, 1, 50, 1000])

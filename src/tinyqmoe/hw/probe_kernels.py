@@ -55,12 +55,25 @@ def pointer_chase_ref(buf, start, hops):
     return p
 
 
+@njit(cache=True)
+def link_chain(buf, order):
+    """buf [8*L] int64, order [L] a permutation of 0..L-1 -> first slot of each line
+    order[t] points to line order[t+1], the last back to order[0]."""
+    n = order.shape[0]
+    for t in range(n - 1):
+        buf[order[t] * 8] = order[t + 1] * 8
+    buf[order[n - 1] * 8] = order[0] * 8
+
+
+def link_chain_ref(buf, order):
+    nxt = np.roll(order, -1)
+    buf[order * SLOTS_PER_LINE] = nxt * SLOTS_PER_LINE
+
+
 def write_random_chain(buf: np.ndarray, n_lines: int, rng: np.random.Generator) -> int:
     """Link the first n_lines lines in one random order, the last back to the first (a
     random cyclic permutation). Returns the slot of the first line: a walk of i hops from it
     touches a random i-line prefix; a walk of n_lines hops visits every line once."""
     order = rng.permutation(n_lines)
-    nxt = np.empty(n_lines, dtype=np.int64)
-    nxt[order] = np.roll(order, -1)
-    buf[: n_lines * SLOTS_PER_LINE : SLOTS_PER_LINE] = nxt * SLOTS_PER_LINE
+    link_chain(buf, order)
     return int(order[0]) * SLOTS_PER_LINE
