@@ -14,7 +14,9 @@ from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, prefill
 from tinyqmoe.model.sampling import SamplingParams
 from tinyqmoe.model.tokenizer import Tokenizer
 
-# Long prefills multiply activations by blocks of dequantized (f32) weight rows of this many bytes.
+# Long prefills multiply activations by blocks of dequantized (f32) weight rows of this many bytes:
+# half the L2 measured by `tinyqmoe probe` when one is stored (the latency-based tiling of
+# docs/tiling.md), else this default.
 DEFAULT_BLOCK_BYTES = 1 << 20
 
 
@@ -166,7 +168,10 @@ class Model:
         self._bits_per_weight = None
         self.max_context = config.max_seq_len   # tokens the KV cache may hold (a budget lowers it)
         self.source = "resident"
-        self.block_bytes = DEFAULT_BLOCK_BYTES
+        from tinyqmoe.runtime import stored_l2_bytes
+
+        l2 = stored_l2_bytes()
+        self.block_bytes = l2 // 2 if l2 else DEFAULT_BLOCK_BYTES
 
     # ---- sizes
     @property

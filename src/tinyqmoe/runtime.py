@@ -58,3 +58,14 @@ def _set_blas_threads(n: int) -> None:
             if fn is not None:
                 fn(ctypes.c_int(n))
                 return
+
+
+def stored_l2_bytes() -> int | None:
+    """The L2 size measured by `tinyqmoe probe` for this CPU, if one is stored (never probes)."""
+    try:
+        from tinyqmoe.hw import from_result, store, sysinfo
+
+        result = store.load(sysinfo.cpu_model())
+        return None if result is None else from_result(result).l2
+    except Exception:  # a missing or unreadable hw.json only means "not tuned"
+        return None

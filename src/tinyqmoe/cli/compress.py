@@ -14,6 +14,10 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256K, 1M)") from None
 
 
+def _chunk_size(text: str):
+    return "auto" if text == "auto" else _size(text)
+
+
 def register(sub) -> None:
     p = sub.add_parser("compress", help="quantize and compress a model into one .tqm file",
                        description="Quantize a model (8-bit, 4-bit or ternary) and compress the weights "
@@ -25,7 +29,9 @@ def register(sub) -> None:
                    help="inputs per scale; 0 = one per output channel (default: 0 for 8 bits, 32 for 4, 64 for ternary)")
     p.add_argument("--codec", default="auto", help="lzw | ans | zstd | raw | auto (smallest per tensor; default)")
     p.add_argument("--lzw-max-bits", type=int, default=16, help="LZW maximum code width, 9..24 (default 16)")
-    p.add_argument("--chunk-size", type=_size, default=256 * 1024, help="raw bytes per chunk, whole rows (default 256K)")
+    p.add_argument("--chunk-size", type=_chunk_size, default=256 * 1024,
+                   help="raw bytes per chunk, whole rows (default 256K); 'auto' = half the measured L2, "
+                        "from `tinyqmoe probe` (a quick probe runs if none is stored)")
     p.add_argument("--threads", type=int, default=0, help="encoder threads (default: all cores)")
     p.add_argument("--scale-dtype", choices=("f32", "f16"), default="f32", help="how scales are stored")
     p.add_argument("--no-quantize-embeddings", action="store_true", help="keep the token embedding in f32")
@@ -56,8 +62,14 @@ def run_compress(args) -> int:
     bits = BITS_CHOICES.get(str(args.bits).lower())
     if bits is None:
         raise UsageError(f"unsupported --bits {args.bits!r} (choose 8, 4 or ternary)")
+    chunk_size = args.chunk_size
+    if chunk_size == "auto":
+        from tinyqmoe.hw import cache_sizes
+        from tinyqmoe.tiling import codec_chunk_bytes
+
+        chunk_size = codec_chunk_bytes(cache_sizes())
     opts = CompressOptions(bits=bits, group=args.group, codec=args.codec, lzw_max_bits=args.lzw_max_bits,
-                           chunk_size=args.chunk_size, threads=args.threads, scale_dtype=args.scale_dtype,
+                           chunk_size=chunk_size, threads=args.threads, scale_dtype=args.scale_dtype,
                            quantize_embeddings=not args.no_quantize_embeddings,
                            quantize_lm_head=not args.no_quantize_lm_head, stats=not args.no_stats).check()
     t0 = time.perf_counter()

@@ -30,7 +30,9 @@ from tinyqmoe.errors import ChecksumWrong, TruncatedInput
 from tinyqmoe.kernels.matvec import matmul_q8, matmul_q8_rows
 from tinyqmoe.model.weights import Layer, Linear
 
-SOURCES = ("resident", "streamed", "fused")
+# Fastest first, as measured (docs/streaming.md): fused overlaps reading, decoding and multiplying
+# across threads, so it beats streamed while holding less; streamed is there by request (--source).
+SOURCES = ("resident", "fused", "streamed")
 
 
 class ChunkReader:
@@ -128,7 +130,8 @@ class ChunkedLinear:
         matmul_q8_rows(y, self._chunk(i), self.scale[r0:r0 + n], x, r0)
 
     def __call__(self, x: np.ndarray, block_bytes: int = 0) -> np.ndarray:
-        """x (T, I) f32 -> (T, O) f32."""
+        """x (T, I) f32 -> (T, O) f32; chunks are handed to the pool one at a time, so a thread that
+        the OS preempts leaves its share to the others (a static split stalls on a busy machine)."""
         y = np.empty((x.shape[0], self.entry.shape[0]), np.float32)
         x = np.ascontiguousarray(x)
         list(self.pool.map(lambda i: self._one(y, x, i), range(self.entry.n_chunks)))
