@@ -68,18 +68,43 @@ def test_int8_cache_is_bit_identical(default_gguf, tmp_path, monkeypatch):
         assert np.array_equal(m.weights.layers[3].w_down.q, direct.weights.layers[3].w_down.q)
 
 
-def test_container_generation_equals_in_memory_int8(default_gguf, tmp_path, int8_model):
-    """Quantize + LZW-compress the default model; generating from the container is token-identical."""
+@pytest.fixture(scope="module")
+def smol_lzw(default_gguf, tmp_path_factory):
+    """The default model quantized to int8 and LZW-compressed (the paper's pipeline)."""
     from tinyqmoe.compress.container_write import CompressOptions, write_container
     from tinyqmoe.model.load import open_checkpoint
 
-    tqm = tmp_path / "smol-lzw.tqm"
+    tqm = tmp_path_factory.mktemp("smol") / "smol-lzw.tqm"
     with open_checkpoint(default_gguf) as ck:
         write_container(ck, tqm, CompressOptions(codec="lzw", stats=False), progress=False)
+    return tqm
+
+
+def test_container_generation_equals_in_memory_int8(default_gguf, smol_lzw):
+    """Generating from the compressed container is token-identical to in-memory int8."""
     in_memory = tinyqmoe.load(default_gguf, weights="int8", cache=False)
     prompt = "Llamas are"
     expect = list(in_memory.stream_ids(in_memory.tokenizer.encode(prompt), max_new_tokens=32))
-    for source in ("resident", "fused"):
-        m = tinyqmoe.load(tqm, source=source)
+    for source in ("resident", "fused", "streamed"):
+        m = tinyqmoe.load(smol_lzw, source=source)
         assert list(m.stream_ids(m.tokenizer.encode(prompt), max_new_tokens=32)) == expect, source
         m.close()
+
+
+@pytest.mark.parametrize("budget", ["240MB", "360MB"])
+def test_generate_under_a_budget_stays_under_it(smol_lzw, budget):
+    """The CLI run's own peak RSS (VmHWM, printed on stderr) stays within --max-memory."""
+    import re
+    import subprocess
+    import sys
+
+    from tinyqmoe.budget import parse_size
+
+    r = subprocess.run([sys.executable, "-m", "tinyqmoe", "generate", str(smol_lzw), "--max-memory", budget,
+                        "--context", "128", "-p", "The capital of France is", "-n", "8"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
+    source, peak_mib = re.search(r"tqm (\w+), .*peak RSS (\d+) MiB", r.stderr).groups()
+    assert source == ("fused" if budget == "240MB" else "resident")
+    assert int(peak_mib) * 2**20 <= parse_size(budget), r.stderr
