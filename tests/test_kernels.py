@@ -5,7 +5,7 @@ import pytest
 from tinyqmoe.kernels import reference as ref
 from tinyqmoe.kernels.attention import attention, attention_blas
 from tinyqmoe.kernels.elementwise import rmsnorm, rope_rotate_half, silu_mul
-from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
+from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8, matmul_q8_rows
 
 rng = np.random.default_rng(0)
 
@@ -20,6 +20,10 @@ def test_matmul_q8(T, G):
     y = np.empty((T, O), np.float32)
     matmul_q8(y, q, scale, x)
     np.testing.assert_allclose(y, ref.matmul_q8(q, scale, x), rtol=1e-4, atol=1e-3)
+    rows = np.zeros((T, O + 3), np.float32)  # a block of rows written at an offset of a wider output
+    matmul_q8_rows(rows, q, scale, x, 3)
+    np.testing.assert_allclose(rows[:, 3:], y, rtol=1e-5, atol=1e-5)
+    assert not rows[:, :3].any()
     w = np.empty((O - 5, I), np.float32)
     dequant_rows_q8(w, q, scale, 5)
     np.testing.assert_allclose(x @ w.T, ref.matmul_q8(q[5:], scale[5:], x), rtol=1e-4, atol=1e-3)

@@ -21,23 +21,28 @@ def matmul_f32(y, w, x):
             y[t, o] = acc
 
 
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def q8_row_dot(q_row, scale_row, x_row):
+    """(q_row (I,) int8 * scale_row (G,), one scale per I//G inputs) . x_row (I,) -> f32"""
+    I = q_row.shape[0]
+    G = scale_row.shape[0]
+    gs = I // G
+    acc = np.float32(0.0)
+    for g in range(G):
+        s = np.float32(0.0)
+        b = g * gs
+        for i in range(gs):
+            s += np.float32(q_row[b + i]) * x_row[b + i]
+        acc += s * scale_row[g]
+    return acc
+
+
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def matmul_q8(y, q, scale, x):
     """(q (O,I) int8 * scale (O,G), one scale per I//G inputs) @ x (T,I)^T -> y (T,O)"""
-    O, I = q.shape
-    T = x.shape[0]
-    G = scale.shape[1]
-    gs = I // G
-    for o in prange(O):
-        for t in range(T):
-            acc = np.float32(0.0)
-            for g in range(G):
-                s = np.float32(0.0)
-                b = g * gs
-                for i in range(gs):
-                    s += np.float32(q[o, b + i]) * x[t, b + i]
-                acc += s * scale[o, g]
-            y[t, o] = acc
+    for o in prange(q.shape[0]):
+        for t in range(x.shape[0]):
+            y[t, o] = q8_row_dot(q[o], scale[o], x[t])
 
 
 @njit(fastmath=True, cache=True, nogil=True)
@@ -57,17 +62,6 @@ def dequant_rows_q8(w, q, scale, row0):
 @njit(fastmath=True, cache=True, nogil=True)
 def matmul_q8_rows(y, q, scale, x, row0):
     """one thread: (q (R,I) int8 * scale (R,G)) @ x (T,I)^T -> y[:, row0:row0+R] of y (T,O)"""
-    R, I = q.shape
-    T = x.shape[0]
-    G = scale.shape[1]
-    gs = I // G
-    for r in range(R):
-        for t in range(T):
-            acc = np.float32(0.0)
-            for g in range(G):
-                s = np.float32(0.0)
-                b = g * gs
-                for i in range(gs):
-                    s += np.float32(q[r, b + i]) * x[t, b + i]
-                acc += s * scale[r, g]
-            y[t, row0 + r] = acc
+    for r in range(q.shape[0]):
+        for t in range(x.shape[0]):
+            y[t, row0 + r] = q8_row_dot(q[r], scale[r], x[t])

@@ -142,23 +142,25 @@ def layer_from_tensors(get, i: int, make) -> Layer:
     )
 
 
+def assemble_weights(config, get_float, make, progress=None) -> Weights:
+    """Engine weights from `get_float(hf_name) -> f32 array` (norms) and `make(hf_name) -> Linear`."""
+    embed = make("model.embed_tokens.weight")
+    layers = []
+    for i in range(config.n_layers):
+        layers.append(layer_from_tensors(get_float, i, make))
+        if progress:
+            progress(i + 1, config.n_layers)
+    lm_head = embed if config.tie_embeddings else make("lm_head.weight")
+    kind = "int8" if embed.q is not None else "f32"
+    return Weights(embed=embed, layers=layers, norm=get_float("model.norm.weight"), lm_head=lm_head, kind=kind)
+
+
 def weights_from_checkpoint(ckpt, kind: str = "int8", group: int | None = None, progress=None) -> Weights:
     """Build engine weights from a float checkpoint, quantizing to int8 when asked."""
     if kind not in WEIGHT_KINDS:
         raise UsageError(f"unknown weights kind {kind!r} (choose from {', '.join(WEIGHT_KINDS)})")
-    c = ckpt.config
-
-    def make(name):
-        return Linear.from_float(ckpt.get(name), kind, group)
-
-    embed = make("model.embed_tokens.weight")
-    layers = []
-    for i in range(c.n_layers):
-        layers.append(layer_from_tensors(ckpt.get, i, make))
-        if progress:
-            progress(i + 1, c.n_layers)
-    lm_head = embed if c.tie_embeddings else make("lm_head.weight")
-    return Weights(embed=embed, layers=layers, norm=ckpt.get("model.norm.weight"), lm_head=lm_head, kind=kind)
+    return assemble_weights(ckpt.config, ckpt.get, lambda name: Linear.from_float(ckpt.get(name), kind, group),
+                            progress)
 
 
 def weights_from_container(container, threads: int = 1, progress=None) -> Weights:
@@ -171,7 +173,6 @@ def weights_from_container(container, threads: int = 1, progress=None) -> Weight
 
     from tinyqmoe.model.sources import ChunkReader
 
-    c = container.config
     reader = ChunkReader(container)
     pool = ThreadPoolExecutor(max(1, threads))
 
@@ -185,16 +186,7 @@ def weights_from_container(container, threads: int = 1, progress=None) -> Weight
                                                      bits=e.bits))
 
     try:
-        embed = make("model.embed_tokens.weight")
-        layers = []
-        for i in range(c.n_layers):
-            layers.append(layer_from_tensors(container.read_float, i, make))
-            if progress:
-                progress(i + 1, c.n_layers)
-        lm_head = embed if c.tie_embeddings else make("lm_head.weight")
+        return assemble_weights(container.config, container.read_float, make, progress)
     finally:
         pool.shutdown()
         reader.close()
-    kind = "int8" if embed.q is not None else "f32"
-    return Weights(embed=embed, layers=layers, norm=container.read_float("model.norm.weight"), lm_head=lm_head,
-                   kind=kind)
