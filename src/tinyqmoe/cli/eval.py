@@ -23,8 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--tasks", default="mmlu,arc_easy,arc_challenge",
                    help="comma-separated: mmlu, arc_easy, arc_challenge (default: all three)")
     p.add_argument("--split", default="test", choices=("test", "validation"))
-    p.add_argument("--limit", type=int, help="score N questions per task: the first N for ARC, "
-                   "a deterministic subject-stratified sample for MMLU")
+    p.add_argument("--limit", help="score N questions per task (or TASK=N,TASK=N): the first N for "
+                   "ARC, a deterministic subject-stratified sample for MMLU")
     p.add_argument("--shots", type=int, help="few-shot examples (default: 5 for MMLU, 0 for ARC)")
     p.add_argument("--weights", choices=("f32", "int8"), help="weights to run MODEL with")
     p.add_argument("--threads", type=int, help="engine threads")
@@ -42,10 +42,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from tinyqmoe.errors import UsageError
-    from tinyqmoe.eval.runner import ModelSpec
+    from tinyqmoe.eval.runner import ModelSpec, parse_limit
 
     options = {"threads": args.threads, "max_memory": args.max_memory}
-    common = dict(split=args.split, limit=args.limit, shots=args.shots, progress=not args.no_progress,
+    common = dict(split=args.split, limit=parse_limit(args.limit), shots=args.shots, progress=not args.no_progress,
                   workers=args.workers, ray_address=args.ray)
     if args.compare:
         if args.model:

@@ -84,6 +84,22 @@ class LocalScorer:
         pass
 
 
+def parse_limit(text: str | None) -> int | dict[str, int] | None:
+    """`--limit 50` (every task) or `--limit mmlu=200,arc_easy=100` (tasks not named: all questions)."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            return int(text)
+        return {k.strip(): int(v) for k, v in (item.split("=", 1) for item in text.split(",") if item.strip())}
+    except ValueError:
+        raise UsageError(f"--limit takes N or TASK=N[,TASK=N...], got {text!r}") from None
+
+
+def task_limit(limit: int | dict[str, int] | None, task: str) -> int | None:
+    return limit.get(task) if isinstance(limit, dict) else limit
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
@@ -122,7 +138,7 @@ def run(model_or_spec, tasks, split="test", limit=None, shots=None, output=None,
         for task in task_list:
             k = task.default_shots if shots is None else shots
             all_docs = task.docs(split)
-            docs = select(all_docs, limit, task.stratified, seed)
+            docs = select(all_docs, task_limit(limit, task.name), task.stratified, seed)
             header = {"task": task.name, "task_version": task.version, "split": split, "shots": k,
                       "add_bos": effective_bos, "model": ident["name"], "weights": ident["weights_kind"]}
             path = out / f"samples_{task.name}_{split}_{k}shot.jsonl"
