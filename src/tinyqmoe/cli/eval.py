@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-memory", help="engine memory budget, passed to tinyqmoe.load")
     p.add_argument("--output", help="directory for samples, results.json/.md "
                    "(default eval-out/<model>-<weights>, or eval-out/compare)")
+    p.add_argument("--variants-dir", help="with --compare: where each variant's samples live "
+                   "(<dir>/<LABEL>/, default --output), so tables over other limits reuse them")
     p.add_argument("--bos", action=argparse.BooleanOptionalAction, default=None,
                    help="prepend BOS to contexts (default: the tokenizer's add_bos convention)")
     p.add_argument("--workers", type=int, help="shard over N Ray actors on a local Ray cluster "
@@ -52,7 +54,8 @@ def run(args) -> int:
             raise UsageError("give either MODEL or --compare VARIANT..., not both")
         from tinyqmoe.eval.compare import compare, compare_markdown
         specs = [ModelSpec.parse(v, **options) for v in args.compare]
-        table = compare(specs, args.tasks, output=args.output or "eval-out/compare", **common)
+        table = compare(specs, args.tasks, output=args.output or "eval-out/compare",
+                        variants_dir=args.variants_dir, **common)
         sys.stdout.write(compare_markdown(table))
         return 0
     if not args.model:

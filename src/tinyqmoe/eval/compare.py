@@ -22,7 +22,10 @@ from tinyqmoe.eval.store import atomic_write_text
 
 def compare(specs: list[ModelSpec], tasks, split: str = "test", limit: int | None = None,
             shots: int | None = None, output: str | Path = "eval-out/compare", progress: bool = True,
-            workers: int | None = None, ray_address: str | None = None, plot: bool = True) -> dict:
+            workers: int | None = None, ray_address: str | None = None, plot: bool = True,
+            variants_dir: str | Path | None = None) -> dict:
+    """Run (or resume) each variant in `variants_dir`/<title>/ (default: `output`), then write the
+    tables and plot to `output`."""
     if len(specs) < 2:
         raise UsageError("--compare needs at least two model variants")
     titles = [s.title for s in specs]
@@ -32,7 +35,7 @@ def compare(specs: list[ModelSpec], tasks, split: str = "test", limit: int | Non
     variants = []
     for spec in specs:
         target = spec if (workers or ray_address) else spec.load()
-        results, records = run(target, tasks, split, limit, shots, out / slug(spec.title),
+        results, records = run(target, tasks, split, limit, shots, Path(variants_dir or out) / slug(spec.title),
                                workers=workers, ray_address=ray_address, progress=progress)
         del target  # one model in memory at a time
         variants.append({"title": spec.title, "results": results, "records": records})

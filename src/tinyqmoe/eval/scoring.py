@@ -8,7 +8,7 @@ Tokenization follows lm-evaluation-harness (v0.4 `HFLM._encode_pair`):
   3. BOS is prepended to the context only if the tokenizer's convention says so
      (`tokenizer.add_bos` or `tokenizer.spec.add_bos`; lm-eval's HF default is add_bos_token=False);
      an empty context is replaced by [bos_id], like lm-eval's prefix token.
-  4. if context + the longest continuation exceed the model's window (`model.config.max_seq_len`),
+  4. if context + the longest continuation exceed the model's window (`model.max_context`, else `model.config.max_seq_len`),
      the context is cut from the left so that the forward pass holds at most max_seq_len tokens.
 
 The context's tokens are shared: the engine runs them once and continues each answer from a
@@ -35,8 +35,9 @@ def uses_bos(model) -> bool:
 
 
 def max_seq_len(model) -> int | None:
-    config = getattr(model, "config", None)
-    return getattr(config, "max_seq_len", None) or getattr(model, "max_seq_len", None)
+    """Tokens one forward pass may hold: `model.max_context` (a memory budget may lower it), else
+    `model.config.max_seq_len`."""
+    return getattr(model, "max_context", None) or getattr(getattr(model, "config", None), "max_seq_len", None)
 
 
 def encode_request(model, context: str, continuations: list[str],
