@@ -16,6 +16,7 @@ The embedding and the LM head are read chunk by chunk in both (they are the larg
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tinyqmoe.compress.codecs import codec_by_name
 from tinyqmoe.compress.common import crc32
 from tinyqmoe.compress.container import decode_chunk
 from tinyqmoe.compress.quant import unpack_bits
@@ -33,6 +35,7 @@ from tinyqmoe.model.weights import Layer, Linear
 # Fastest first, as measured (docs/streaming.md): fused overlaps reading, decoding and multiplying
 # across threads, so it beats streamed while holding less; streamed is there by request (--source).
 SOURCES = ("resident", "fused", "streamed")
+RAW_CODEC_ID = codec_by_name("raw").id
 
 
 class ChunkReader:
@@ -66,8 +69,9 @@ class ChunkReader:
         t0 = time.perf_counter()
         c = entry.chunks[i]
         off, size = int(c["offset"]), int(c["stored_size"])
-        buf = self._buffer(size)
-        view = memoryview(buf)[:size]
+        raw = int(c["codec"]) == RAW_CODEC_ID and size == out.size
+        # a raw chunk is read straight into its destination; others into a buffer, then decoded
+        view = memoryview(out.reshape(-1)) if raw else memoryview(self._buffer(size))[:size]
         got = os.preadv(self.fd, [view], off)
         if got != size:
             raise TruncatedInput(f"{entry.name} chunk {i}: file ends {size - got} bytes early", self.path)
@@ -75,7 +79,7 @@ class ChunkReader:
             raise ChecksumWrong(f"{entry.name} chunk {i}: checksum mismatch", self.path, field="crc32")
         if self.cold:
             os.posix_fadvise(self.fd, off, size, os.POSIX_FADV_DONTNEED)
-        decoded = decode_chunk(entry, i, view, out, path=self.path)
+        decoded = out.reshape(-1, entry.row_bytes) if raw else decode_chunk(entry, i, view, out, path=self.path)
         with self._lock:
             self.decode_seconds += time.perf_counter() - t0
             self.chunks_read += 1
@@ -130,11 +134,19 @@ class ChunkedLinear:
         matmul_q8_rows(y, self._chunk(i), self.scale[r0:r0 + n], x, r0)
 
     def __call__(self, x: np.ndarray, block_bytes: int = 0) -> np.ndarray:
-        """x (T, I) f32 -> (T, O) f32; chunks are handed to the pool one at a time, so a thread that
-        the OS preempts leaves its share to the others (a static split stalls on a busy machine)."""
+        """x (T, I) f32 -> (T, O) f32. Each pool thread takes the next chunk not yet taken until none is
+        left: dynamic, so a thread the OS preempts leaves its share to the others (a static split
+        stalls on a busy machine), with one task per thread rather than per chunk."""
         y = np.empty((x.shape[0], self.entry.shape[0]), np.float32)
         x = np.ascontiguousarray(x)
-        list(self.pool.map(lambda i: self._one(y, x, i), range(self.entry.n_chunks)))
+        n = self.entry.n_chunks
+        taken = itertools.count()   # next() on it is atomic under the GIL
+
+        def worker(_):
+            while (i := next(taken)) < n:
+                self._one(y, x, i)
+
+        list(self.pool.map(worker, range(min(n, self.pool._max_workers))))
         return y
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
