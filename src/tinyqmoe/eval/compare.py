@@ -17,7 +17,7 @@ from tinyqmoe.errors import UsageError
 from tinyqmoe.eval import stats
 from tinyqmoe.eval.report import ci, pct
 from tinyqmoe.eval.runner import ModelSpec, run, slug
-from tinyqmoe.eval.store import atomic_write_text
+from tinyqmoe.eval.store import atomic_write_text, json_safe
 
 
 def compare(specs: list[ModelSpec], tasks, split: str = "test", limit: int | None = None,
@@ -40,7 +40,7 @@ def compare(specs: list[ModelSpec], tasks, split: str = "test", limit: int | Non
         del target  # one model in memory at a time
         variants.append({"title": spec.title, "results": results, "records": records})
     table = paired_table(variants)
-    atomic_write_text(out / "compare.json", json.dumps(table, indent=2) + "\n")
+    atomic_write_text(out / "compare.json", json.dumps(json_safe(table), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "compare.md", compare_markdown(table))
     if plot:
         from tinyqmoe.eval.plot import pareto_png

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.eval import stats
-from tinyqmoe.eval.store import atomic_write_text
+from tinyqmoe.eval.store import atomic_write_text, json_safe
 
 
 def metric_block(records: list[dict], metrics: tuple[str, ...], alias: str) -> dict:
@@ -93,5 +93,5 @@ def markdown_table(results: dict) -> str:
 
 
 def write_results(out: Path, results: dict) -> None:
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "results.md", markdown_table(results))
