@@ -25,8 +25,11 @@ def pareto_png(table: dict, path: str | Path) -> bool:
         lo = [max(0.0, 100 * (e["per_variant"][i][m] - e["per_variant"][i][f"{m}_ci95"][0])) for i in known]
         hi = [max(0.0, 100 * (e["per_variant"][i][f"{m}_ci95"][1] - e["per_variant"][i][m])) for i in known]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, linestyle="none", label=f"{name} ({m})")
+        labels: dict[tuple[float, float], list[str]] = {}  # variants on the same point share a label
         for i, x, y in zip(known, xs, ys):
-            ax.annotate(variants[i]["title"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            labels.setdefault((x, round(y, 6)), []).append(variants[i]["title"])
+        for (x, y), names in labels.items():
+            ax.annotate(" / ".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("bits per weight (log scale)")
     ax.set_ylabel("accuracy % (95% Wilson CI)")
