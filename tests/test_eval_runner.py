@@ -1,6 +1,5 @@
 """The run: results shape, resuming after a kill, settings guard, the `tinyqmoe eval` command."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -116,7 +116,6 @@ def run_inspect(args) -> int:
             f"{'bits/w':>6} {'x bf16':>6} {'SQNR dB':>7}")
     print(head)
     print("-" * len(head))
-    tot = {k: 0 for k in ("bf16", "quant", "scale", "stored", "h0", "z", "n")}
 
     def line(label, rs):
         n = sum(r.n_values for r in rs)

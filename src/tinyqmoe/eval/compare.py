@@ -17,7 +17,8 @@ from tinyqmoe.errors import UsageError
 from tinyqmoe.eval import stats
 from tinyqmoe.eval.report import ci, pct
 from tinyqmoe.eval.runner import ModelSpec, run, slug
-from tinyqmoe.eval.store import atomic_write_text, json_safe
+from tinyqmoe.eval.store import json_safe
+from tinyqmoe.fileio import atomic_write_text
 
 
 def compare(specs: list[ModelSpec], tasks, split: str = "test", limit: int | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from tinyqmoe.eval.store import atomic_write_bytes
+from tinyqmoe.fileio import atomic_write_bytes
 
 
 def pareto_png(table: dict, path: str | Path) -> bool:

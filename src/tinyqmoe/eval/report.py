@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.eval import stats
-from tinyqmoe.eval.store import atomic_write_text, json_safe
+from tinyqmoe.eval.store import json_safe
+from tinyqmoe.fileio import atomic_write_text
 
 
 def metric_block(records: list[dict], metrics: tuple[str, ...], alias: str) -> dict:

@@ -32,7 +32,7 @@ import numpy as np
 
 from tinyqmoe.hw import sysinfo
 from tinyqmoe.hw.knees import Knee, detect_knees
-from tinyqmoe.hw.probe_kernels import (SLOTS_PER_LINE, pointer_chase, triangular_walk,
+from tinyqmoe.hw.probe_kernels import (pointer_chase, triangular_walk,
                                        write_random_chain)
 
 LINE = 64  # bytes

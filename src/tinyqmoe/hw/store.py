@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from tinyqmoe.fileio import atomic_write_text
 from tinyqmoe.errors import CorruptionDetected
 
 FORMAT = "tinyqmoe-hw/1"
@@ -49,21 +49,6 @@ def load(cpu_model: str, path: Path | None = None):
                                  path=str(path or default_path())) from exc
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save(result, path: Path | None = None) -> Path:
     path = Path(path or default_path())
     try:
@@ -71,5 +56,5 @@ def save(result, path: Path | None = None) -> Path:
     except CorruptionDetected:
         data = {"format": FORMAT, "machines": {}}  # a fresh measurement replaces a broken file
     data["machines"][result.cpu_model] = result.to_dict()
-    write_atomic(path, json.dumps(data, indent=1))
+    atomic_write_text(path, json.dumps(data, indent=1))
     return path

@@ -1,6 +1,6 @@
 """Normalisation, activation and positional kernels."""
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 @njit(fastmath=True, cache=True, nogil=True)

@@ -29,7 +29,7 @@ from tinyqmoe.compress.common import crc32
 from tinyqmoe.compress.container import decode_chunk
 from tinyqmoe.compress.quant import unpack_bits
 from tinyqmoe.errors import ChecksumWrong, TruncatedInput
-from tinyqmoe.kernels.matvec import matmul_q8, matmul_q8_rows
+from tinyqmoe.kernels.matvec import matmul_q8_rows
 from tinyqmoe.model.weights import Layer, Linear
 
 # Fastest first, as measured (docs/streaming.md): fused overlaps reading, decoding and multiplying

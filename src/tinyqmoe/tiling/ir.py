@@ -14,7 +14,7 @@ exactly the next loop, the last holding statements only.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 
