@@ -1,9 +1,16 @@
 """Process-wide runtime settings: the threads of numba kernels, of the BLAS, and our own pool.
 
-One policy: numba's parallel kernels (decode) and a pool of Python threads (long prefills, each
-thread running single-threaded BLAS on its own block of rows) are never busy at the same time, and
-idle threads sleep instead of spinning. On a 2-core machine shared with other work, spinning OpenMP
-or OpenBLAS threads that wait for a descheduled peer made decoding ~10x slower than one thread.
+numba's parallel kernels (decode) and a pool of Python threads (long prefills, each thread running
+single-threaded BLAS on its own block of rows) are never busy at the same time.
+
+How OpenMP threads wait between the ~150 parallel regions of a decoded token matters twice over
+(default model, 2 threads, measured): on a quiet machine a short spin (GOMP_SPINCOUNT=10000, then
+sleep) decodes at 89 tok/s where sleeping at once (PASSIVE) gives 45 (the wake-up latency of every
+region); on a machine already busy with other work spinning is a disaster (1-10 tok/s, threads spin
+while the peer they wait for is descheduled) and PASSIVE gives 37. So the policy is chosen once,
+when the process starts, from how many other threads are runnable right now: PASSIVE if the
+machine is busy, a short spin if not.
+Set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself to override.
 """
 from __future__ import annotations
 
@@ -12,8 +19,39 @@ import glob
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-# Read by libgomp when numba first starts its OpenMP pool: waiting threads sleep at once.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+QUIET_SPINCOUNT = "10000"
+
+
+def other_runnable_threads(samples: int = 5) -> float:
+    """How many threads besides this one want a CPU right now: the median of a few readings of the
+    running-entities field of /proc/loadavg. (The load average itself would count this program's own
+    recent past, e.g. the previous run of a benchmark.)"""
+    import statistics
+    import time
+
+    counts = []
+    for _ in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, IndexError, ValueError):
+            return 0.0
+        time.sleep(0.002)
+    return statistics.median(counts)
+
+
+def _choose_wait_policy() -> None:
+    """Read by libgomp when numba first starts its OpenMP pool, so it must be set before that."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return
+    if other_runnable_threads() >= max(1, (os.cpu_count() or 1) // 2):
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
+        os.environ["GOMP_SPINCOUNT"] = QUIET_SPINCOUNT
+
+
+_choose_wait_policy()
 
 _pool: ThreadPoolExecutor | None = None
 _pool_threads = 0
