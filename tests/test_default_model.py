@@ -91,20 +91,28 @@ def test_container_generation_equals_in_memory_int8(default_gguf, smol_lzw):
         m.close()
 
 
-@pytest.mark.parametrize("budget", ["240MB", "360MB"])
-def test_generate_under_a_budget_stays_under_it(smol_lzw, budget):
-    """The CLI run's own peak RSS (VmHWM, printed on stderr) stays within --max-memory."""
-    import re
+def run_generate(tqm, budget):
     import subprocess
     import sys
 
-    from tinyqmoe.budget import parse_size
+    return subprocess.run([sys.executable, "-m", "tinyqmoe", "generate", str(tqm), "--max-memory", budget,
+                           "--context", "128", "-p", "The capital of France is", "-n", "8"],
+                          capture_output=True, text=True, timeout=600)
 
-    r = subprocess.run([sys.executable, "-m", "tinyqmoe", "generate", str(smol_lzw), "--max-memory", budget,
-                        "--context", "128", "-p", "The capital of France is", "-n", "8"],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    assert "Paris" in r.stdout
-    source, peak_mib = re.search(r"tqm (\w+), .*peak RSS (\d+) MiB", r.stderr).groups()
-    assert source == ("fused" if budget == "240MB" else "resident")
-    assert int(peak_mib) * 2**20 <= parse_size(budget), r.stderr
+
+def test_generate_under_a_budget_stays_under_it(smol_lzw):
+    """Ask for an impossible budget to learn what each source needs, then give just that (+12 MB):
+    the run picks the source and its own peak RSS (VmHWM, printed on stderr) stays within --max-memory."""
+    import re
+
+    r = run_generate(smol_lzw, "1MB")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    fused, resident = re.search(r"\(fused, context 128\) needs about (\d+) MB .*resident (\d+) MB", r.stderr).groups()
+    for source, need in (("fused", int(fused)), ("resident", int(resident))):
+        budget = f"{need + 12}MB"
+        r = run_generate(smol_lzw, budget)
+        assert r.returncode == 0, r.stderr
+        assert "Paris" in r.stdout
+        chosen, peak_mib = re.search(r"tqm (\w+), .*peak RSS (\d+) MiB", r.stderr).groups()
+        assert chosen == source, (budget, r.stderr)
+        assert int(peak_mib) * 2**20 <= (need + 12) * 10**6, (budget, r.stderr)

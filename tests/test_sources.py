@@ -74,21 +74,26 @@ def test_corrupt_chunk_mid_generation_is_a_clean_error(tiny_tqm, tmp_path):
             list(m.stream_ids(PROMPT, max_new_tokens=4))
 
 
-def peak_rss_mb(args):
+def run_budget(path, budget):
     code = ("import sys, tinyqmoe\nfrom tinyqmoe.bench import peak_rss_bytes\n"
-            "m = tinyqmoe.load(sys.argv[1], max_memory=sys.argv[2], threads=2)\n"
+            "m = tinyqmoe.load(sys.argv[1], max_memory=sys.argv[2], threads=2, context=64)\n"
             "m.tokenizer.stop_ids = frozenset()\n"
             "list(m.stream_ids([5, 17, 200, 3], max_new_tokens=16))\n"
             "print(m.source, peak_rss_bytes())\n")
-    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ))
-    assert r.returncode == 0, r.stderr
-    source, rss = r.stdout.split()
-    return source, int(rss)
+    return subprocess.run([sys.executable, "-c", code, str(path), budget], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ))
 
 
 def test_budget_holds_in_a_subprocess(tiny_tqm):
-    """Peak RSS (VmHWM) of a real process stays under the budget it was given."""
-    budget = 260_000_000
-    source, rss = peak_rss_mb([str(tiny_tqm["lzw"]), str(budget)])
-    assert rss <= budget, (source, rss)
+    """Peak RSS (VmHWM) of a real process stays under the budget it was given: the smallest budget
+    the estimate accepts (learned from the error an impossible budget gives) plus 10 MB."""
+    import re
+
+    r = run_budget(tiny_tqm["lzw"], "1MB")
+    assert r.returncode != 0 and "MemoryBudgetError" in r.stderr
+    need = int(re.search(r"needs about (\d+) MB", r.stderr).group(1))
+    budget = (need + 10) * 10**6
+    r = run_budget(tiny_tqm["lzw"], str(budget))
+    assert r.returncode == 0, r.stderr
+    source, rss = r.stdout.split()
+    assert int(rss) <= budget, (source, rss, budget)

@@ -61,6 +61,9 @@ def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = 
         from tinyqmoe.compress.container import open_container
 
         container = open_container(tqm)
+        if container.tokenizer is None:
+            raise UsageError("container has no tokenizer", tqm)
+        tokenizer = Tokenizer(container.tokenizer)  # before the budget: its memory is measured, not guessed
         ctx = min(container.config.max_seq_len, context or (1024 if budget is not None else 1 << 62))
         if budget is not None:
             est = choose_source(container, budget, ctx, n_threads)
@@ -73,7 +76,7 @@ def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = 
             source = est.source
         elif source == "auto":
             source = "resident"
-        model = _load_container(container, str(path_or_name), progress, source, n_threads, cold)
+        model = _load_container(container, tokenizer, str(path_or_name), progress, source, n_threads, cold)
         if not is_container(path):
             model.weights_kind = "int8"
         model.max_context = ctx
@@ -97,14 +100,12 @@ def _load_checkpoint(path: Path, name: str, weights: str, group: int | None, pro
         return Model(name, ckpt.config, Tokenizer(ckpt.tokenizer), w, weights)
 
 
-def _load_container(container, name: str, progress: bool, source: str = "resident", threads: int = 1,
-                    cold: bool = False) -> "Model":
+def _load_container(container, tokenizer: Tokenizer, name: str, progress: bool, source: str = "resident",
+                    threads: int = 1, cold: bool = False) -> "Model":
     from tinyqmoe.model.sources import FusedSource, StreamedSource
     from tinyqmoe.model.weights import weights_from_container
 
     c = container
-    if c.tokenizer is None:
-        raise UsageError("container has no tokenizer", c.path)
     if source == "resident":
         bar = _progress_bar(c.config.n_layers, f"loading {c.path.name}") if progress else None
         with c:
@@ -113,7 +114,7 @@ def _load_container(container, name: str, progress: bool, source: str = "residen
             bar(None, None)
     else:
         w = (StreamedSource if source == "streamed" else FusedSource)(c, threads=threads, cold=cold)
-    model = Model(name, c.config, Tokenizer(c.tokenizer), w, "tqm")
+    model = Model(name, c.config, tokenizer, w, "tqm")
     model.bits_per_weight = _container_bits(c)
     return model
 

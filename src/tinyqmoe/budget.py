@@ -1,8 +1,13 @@
 """Memory budget: an explicit account of what a run keeps in RAM, and the fastest source that fits.
 
-Peak RSS = runtime floor (interpreter, numpy, numba with the compiled kernels, measured) + tokenizer
+Peak RSS = this process so far (measured: interpreter, numpy, numba/llvmlite, the tokenizer)
++ kernels (loading the compiled numba kernels and the threads' stacks at the first forward pass)
 + weights held by the source + KV cache for the context + activations. Page cache is not RSS: the
 streamed and fused sources read the file with pread, so its pages never count against the budget.
+
+"So far" is measured rather than assumed because it varies by tens of MB with how the kernel maps
+the 179 MB libllvmlite.so: 98 MB after `import tinyqmoe.api` in one venv, 136 MB in a fresh one on
+the same machine, same packages.
 """
 from __future__ import annotations
 
@@ -12,12 +17,24 @@ import re
 from tinyqmoe.errors import MemoryBudgetError, UsageError
 
 MB = 10**6  # sizes are shown and parsed in decimal megabytes, as users write them
-# What a process holds before any weights: interpreter, numpy, numba/llvmlite with the compiled model
-# and codec kernels, tokenizers, thread stacks. Measured as peak RSS minus the other parts of this
-# account: 174 MB for a tiny model, 195 MB for the default model with LZW decoding (VmHWM, Linux).
+# Measured growth of peak RSS during the first forward pass (cached numba kernels loaded, OpenMP and
+# pool threads started): +44 MB and +35 MB in two venvs; a margin on top.
+KERNELS = 55 * MB
+# Used only where /proc/self/status cannot be read.
 RUNTIME_FLOOR = 205 * MB
-# The Rust tokenizer holds several copies of its vocabulary and merges: ~4x its JSON size.
-TOKENIZER_FACTOR = 4
+
+
+def process_peak_bytes() -> int:
+    """This process's peak RSS so far (VmHWM)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return RUNTIME_FLOOR
+
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20,
           "g": 10**9, "gb": 10**9, "gib": 1 << 30}
@@ -46,8 +63,9 @@ class Estimate:
         return ", ".join(f"{k} {v / MB:.0f} MB" for k, v in self.parts.items() if v >= MB // 2)
 
 
-def estimate(container, source: str, context: int, threads: int) -> Estimate:
-    """Peak RSS of running `container` with `source` for `context` tokens."""
+def estimate(container, source: str, context: int, threads: int, so_far: int | None = None) -> Estimate:
+    """Peak RSS of running `container` with `source` for `context` tokens, on top of `so_far` (this
+    process's peak until now, measured when not given: call it after building the tokenizer)."""
     c = container.config
     entries = [container.tensor(n) for n in container.names]
     int8_bytes = lambda e: e.shape[0] * e.shape[1] if len(e.shape) == 2 else 0  # noqa: E731
@@ -64,10 +82,10 @@ def estimate(container, source: str, context: int, threads: int) -> Estimate:
         weights = scales + floats + threads * (max_stored + 2 * max_raw)
     else:
         raise UsageError(f"unknown weight source {source!r}")
-    tok = len(container.tokenizer.tokenizer_json.encode()) * TOKENIZER_FACTOR if container.tokenizer else 0
     kv = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * context
     acts = 4 * (3 * c.vocab_size + 16 * (2 * c.ffn_dim + 3 * c.dim + c.q_dim + 2 * c.kv_dim))
-    return Estimate(source, {"runtime": RUNTIME_FLOOR, "tokenizer": tok, "weights": weights, "kv cache": kv,
+    so_far = process_peak_bytes() if so_far is None else so_far
+    return Estimate(source, {"process so far": so_far, "kernels": KERNELS, "weights": weights, "kv cache": kv,
                              "activations": acts})
 
 
@@ -75,12 +93,14 @@ def choose_source(container, max_memory: int, context: int, threads: int) -> Est
     """The fastest source whose estimate fits `max_memory`, or MemoryBudgetError naming the minimum."""
     from tinyqmoe.model.sources import SOURCES
 
-    estimates = [estimate(container, s, context, threads) for s in SOURCES]  # fastest first
+    so_far = process_peak_bytes()
+    estimates = [estimate(container, s, context, threads, so_far) for s in SOURCES]  # fastest first
     for est in estimates:
         if est.total <= max_memory:
             return est
     least = min(estimates, key=lambda e: e.total)
+    others = ", ".join(f"{e.source} {e.total / MB:.0f} MB" for e in estimates if e is not least)
     raise MemoryBudgetError(
         f"a budget of {max_memory / MB:.0f} MB is too small: the smallest run ({least.source}, "
-        f"context {context}) needs about {least.total / MB:.0f} MB ({least.describe()}); a shorter context "
-        f"(--context) shrinks the KV cache", container.path)
+        f"context {context}) needs about {least.total / MB:.0f} MB ({least.describe()}; {others}); "
+        f"a shorter context (--context) shrinks the KV cache", container.path)
