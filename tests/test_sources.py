@@ -75,7 +75,7 @@ def test_corrupt_chunk_mid_generation_is_a_clean_error(tiny_tqm, tmp_path):
 
 
 def run_budget(path, budget):
-    code = ("import sys, tinyqmoe\nfrom tinyqmoe.bench import peak_rss_bytes\n"
+    code = ("import sys, tinyqmoe\nfrom tinyqmoe.budget import peak_rss_bytes\n"
             "m = tinyqmoe.load(sys.argv[1], max_memory=sys.argv[2], threads=2, context=64)\n"
             "m.tokenizer.stop_ids = frozenset()\n"
             "list(m.stream_ids([5, 17, 200, 3], max_new_tokens=16))\n"

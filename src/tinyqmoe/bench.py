@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import resource
 import statistics
 import time
+
+from tinyqmoe.budget import peak_rss_bytes
 
 BENCH_TEXT = (
     "The history of computing is a story of doing more with less. Early machines filled rooms and "
@@ -86,19 +87,6 @@ def storage_read_bytes() -> int:
     except OSError:
         pass
     return 0
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over from the
-    parent across fork + exec, so a small child of a big parent reports the parent's peak."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def peak_rss_mb() -> float:

@@ -20,12 +20,11 @@ MB = 10**6  # sizes are shown and parsed in decimal megabytes, as users write th
 # Measured growth of peak RSS during the first forward pass (cached numba kernels loaded, OpenMP and
 # pool threads started): +44 MB and +35 MB in two venvs; a margin on top.
 KERNELS = 55 * MB
-# Used only where /proc/self/status cannot be read.
-RUNTIME_FLOOR = 205 * MB
 
 
-def process_peak_bytes() -> int:
-    """This process's peak RSS so far (VmHWM)."""
+def peak_rss_bytes() -> int:
+    """This process's peak resident set so far (VmHWM). Not ru_maxrss: Linux carries that over from
+    the parent across fork + exec, so a small child of a big parent reports the parent's peak."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -33,7 +32,9 @@ def process_peak_bytes() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return RUNTIME_FLOOR
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20,
@@ -84,7 +85,7 @@ def estimate(container, source: str, context: int, threads: int, so_far: int | N
         raise UsageError(f"unknown weight source {source!r}")
     kv = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * context
     acts = 4 * (3 * c.vocab_size + 16 * (2 * c.ffn_dim + 3 * c.dim + c.q_dim + 2 * c.kv_dim))
-    so_far = process_peak_bytes() if so_far is None else so_far
+    so_far = peak_rss_bytes() if so_far is None else so_far
     return Estimate(source, {"process so far": so_far, "kernels": KERNELS, "weights": weights, "kv cache": kv,
                              "activations": acts})
 
@@ -93,7 +94,7 @@ def choose_source(container, max_memory: int, context: int, threads: int) -> Est
     """The fastest source whose estimate fits `max_memory`, or MemoryBudgetError naming the minimum."""
     from tinyqmoe.model.sources import SOURCES
 
-    so_far = process_peak_bytes()
+    so_far = peak_rss_bytes()
     estimates = [estimate(container, s, context, threads, so_far) for s in SOURCES]  # fastest first
     for est in estimates:
         if est.total <= max_memory:
