@@ -51,13 +51,14 @@ def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = 
         raise UsageError("memory budgets and streamed/fused sources run int8 weights, not f32")
     n_threads = set_threads(threads)
     path = resolve(path_or_name)
+    given_container = is_container(path)
     t0 = time.perf_counter()
-    if not is_container(path) and (weights == "f32" or not cache):
+    if not given_container and (weights == "f32" or not cache):
         if budget is not None or source in ("streamed", "fused"):
             raise UsageError("streamed/fused sources and memory budgets need the int8 cache (cache=True)")
         model = _load_checkpoint(path, str(path_or_name), weights, group, progress)
     else:
-        tqm = path if is_container(path) else _int8_cache(path, group, progress)
+        tqm = path if given_container else _int8_cache(path, group, progress)
         from tinyqmoe.compress.container import open_container
 
         container = open_container(tqm)
@@ -65,19 +66,17 @@ def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = 
             raise UsageError("container has no tokenizer", tqm)
         tokenizer = Tokenizer(container.tokenizer)  # before the budget: its memory is measured, not guessed
         ctx = min(container.config.max_seq_len, context or (1024 if budget is not None else 1 << 62))
-        if budget is not None:
-            est = choose_source(container, budget, ctx, n_threads)
-            if source != "auto" and source != est.source:
-                forced = estimate(container, source, ctx, n_threads)
-                if forced.total > budget:
-                    raise MemoryBudgetError(f"source {source} needs about {forced.total // 10**6} MB "
-                                            f"({forced.describe()}), over the budget of {budget // 10**6} MB", tqm)
-                est = forced
-            source = est.source
+        if budget is not None and source == "auto":
+            source = choose_source(container, budget, ctx, n_threads).source
+        elif budget is not None:
+            forced = estimate(container, source, ctx, n_threads)
+            if forced.total > budget:
+                raise MemoryBudgetError(f"source {source} needs about {forced.total // 10**6} MB "
+                                        f"({forced.describe()}), over the budget of {budget // 10**6} MB", tqm)
         elif source == "auto":
             source = "resident"
         model = _load_container(container, tokenizer, str(path_or_name), progress, source, n_threads, cold)
-        if not is_container(path):
+        if not given_container:
             model.weights_kind = "int8"
         model.max_context = ctx
         model.source = source

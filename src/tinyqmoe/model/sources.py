@@ -30,7 +30,7 @@ from tinyqmoe.compress.container import decode_chunk
 from tinyqmoe.compress.quant import unpack_bits
 from tinyqmoe.errors import ChecksumWrong, TruncatedInput
 from tinyqmoe.kernels.matvec import matmul_q8_rows
-from tinyqmoe.model.weights import Layer, Linear
+from tinyqmoe.model.weights import Linear
 
 # Fastest first, as measured (docs/streaming.md): fused overlaps reading, decoding and multiplying
 # across threads, so it beats streamed while holding less; streamed is there by request (--source).
@@ -49,19 +49,13 @@ class ChunkReader:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.decode_seconds = 0.0   # summed over threads: pread + checksum + decode
-        self.chunks_read = 0
 
-    def _buffer(self, n: int) -> bytearray:
-        buf = getattr(self._local, "buf", None)
-        if buf is None or len(buf) < n:
-            buf = self._local.buf = bytearray(max(n, 1 << 16))
-        return buf
-
-    def decoded_buffer(self, n: int) -> np.ndarray:
-        """This thread's reused buffer for one decoded chunk (uint8, at least n bytes)."""
-        buf = getattr(self._local, "out", None)
+    def scratch(self, slot: str, n: int) -> np.ndarray:
+        """This thread's reused uint8 buffer `slot` ("stored" or "decoded"), n bytes long."""
+        buf = getattr(self._local, slot, None)
         if buf is None or buf.size < n:
-            buf = self._local.out = np.empty(max(n, 1 << 16), np.uint8)
+            buf = np.empty(max(n, 1 << 16), np.uint8)
+            setattr(self._local, slot, buf)
         return buf[:n]
 
     def read_into(self, entry, i: int, out: np.ndarray) -> np.ndarray:
@@ -71,7 +65,7 @@ class ChunkReader:
         off, size = int(c["offset"]), int(c["stored_size"])
         raw = int(c["codec"]) == RAW_CODEC_ID and size == out.size
         # a raw chunk is read straight into its destination; others into a buffer, then decoded
-        view = memoryview(out.reshape(-1)) if raw else memoryview(self._buffer(size))[:size]
+        view = memoryview(out.reshape(-1)) if raw else memoryview(self.scratch("stored", size))
         got = os.preadv(self.fd, [view], off)
         if got != size:
             raise TruncatedInput(f"{entry.name} chunk {i}: file ends {size - got} bytes early", self.path)
@@ -82,7 +76,6 @@ class ChunkReader:
         decoded = out.reshape(-1, entry.row_bytes) if raw else decode_chunk(entry, i, view, out, path=self.path)
         with self._lock:
             self.decode_seconds += time.perf_counter() - t0
-            self.chunks_read += 1
         return decoded
 
     def read_tensor(self, name: str, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
@@ -126,7 +119,7 @@ class ChunkedLinear:
     def _chunk(self, i: int) -> np.ndarray:
         e = self.entry
         n = e.chunk_rows(i)[1]
-        raw = self.reader.read_into(e, i, self.reader.decoded_buffer(n * e.row_bytes))
+        raw = self.reader.read_into(e, i, self.reader.scratch("decoded", n * e.row_bytes))
         return _as_int8(raw, self.bits)
 
     def _one(self, y, x, i):
@@ -196,15 +189,13 @@ class _StreamedBase:
 class FusedSource(_StreamedBase):
     """Every linear multiplies chunk by chunk as it decodes: RAM holds one chunk per thread."""
 
-    kind = "fused"
-
     def __init__(self, container, threads: int = 1, cold: bool = False):
         super().__init__(container, threads, cold)
         self._layers = []
         for i in range(self.config.n_layers):
             p = f"model.layers.{i}."
             lin = {n: ChunkedLinear(self.reader, p + n, self.pool) for n in _LINEARS}
-            self._layers.append(_LazyLayer(self._norms[i], lin))
+            self._layers.append(_StackedLayer(self._norms[i], lin))
 
     def layer(self, i: int):
         return self._layers[i]
@@ -224,7 +215,9 @@ class _Concat:
         return np.concatenate([p(x) for p in self.parts], axis=1)
 
 
-class _LazyLayer:
+class _StackedLayer:
+    """A Layer whose q|k|v and gate|up are applied part by part (any linears: chunked or int8)."""
+
     def __init__(self, norms, lin):
         self.attn_norm, self.ffn_norm = norms
         self.wqkv = _Concat([lin["self_attn.q_proj.weight"], lin["self_attn.k_proj.weight"],
@@ -237,8 +230,6 @@ class _LazyLayer:
 class StreamedSource(_StreamedBase):
     """Layer i decoded whole into one of two buffers just in time; layer i+1 decodes in the background."""
 
-    kind = "streamed"
-
     def __init__(self, container, threads: int = 1, cold: bool = False, prefetch: bool = True):
         super().__init__(container, threads, cold)
         self.prefetch = prefetch
@@ -246,14 +237,14 @@ class StreamedSource(_StreamedBase):
         self._fills = 0      # buffers alternate per fill, so the one being filled is never in use
         self._scales = [{n: container.read_scale(f"model.layers.{i}.{n}") for n in _LINEARS}
                         for i in range(self.config.n_layers)]
-        self._loader = ThreadPoolExecutor(1) if prefetch else None
+        self._loader = ThreadPoolExecutor(1)  # its thread starts at the first prefetch
         self._pending: dict[int, object] = {}
 
     def _alloc_layer(self, i: int) -> dict:
         c = self.container
         return {n: np.empty(c.tensor(f"model.layers.{i}.{n}").shape, np.int8) for n in _LINEARS}
 
-    def _fill(self, i: int) -> Layer:
+    def _fill(self, i: int) -> _StackedLayer:
         buf = self._buffers[self._fills % 2]
         self._fills += 1
         p = f"model.layers.{i}."
@@ -265,11 +256,7 @@ class StreamedSource(_StreamedBase):
                 jobs.append((e, k, buf[n]))
         list(self.pool.map(lambda j: self._decode(*j), jobs))
         scales = self._scales[i]
-        lin = {n: Linear(q=buf[n], scale=scales[n]) for n in _LINEARS}
-        layer = Layer(attn_norm=self._norms[i][0], ffn_norm=self._norms[i][1],
-                      wqkv=_Concat([lin[n] for n in _LINEARS[:3]]), wo=lin[_LINEARS[3]],
-                      w_gate_up=_Concat([lin[n] for n in _LINEARS[4:6]]), w_down=lin[_LINEARS[6]])
-        return layer
+        return _StackedLayer(self._norms[i], {n: Linear(q=buf[n], scale=scales[n]) for n in _LINEARS})
 
     def _decode(self, e, k, dest):
         r0, n = e.chunk_rows(k)
@@ -293,6 +280,5 @@ class StreamedSource(_StreamedBase):
         for f in self._pending.values():
             f.result()
         self._pending.clear()
-        if self._loader:
-            self._loader.shutdown(wait=True)
+        self._loader.shutdown(wait=True)
         super().close()

@@ -11,7 +11,7 @@ import numpy as np
 
 from tinyqmoe.compress.quant import QuantizedTensor, quantize_int8, unpack_bits
 from tinyqmoe.errors import UsageError
-from tinyqmoe.runtime import parallel_map
+from tinyqmoe.runtime import parallel_map, threads
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
 
 WEIGHT_KINDS = ("f32", "int8")
@@ -82,8 +82,6 @@ class Linear:
             return y
         # Long prompts: blocks of rows that fit the cache, dequantized and multiplied (single-threaded
         # BLAS) by the threads of the shared pool, one block per task.
-        from tinyqmoe.runtime import threads
-
         R = max(1, min(-(-O // threads()), (block_bytes or (1 << 20)) // (4 * I)))  # >= one block per thread
         x = np.ascontiguousarray(x)
 
