@@ -27,11 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tinyqmoe.compress import codecs
-from tinyqmoe.compress.container_write import (CompressOptions, chunk_rows, is_quantized_name, tensor_group,
+from tinyqmoe.compress.writer import (CompressOptions, chunk_rows, is_quantized_name, tensor_group,
                                                write_container)
 from tinyqmoe.compress.entropy import order0_entropy_bits
 from tinyqmoe.compress.quant import quantize
-from tinyqmoe.model.load import open_checkpoint
+from tinyqmoe.formats.load import open_checkpoint
 
 STREAM_CODECS = {  # label -> (codec, params)
     "raw": ("raw", {}), "lzw-12": ("lzw", {"max_bits": 12}), "lzw-16": ("lzw", {"max_bits": 16}),
@@ -103,7 +103,7 @@ def run_streams(args) -> None:
 
 
 def run_table(args) -> None:
-    from tinyqmoe.compress.container import open_container
+    from tinyqmoe.compress.reader import open_container
     from tinyqmoe.compress.inspect import account, tensor_rows
 
     threads = args.threads or os.cpu_count() or 1

@@ -6,7 +6,7 @@ Finer scales spread the values over the whole int8 range (more entropy, less err
 leaves most weights near 0 (less entropy, more error). No lossless coder beats these bounds at order 0.
 """
 import numpy as np
-from tinyqmoe.model.load import open_checkpoint
+from tinyqmoe.formats.load import open_checkpoint
 from tinyqmoe.compress.entropy import order0_entropy_bits
 from tinyqmoe.compress.quant import quantize_int8
 ck = open_checkpoint("default")

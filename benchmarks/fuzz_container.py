@@ -22,7 +22,7 @@ from container_corrupt import read_all, rebuild, split  # noqa: E402
 from container_helpers import tiny_checkpoint  # noqa: E402
 
 from tinyqmoe.compress.common import crc32  # noqa: E402
-from tinyqmoe.compress.container_write import CompressOptions, write_container  # noqa: E402
+from tinyqmoe.compress.writer import CompressOptions, write_container  # noqa: E402
 from tinyqmoe.errors import FormatError  # noqa: E402
 
 

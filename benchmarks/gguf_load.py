@@ -28,7 +28,7 @@ def main() -> None:
     import gguf
 
     from tinyqmoe.assets import model_path
-    from tinyqmoe.model.load_gguf import open_gguf
+    from tinyqmoe.formats.load_gguf import open_gguf
 
     path = args.path or str(model_path("default"))
     ck = open_gguf(path)

@@ -187,7 +187,7 @@ def main(argv=None) -> int:
 
     from tinyqmoe.assets import model_path
     from tinyqmoe.bench import prompt_ids
-    from tinyqmoe.model.load_gguf import open_gguf
+    from tinyqmoe.formats.load_gguf import open_gguf
     from tinyqmoe.model.tokenizer import Tokenizer
 
     src = model_path("default")

@@ -77,7 +77,7 @@ def main() -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from tinyqmoe.budget import parse_size
+        from tinyqmoe.weights.budget import parse_size
 
         fig, ax = plt.subplots(figsize=(6, 3.5))
         xs = [parse_size(r["budget"]) / 1e6 for r in budgets]

@@ -11,7 +11,7 @@ import numpy as np
 
 from tinyqmoe.compress.entropy import order0_entropy_bits
 from tinyqmoe.compress.quant import quantize_int8
-from tinyqmoe.model.load import open_checkpoint
+from tinyqmoe.formats.load import open_checkpoint
 
 for path in sys.argv[1:] or ["default"]:
     ck = open_checkpoint(path)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from tinyqmoe.compress.common import crc32
-from tinyqmoe.compress.container import open_container
+from tinyqmoe.compress.reader import open_container
 from tinyqmoe.compress.container_format import CHUNK_DTYPE, FIXED_HEADER
 
 

@@ -1,6 +1,6 @@
 """Tiny Llama GGUF files for the GGUF tests, written the way llama.cpp's convert_hf_to_gguf.py does:
 gguf's own tensor-name map and writer, q_proj/k_proj rows permuted for interleaved RoPE, llama3
-rope scaling stored as a `rope_freqs` tensor. Nothing here comes from tinyqmoe.model.load_gguf.
+rope scaling stored as a `rope_freqs` tensor. Nothing here comes from tinyqmoe.formats.load_gguf.
 """
 from __future__ import annotations
 

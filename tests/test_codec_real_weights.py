@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tinyqmoe.compress import codecs
-from tinyqmoe.compress.container_write import chunk_rows
+from tinyqmoe.compress.writer import chunk_rows
 from tinyqmoe.compress.entropy import order0_entropy_bits
 from tinyqmoe.compress.quant import quantize
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def real_chunks(default_gguf):
-    from tinyqmoe.model.load import open_checkpoint
+    from tinyqmoe.formats.load import open_checkpoint
 
     with open_checkpoint(default_gguf) as ck:
         w = ck.get("model.layers.3.self_attn.k_proj.weight")          # [192, 576]

@@ -9,8 +9,8 @@ import pytest
 
 from container_helpers import tiny_checkpoint
 from tinyqmoe.cli import main as cli_main
-from tinyqmoe.compress.container import decode_chunk, open_container
-from tinyqmoe.compress.container_write import CompressOptions, chunk_rows, tensor_group, write_container
+from tinyqmoe.compress.reader import decode_chunk, open_container
+from tinyqmoe.compress.writer import CompressOptions, chunk_rows, tensor_group, write_container
 from tinyqmoe.compress.inspect import account, verify
 from tinyqmoe.compress.quant import quantize
 from tinyqmoe.errors import ModelNotFound, UsageError

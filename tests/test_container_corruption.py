@@ -6,7 +6,7 @@ import pytest
 from container_corrupt import read_all, rebuild, split
 from container_helpers import tiny_checkpoint
 from tinyqmoe.cli import main as cli_main
-from tinyqmoe.compress.container_write import CompressOptions, write_container
+from tinyqmoe.compress.writer import CompressOptions, write_container
 from tinyqmoe.errors import (ChecksumWrong, CorruptionDetected, FormatError, TruncatedInput,
                              UnsupportedParameter)
 from tinyqmoe.model.config import LlamaConfig

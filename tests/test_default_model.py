@@ -71,8 +71,8 @@ def test_int8_cache_is_bit_identical(default_gguf, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def smol_lzw(default_gguf, tmp_path_factory):
     """The default model quantized to int8 and LZW-compressed (the paper's pipeline)."""
-    from tinyqmoe.compress.container_write import CompressOptions, write_container
-    from tinyqmoe.model.load import open_checkpoint
+    from tinyqmoe.compress.writer import CompressOptions, write_container
+    from tinyqmoe.formats.load import open_checkpoint
 
     tqm = tmp_path_factory.mktemp("smol") / "smol-lzw.tqm"
     with open_checkpoint(default_gguf) as ck:

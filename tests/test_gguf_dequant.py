@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinyqmoe.model.gguf_dequant import CHUNK_WEIGHTS, LAYOUTS, dequantize, type_name
+from tinyqmoe.formats.gguf_dequant import CHUNK_WEIGHTS, LAYOUTS, dequantize, type_name
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
@@ -64,7 +64,7 @@ def test_quantized_weights_round_trip(ggml_type):
 
 @pytest.mark.slow
 def test_default_model_tensors_match_reference(default_gguf):
-    from tinyqmoe.model.gguf_reader import GGUFFile
+    from tinyqmoe.formats.gguf_reader import GGUFFile
 
     f = GGUFFile(default_gguf)
     seen = set()

@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from gguf_tiny import gguf_layout, tiny_hf_llama, write_llama_gguf
 from tinyqmoe.errors import (CorruptionDetected, FormatError, ModelNotFound, TinyQMoEError, TruncatedInput,
                              UnsupportedParameter)
-from tinyqmoe.model.gguf_reader import GGUFFile
-from tinyqmoe.model.load_gguf import open_gguf
+from tinyqmoe.formats.gguf_reader import GGUFFile
+from tinyqmoe.formats.load_gguf import open_gguf
 
 gguf = pytest.importorskip("gguf")
 

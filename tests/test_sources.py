@@ -16,8 +16,8 @@ PROMPT = [5, 17, 200, 3, 99, 42]
 
 @pytest.fixture(scope="module")
 def tiny_tqm(tmp_path_factory):
-    from tinyqmoe.compress.container_write import CompressOptions, write_container
-    from tinyqmoe.model.load import open_checkpoint
+    from tinyqmoe.compress.writer import CompressOptions, write_container
+    from tinyqmoe.formats.load import open_checkpoint
 
     d = tmp_path_factory.mktemp("src")
     hf = save_tiny_hf_llama(d / "hf", tie=True)
@@ -59,7 +59,7 @@ def test_impossible_budget_fails_fast_with_the_minimum(tiny_tqm):
 
 
 def test_corrupt_chunk_mid_generation_is_a_clean_error(tiny_tqm, tmp_path):
-    from tinyqmoe.compress.container import open_container
+    from tinyqmoe.compress.reader import open_container
 
     bad = tmp_path / "bad.tqm"
     data = bytearray(tiny_tqm["lzw"].read_bytes())
@@ -75,7 +75,7 @@ def test_corrupt_chunk_mid_generation_is_a_clean_error(tiny_tqm, tmp_path):
 
 
 def run_budget(path, budget):
-    code = ("import sys, tinyqmoe\nfrom tinyqmoe.budget import peak_rss_bytes\n"
+    code = ("import sys, tinyqmoe\nfrom tinyqmoe.weights.budget import peak_rss_bytes\n"
             "m = tinyqmoe.load(sys.argv[1], max_memory=sys.argv[2], threads=2, context=64)\n"
             "m.tokenizer.stop_ids = frozenset()\n"
             "list(m.stream_ids([5, 17, 200, 3], max_new_tokens=16))\n"

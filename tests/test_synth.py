@@ -11,10 +11,10 @@ from tinyqmoe import synth
 from tinyqmoe.compress.entropy import order0_entropy_bits
 from tinyqmoe.compress.quant import quantize_int8
 from tinyqmoe.errors import UsageError
-from tinyqmoe.model.checkpoint import expected_tensors
+from tinyqmoe.formats.checkpoint import expected_tensors
 from tinyqmoe.model.config import LlamaConfig, preset
-from tinyqmoe.model.load_hf import load_hf_tokenizer
-from tinyqmoe.model.safetensors_io import SafetensorsFile, SafetensorsWriter, f32_to_bf16_bits, write_safetensors
+from tinyqmoe.formats.load_hf import load_hf_tokenizer
+from tinyqmoe.formats.safetensors_io import SafetensorsFile, SafetensorsWriter, f32_to_bf16_bits, write_safetensors
 
 IDS = [5, 17, 200, 3, 99, 42, 7, 250, 11, 64, 128, 1, 77, 150, 33, 290, 8, 8, 19, 496]
 

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from tinyqmoe.errors import UnsupportedModel
-from tinyqmoe.model.gguf_reader import GGUFFile
-from tinyqmoe.model.tokenizer_gguf import tokenizer_from_gguf
+from tinyqmoe.formats.gguf_reader import GGUFFile
+from tinyqmoe.formats.tokenizer_gguf import tokenizer_from_gguf
 
 gguf = pytest.importorskip("gguf")
 tokenizers = pytest.importorskip("tokenizers")

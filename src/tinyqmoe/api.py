@@ -36,10 +36,10 @@ def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = 
     context:    the longest sequence (prompt + generated) to budget the KV cache for (default 1024
                 when a budget is given, else the model's maximum).
     """
-    from tinyqmoe.budget import choose_source, estimate, parse_size
-    from tinyqmoe.model.load import is_container, resolve
-    from tinyqmoe.model.sources import SOURCES
-    from tinyqmoe.model.weights import WEIGHT_KINDS
+    from tinyqmoe.weights.budget import choose_source, estimate, parse_size
+    from tinyqmoe.locate import is_container, resolve
+    from tinyqmoe.weights.sources import SOURCES
+    from tinyqmoe.weights.linear import WEIGHT_KINDS
     from tinyqmoe.runtime import set_threads
 
     if weights not in WEIGHT_KINDS:
@@ -59,7 +59,7 @@ def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = 
         model = _load_checkpoint(path, str(path_or_name), weights, group, progress)
     else:
         tqm = path if given_container else _int8_cache(path, group, progress)
-        from tinyqmoe.compress.container import open_container
+        from tinyqmoe.compress.reader import open_container
 
         container = open_container(tqm)
         if container.tokenizer is None:
@@ -86,8 +86,8 @@ def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = 
 
 
 def _load_checkpoint(path: Path, name: str, weights: str, group: int | None, progress: bool) -> "Model":
-    from tinyqmoe.model.load import open_checkpoint
-    from tinyqmoe.model.weights import weights_from_checkpoint
+    from tinyqmoe.formats.load import open_checkpoint
+    from tinyqmoe.weights.linear import weights_from_checkpoint
 
     with open_checkpoint(path) as ckpt:
         if ckpt.tokenizer is None:
@@ -101,8 +101,8 @@ def _load_checkpoint(path: Path, name: str, weights: str, group: int | None, pro
 
 def _load_container(container, tokenizer: Tokenizer, name: str, progress: bool, source: str = "resident",
                     threads: int = 1, cold: bool = False) -> "Model":
-    from tinyqmoe.model.sources import FusedSource, StreamedSource
-    from tinyqmoe.model.weights import weights_from_container
+    from tinyqmoe.weights.sources import FusedSource, StreamedSource
+    from tinyqmoe.weights.linear import weights_from_container
 
     c = container
     if source == "resident":
@@ -134,8 +134,8 @@ def _int8_cache(path: Path, group: int | None, progress: bool) -> Path:
     import hashlib
 
     from tinyqmoe.assets import cache_dir
-    from tinyqmoe.compress.container_write import CompressOptions, write_container
-    from tinyqmoe.model.load import open_checkpoint
+    from tinyqmoe.compress.writer import CompressOptions, write_container
+    from tinyqmoe.formats.load import open_checkpoint
 
     files = sorted(path.glob("*")) if path.is_dir() else [path]
     key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())

@@ -5,7 +5,7 @@ import dataclasses
 import statistics
 import time
 
-from tinyqmoe.budget import peak_rss_bytes
+from tinyqmoe.weights.budget import peak_rss_bytes
 
 BENCH_TEXT = (
     "The history of computing is a story of doing more with less. Early machines filled rooms and "

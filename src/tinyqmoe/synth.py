@@ -42,9 +42,9 @@ import numpy as np
 from numba import njit, prange
 
 from tinyqmoe.errors import UsageError
-from tinyqmoe.model.checkpoint import expected_tensors
+from tinyqmoe.formats.checkpoint import expected_tensors
 from tinyqmoe.model.config import LlamaConfig, preset
-from tinyqmoe.model.safetensors_io import SafetensorsWriter
+from tinyqmoe.formats.safetensors_io import SafetensorsWriter
 
 SHAPES = ("tiny", "llama-3.2-1b", "llama-3.2-3b")
 DTYPES = {"bf16": "BF16", "f32": "F32"}

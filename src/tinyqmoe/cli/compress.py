@@ -55,9 +55,9 @@ def run_compress(args) -> int:
     import sys
     import time
 
-    from tinyqmoe.compress.container_write import BITS_CHOICES, CompressOptions, write_container
+    from tinyqmoe.compress.writer import BITS_CHOICES, CompressOptions, write_container
     from tinyqmoe.errors import UsageError
-    from tinyqmoe.model.load import open_checkpoint
+    from tinyqmoe.formats.load import open_checkpoint
 
     bits = BITS_CHOICES.get(str(args.bits).lower())
     if bits is None:
@@ -75,7 +75,7 @@ def run_compress(args) -> int:
     t0 = time.perf_counter()
     with open_checkpoint(args.model) as ckpt:
         write_container(ckpt, args.output, opts)
-    from tinyqmoe.compress.container import open_container
+    from tinyqmoe.compress.reader import open_container
     from tinyqmoe.compress.inspect import account, tensor_rows
 
     with open_container(args.output) as c:
@@ -96,7 +96,7 @@ def run_inspect(args) -> int:
     import dataclasses
     import json
 
-    from tinyqmoe.compress.container import open_container
+    from tinyqmoe.compress.reader import open_container
     from tinyqmoe.compress.inspect import account, tensor_rows
 
     with open_container(args.container) as c:

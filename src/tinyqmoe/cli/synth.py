@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tinyqmoe.budget import parse_size
+    from tinyqmoe.weights.budget import parse_size
     from tinyqmoe.synth import write_synthetic_model
 
     out = write_synthetic_model(args.shape, args.output, seed=args.seed, dtype=args.dtype,

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from tinyqmoe.compress.container import Container, open_container
+from tinyqmoe.compress.reader import Container, open_container
 from tinyqmoe.compress.container_format import FIXED_HEADER_SIZE
 from tinyqmoe.errors import CorruptionDetected
 

@@ -7,6 +7,10 @@ two thread pools are never busy at once (on 2 cores, two spinning pools halve th
 import numpy as np
 from numba import njit, prange
 
+# Up to this many rows (tokens) a product streams the weights through these kernels, one pass over
+# memory; longer prefills multiply cache-sized blocks of dequantized rows with the BLAS.
+SMALL_BATCH = 16
+
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def matmul_f32(y, w, x):

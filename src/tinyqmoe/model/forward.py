@@ -11,7 +11,7 @@ from tinyqmoe.kernels.attention import attention, attention_blas
 from tinyqmoe.kernels.elementwise import rmsnorm, rope_rotate_half, silu_mul
 from tinyqmoe.model.config import LlamaConfig
 from tinyqmoe.model.rope import cos_sin, inv_frequencies
-from tinyqmoe.model.weights import SMALL_BATCH
+from tinyqmoe.kernels.matvec import SMALL_BATCH
 
 
 class RunState:
@@ -54,7 +54,7 @@ def forward(weights, state: RunState, tokens, all_logits: bool = False, block_by
     """Run `tokens` at positions state.pos.. and return logits: (T, V) if all_logits else (1, V).
 
     `weights` has .embed, .layers (a sequence, or any object whose `layer(i)` returns a Layer),
-    .norm and .lm_head (see tinyqmoe.model.weights).
+    .norm and .lm_head (see tinyqmoe.weights.linear).
     """
     c = state.config
     tokens = np.asarray(tokens, dtype=np.int64)

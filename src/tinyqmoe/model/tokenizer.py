@@ -1,10 +1,27 @@
 """Tokenizer: a `tokenizers.Tokenizer` plus BOS/EOS conventions and the jinja2 chat template."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 
-from tinyqmoe.model.checkpoint import TokenizerSpec
+
+@dataclasses.dataclass
+class TokenizerSpec:
+    """Everything needed to rebuild the tokenizer; embeddable in a container header."""
+    tokenizer_json: str                 # a `tokenizers.Tokenizer` serialised with to_str()
+    chat_template: str | None = None    # jinja2 source, as in tokenizer_config.json
+    bos_token: str | None = None
+    eos_token: str | None = None
+    add_bos: bool = False               # prepend BOS when encoding a prompt
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenizerSpec":
+        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
+
 
 # Tokens that end a turn or a document in the model families we run; used as stop tokens when present.
 _STOP_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<|eom_id|>")

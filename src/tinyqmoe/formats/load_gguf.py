@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.errors import CorruptionDetected, UnsupportedModel
-from tinyqmoe.model.checkpoint import Checkpoint, expected_tensors
+from tinyqmoe.formats.checkpoint import Checkpoint, expected_tensors
 from tinyqmoe.model.config import LlamaConfig
-from tinyqmoe.model.gguf_dequant import LAYOUTS, dequantize, type_name
-from tinyqmoe.model.gguf_reader import GGUFFile
-from tinyqmoe.model.tokenizer_gguf import tokenizer_from_gguf
+from tinyqmoe.formats.gguf_dequant import LAYOUTS, dequantize, type_name
+from tinyqmoe.formats.gguf_reader import GGUFFile
+from tinyqmoe.formats.tokenizer_gguf import tokenizer_from_gguf
 
 GGUF_TO_HF = {
     "token_embd.weight": "model.embed_tokens.weight",

@@ -92,7 +92,7 @@ def estimate(container, source: str, context: int, threads: int, so_far: int | N
 
 def choose_source(container, max_memory: int, context: int, threads: int) -> Estimate:
     """The fastest source whose estimate fits `max_memory`, or MemoryBudgetError naming the minimum."""
-    from tinyqmoe.model.sources import SOURCES
+    from tinyqmoe.weights.sources import SOURCES
 
     so_far = peak_rss_bytes()
     estimates = [estimate(container, s, context, threads, so_far) for s in SOURCES]  # fastest first

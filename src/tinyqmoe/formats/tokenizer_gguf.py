@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyqmoe.errors import CorruptionDetected, TinyQMoEError, UnsupportedModel
-from tinyqmoe.model.checkpoint import TokenizerSpec
+from tinyqmoe.model.tokenizer import TokenizerSpec
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 

@@ -12,13 +12,9 @@ import numpy as np
 from tinyqmoe.compress.quant import QuantizedTensor, quantize_int8, unpack_bits
 from tinyqmoe.errors import UsageError
 from tinyqmoe.runtime import parallel_map, threads
-from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
+from tinyqmoe.kernels.matvec import SMALL_BATCH, dequant_rows_q8, matmul_f32, matmul_q8
 
 WEIGHT_KINDS = ("f32", "int8")
-
-# Up to this many tokens a call streams the weights through the numba kernels (one pass over memory);
-# longer prefills dequantize cache-sized row blocks and multiply with BLAS.
-SMALL_BATCH = 16
 
 
 @dataclasses.dataclass
@@ -164,12 +160,12 @@ def weights_from_checkpoint(ckpt, kind: str = "int8", group: int | None = None, 
 def weights_from_container(container, threads: int = 1, progress=None) -> Weights:
     """Decode a .tqm container's tensors into resident engine weights.
 
-    Chunks are read with pread (tinyqmoe.model.sources.ChunkReader), not through the container's
+    Chunks are read with pread (tinyqmoe.weights.sources.ChunkReader), not through the container's
     mapping, so the file's pages never add to the process's resident memory.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from tinyqmoe.model.sources import ChunkReader
+    from tinyqmoe.weights.sources import ChunkReader
 
     reader = ChunkReader(container)
     pool = ThreadPoolExecutor(max(1, threads))

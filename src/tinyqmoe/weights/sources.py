@@ -1,6 +1,6 @@
 """Weight sources for a .tqm container: where the forward pass gets layer i's weights.
 
-  resident  every tensor decoded to int8 once at load (tinyqmoe.model.weights.Weights): fastest,
+  resident  every tensor decoded to int8 once at load (tinyqmoe.weights.linear.Weights): fastest,
             needs the whole int8 model in RAM.
   streamed  the paper's method: layer i's tensors are read from the file and decoded just in time
             into one of two reused buffers, while a background thread decodes layer i+1 into the
@@ -26,11 +26,11 @@ import numpy as np
 
 from tinyqmoe.compress.codecs import codec_by_name
 from tinyqmoe.compress.common import crc32
-from tinyqmoe.compress.container import decode_chunk
+from tinyqmoe.compress.reader import decode_chunk
 from tinyqmoe.compress.quant import unpack_bits
 from tinyqmoe.errors import ChecksumWrong, TruncatedInput
 from tinyqmoe.kernels.matvec import matmul_q8_rows
-from tinyqmoe.model.weights import Linear
+from tinyqmoe.weights.linear import Linear
 
 # Fastest first, as measured (docs/streaming.md): fused overlaps reading, decoding and multiplying
 # across threads, so it beats streamed while holding less; streamed is there by request (--source).

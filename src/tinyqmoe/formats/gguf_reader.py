@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.errors import CorruptionDetected, ModelNotFound, TruncatedInput, UnsupportedParameter
-from tinyqmoe.model.gguf_dequant import LAYOUTS
+from tinyqmoe.formats.gguf_dequant import LAYOUTS
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.model.config import LlamaConfig
+from tinyqmoe.model.tokenizer import TokenizerSpec
 
 LAYER_TENSORS = (
     "input_layernorm.weight",
@@ -63,23 +64,6 @@ def expected_tensors(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
     if not c.tie_embeddings:
         shapes["lm_head.weight"] = (c.vocab_size, c.dim)
     return shapes
-
-
-@dataclasses.dataclass
-class TokenizerSpec:
-    """Everything needed to rebuild the tokenizer; embeddable in a container header."""
-    tokenizer_json: str                 # a `tokenizers.Tokenizer` serialised with to_str()
-    chat_template: str | None = None    # jinja2 source, as in tokenizer_config.json
-    bos_token: str | None = None
-    eos_token: str | None = None
-    add_bos: bool = False               # prepend BOS when encoding a prompt
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TokenizerSpec":
-        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
 
 
 class Checkpoint:

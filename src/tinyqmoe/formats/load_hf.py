@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.errors import UnsupportedModel
-from tinyqmoe.model.checkpoint import Checkpoint, TokenizerSpec, expected_tensors
+from tinyqmoe.formats.checkpoint import Checkpoint, expected_tensors
+from tinyqmoe.model.tokenizer import TokenizerSpec
 from tinyqmoe.model.config import LlamaConfig
-from tinyqmoe.model.safetensors_io import SafetensorsFile
+from tinyqmoe.formats.safetensors_io import SafetensorsFile
 
 
 class HFCheckpoint(Checkpoint):

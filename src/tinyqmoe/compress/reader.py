@@ -173,7 +173,7 @@ class Container:
         if header.get("format") != "tqm":
             raise CorruptionDetected("JSON header format is not 'tqm'", p, field="format")
         self.header = header
-        from tinyqmoe.model.checkpoint import TokenizerSpec
+        from tinyqmoe.model.tokenizer import TokenizerSpec
         from tinyqmoe.model.config import LlamaConfig
         from tinyqmoe.errors import UnsupportedModel
 

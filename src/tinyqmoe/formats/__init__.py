@@ -1,0 +1,1 @@
+"""Read files others wrote: HF safetensors directories, GGUF files, their configs and tokenizers."""
