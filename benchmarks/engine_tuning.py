@@ -42,7 +42,8 @@ def main() -> int:
             st = model.new_state(len(ids))
             import time
             t0 = time.perf_counter()
-            prefill(model.weights, st, ids, b)
+            model.runtime.block_bytes = b
+            prefill(model._forward, st, ids)
             times[name].append(a.prompt_tokens / (time.perf_counter() - t0))
     print(f"\n| prefill block | bytes | prompt tok/s ({a.prompt_tokens} tokens, median of {a.rounds}) |")
     print("|---|---:|---:|")
@@ -61,7 +62,7 @@ def main() -> int:
         print(f"\n| container (fused source) | chunks | gen tok/s (median of {a.rounds}) |")
         print("|---|---:|---:|")
         for p, m in models.items():
-            c = m.weights.container
+            c = m.weights.reader
             n = sum(c.tensor(x).n_chunks for x in c.names)
             print(f"| {p} | {n} | {statistics.median(gen[p]):.2f} |")
     return 0

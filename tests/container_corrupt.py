@@ -16,9 +16,9 @@ def read_all(path) -> dict:
     with open_container(path) as c:
         for name in c.names:
             if c.tensor(name).qtype == "f32":
-                out[name] = c.read_float(name, threads=1).tobytes()
+                out[name] = c.read_float(name).tobytes()
             else:
-                qt = c.read_quantized(name, threads=1)
+                qt = c.read_quantized(name)
                 out[name] = qt.q.tobytes() + qt.scale.tobytes()
     return out
 

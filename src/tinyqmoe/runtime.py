@@ -1,25 +1,34 @@
-"""Process-wide runtime settings: the threads of numba kernels, of the BLAS, and our own pool.
+"""The runtime of a loaded model: its threads, how they wait, its pool, and the prefill block size.
 
-numba's parallel kernels (decode) and a pool of Python threads (long prefills, each thread running
-single-threaded BLAS on its own block of rows) are never busy at the same time.
+`load()` creates one `Runtime` and hands it to the weight source and the forward pass; importing
+this module (or any other) changes nothing in the process.
+
+numba's parallel kernels (decode) and the runtime's pool of Python threads (long prefills, each
+thread running single-threaded BLAS on its own block of rows; chunked sources) are never busy at the
+same time.
 
 How OpenMP threads wait between the ~150 parallel regions of a decoded token matters twice over
 (default model, 2 threads, measured): on a quiet machine a short spin (GOMP_SPINCOUNT=10000, then
 sleep) decodes at 89 tok/s where sleeping at once (PASSIVE) gives 45 (the wake-up latency of every
 region); on a machine already busy with other work spinning is a disaster (1-10 tok/s, threads spin
-while the peer they wait for is descheduled) and PASSIVE gives 37. So the policy is chosen once,
-when the process starts, from how many other threads are runnable right now: PASSIVE if the
-machine is busy, a short spin if not.
-Set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself to override.
+while the peer they wait for is descheduled) and PASSIVE gives 37. So the first runtime of a process
+chooses, from how many other threads are runnable right now: PASSIVE if the machine is busy, a short
+spin if not. libgomp reads the choice once, when numba first starts its OpenMP pool; later runtimes
+in the same process report the policy already in force. Set OMP_WAIT_POLICY or GOMP_SPINCOUNT
+yourself to override.
 """
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import glob
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 QUIET_SPINCOUNT = "10000"
+# Long prefills multiply activations by blocks of dequantized (f32) weight rows of this many bytes:
+# half the L2 measured by `tinyqmoe probe` when one is stored (docs/tiling.md), else this default.
+DEFAULT_BLOCK_BYTES = 1 << 20
 
 
 def other_runnable_threads(samples: int = 5) -> float:
@@ -40,51 +49,73 @@ def other_runnable_threads(samples: int = 5) -> float:
     return statistics.median(counts)
 
 
-def _choose_wait_policy() -> None:
-    """Read by libgomp when numba first starts its OpenMP pool, so it must be set before that."""
-    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
-        return
+def choose_wait_policy() -> str:
+    """Set the OpenMP wait policy for this process unless the user (or an earlier runtime) did;
+    returns the policy in force: 'user', 'passive' or 'spin'."""
+    env = os.environ
+    if env.get("TINYQMOE_WAIT_POLICY"):             # chosen by an earlier runtime of this process
+        return env["TINYQMOE_WAIT_POLICY"]
+    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
+        return "user"
     if other_runnable_threads() >= max(1, (os.cpu_count() or 1) // 2):
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        policy = "passive"
     else:
-        os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
-        os.environ["GOMP_SPINCOUNT"] = QUIET_SPINCOUNT
+        env["OMP_WAIT_POLICY"] = "ACTIVE"
+        env["GOMP_SPINCOUNT"] = QUIET_SPINCOUNT
+        policy = "spin"
+    env["TINYQMOE_WAIT_POLICY"] = policy
+    return policy
 
 
-_choose_wait_policy()
+@dataclasses.dataclass
+class Runtime:
+    """Threads and scratch policy of one loaded model. Create with `Runtime.create()`."""
+    threads: int                    # numba kernels and the pool
+    wait_policy: str                # 'spin' | 'passive' | 'user'
+    block_bytes: int                # prefill row-block size (bytes of f32 weights)
+    pool: ThreadPoolExecutor | None  # None when threads == 1
 
-_pool: ThreadPoolExecutor | None = None
-_pool_threads = 0
+    @classmethod
+    def create(cls, threads: int | None = None, block_bytes: int | None = None) -> "Runtime":
+        from tinyqmoe.errors import UsageError
+
+        if threads is not None and threads < 1:
+            raise UsageError(f"threads must be >= 1, got {threads}")
+        policy = choose_wait_policy()      # before numba starts its OpenMP pool
+        import numba
+
+        n = max(1, min(int(threads or os.cpu_count() or 1), numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(n)
+        set_blas_threads(1)
+        if block_bytes is None:
+            l2 = stored_l2_bytes()
+            block_bytes = l2 // 2 if l2 else DEFAULT_BLOCK_BYTES
+        pool = ThreadPoolExecutor(n, thread_name_prefix="tinyqmoe") if n > 1 else None
+        return cls(n, policy, block_bytes, pool)
+
+    def map(self, fn, items) -> list:
+        """fn over items on the pool (threads release the GIL in BLAS and nogil kernels)."""
+        if self.pool is None:
+            return [fn(x) for x in items]
+        return list(self.pool.map(fn, items))
+
+    def activate(self) -> None:
+        """Make numba's kernels use this runtime's thread count (numba's setting is per thread)."""
+        import numba
+
+        numba.set_num_threads(self.threads)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
 
-def set_threads(n: int | None) -> int:
-    """Use n threads (default: all cores) for numba kernels and for the prefill pool."""
-    global _pool, _pool_threads
-    import numba
-
-    n = int(n or os.cpu_count() or 1)
-    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    _set_blas_threads(1)
-    if n != _pool_threads:
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-        _pool, _pool_threads = ThreadPoolExecutor(n, thread_name_prefix="tinyqmoe"), n
-    return n
+SERIAL = Runtime(1, "user", DEFAULT_BLOCK_BYTES, None)   # for direct calls of the forward pass in tests
 
 
-def threads() -> int:
-    return max(1, _pool_threads)
-
-
-def parallel_map(fn, items) -> list:
-    """fn over items on the shared pool (threads release the GIL in BLAS and nogil kernels)."""
-    if _pool is None or _pool_threads == 1:
-        return [fn(x) for x in items]
-    return list(_pool.map(fn, items))
-
-
-def _set_blas_threads(n: int) -> None:
+def set_blas_threads(n: int) -> None:
     """numpy's bundled OpenBLAS has a setter; without threadpoolctl we call it through ctypes."""
     import numpy
 

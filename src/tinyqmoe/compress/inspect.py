@@ -3,13 +3,12 @@
 `account(c)` splits the file into fixed header, data (scales, chunk payload, padding), index and
 JSON header: the parts add up exactly to the file size, or the file is reported corrupt (an
 overlap between sections). `verify(path)` checks every checksum, decodes every chunk and checks
-that padding is zero.
+that padding is zero, all through the one reader (compress/reader.py).
 """
 from __future__ import annotations
 
 import dataclasses
-
-import numpy as np
+import os
 
 from tinyqmoe.compress.reader import Container, open_container
 from tinyqmoe.compress.container_format import FIXED_HEADER_SIZE
@@ -53,25 +52,12 @@ def tensor_rows(c: Container) -> list[TensorRow]:
     return rows
 
 
-def sections(c: Container) -> list[tuple[int, int, str]]:
-    """Every data extent (offset, size, kind) in file order; kind is 'scales' or 'payload'."""
-    out = []
-    for name in c.names:
-        e = c.tensor(name)
-        if e.scale_size:
-            out.append((e.scale_offset, e.scale_size, "scales"))
-        for ch in e.chunks:
-            out.append((int(ch["offset"]), int(ch["stored_size"]), "payload"))
-    out.sort()
-    return out
-
-
 def account(c: Container) -> dict:
     """Bytes per part of the file; the parts sum to the file size. Raises on overlapping sections."""
     parts = {"fixed_header": FIXED_HEADER_SIZE, "scales": 0, "payload": 0, "padding": 0,
              "index": c.index_size, "json_header": c.json_size}
     pos = FIXED_HEADER_SIZE
-    for off, size, kind in sections(c):
+    for off, size, kind in c.sections():
         if off < pos:
             raise CorruptionDetected(f"{kind} at {off} overlaps the previous section (ends at {pos})", c.path,
                                      field="offset")
@@ -85,24 +71,16 @@ def account(c: Container) -> dict:
     return parts
 
 
-def padding_is_zero(c: Container) -> bool:
-    pos = FIXED_HEADER_SIZE
-    for off, size, _ in sections(c) + [(c.index_offset, 0, "index")]:
-        if off > pos and np.frombuffer(c.buf[pos:off], np.uint8).any():
-            return False
-        pos = max(pos, off + size)
-    return True
-
-
 def verify(path, threads: int = 0) -> dict:
-    """Open, check every checksum and decode every tensor. Returns the accounting; raises on any fault."""
-    with open_container(path) as c:
+    """Open (the reader checks headers, index, records and padding), then read every chunk and scale
+    through the same reader the engine uses. Returns the accounting; raises on any fault."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with open_container(path) as c, ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
         parts = account(c)
-        if not padding_is_zero(c):
-            raise CorruptionDetected("padding bytes are not zero", c.path, field="padding")
         for name in c.names:
             if c.tensor(name).qtype == "f32":
-                c.read_float(name, threads)
+                c.read_float(name, pool)
             else:
-                c.read_quantized(name, threads)
+                c.read_quantized(name, pool)
         return {"tensors": len(c.names), "chunks": int(c.index.size), **parts}

@@ -1,36 +1,43 @@
-"""Read a .tqm container (docs/FORMAT.md). The reader walks the spec in order: fixed header (§3),
-chunk index (§4.2), JSON header (§4.1) and tensor records (§4.1.1), then data on demand (§5-§7).
-Every offset and length is checked before use; bad bytes raise CorruptionDetected / ChecksumWrong /
-TruncatedInput / UnsupportedParameter naming the file and the field.
+"""THE reader of .tqm containers (docs/FORMAT.md): every check the format asks for lives here, and
+every tool and weight source reads through it, so a file is accepted or refused identically by
+`verify`, `inspect`, `load` and the resident, streamed and fused sources.
 
-    c = open_container("smol.tqm")
+The reader walks the spec in order: fixed header (§3), chunk index (§4.2), JSON header (§4.1) and
+tensor records (§4.1.1), the padding between data sections (§6: zero), then data on demand: scales
+(§6.1) and chunks (§7: checksum, codec, payload layout of §5, a ternary field `10` refused). Bytes
+are read with pread, never mapped, so the file's pages never count in the process's resident memory;
+every offset and length is checked before use; bad bytes raise CorruptionDetected / ChecksumWrong /
+TruncatedInput / UnsupportedParameter naming the file and the field. Reads are thread-safe.
+
+    c = open_container("smol.tqm")     # or Container(path, cold=True): drop pages after each read
     c.config, c.tokenizer, c.names, c.header
     e = c.tensor(name)                 # TensorEntry: shape, qtype, group, chunk table (file offsets)
+    c.read_chunk(e, i, out)            # chunk i checked and decoded into out: uint8 [row_count, row_bytes]
+    c.read_chunk_int8(e, i, out)       # the same rows as int8 values (4-bit and ternary widened exactly)
+    c.read_scale(name)                 # float32 [O, G]
     c.read_quantized(name)             # QuantizedTensor, bit-identical to what was written
     c.read_float(name)                 # float32 (norms as stored; quantized tensors dequantized)
-    c.read_chunk_raw(name, i)          # stored bytes of chunk i (crc checked): memoryview into the mmap
-    c.decode_chunk(name, i, out=None)  # uint8 [row_count, row_bytes]: rows row_start.. of the payload
 
 Shape letters: O rows (output channels), I inputs, B bytes per row, G scale groups per row.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import mmap
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from tinyqmoe.compress import codecs
-from tinyqmoe.compress.common import check_codec_id, crc32
+from tinyqmoe.compress.common import RAW, check_codec_id, crc32
 from tinyqmoe.compress.container_format import (ALIGN, CHUNK_DTYPE, CHUNK_RECORD_SIZE, FIXED_HEADER,
                                                 FIXED_HEADER_SIZE, MAGIC, MAX_CHUNK_RAW, MAX_JSON_SIZE,
                                                 MAX_TENSOR_BYTES, QTYPES, SCALE_BYTES, VERSION_MAJOR)
-from tinyqmoe.compress.quant import QuantizedTensor, dequantize
+from tinyqmoe.compress.quant import QuantizedTensor, dequantize, unpack_bits
 from tinyqmoe.errors import (ChecksumWrong, CorruptionDetected, FormatError, TruncatedInput,
                              UnsupportedParameter, UsageError)
 
@@ -94,34 +101,54 @@ def _int(d, key, where, path, lo=0, hi=(1 << 63) - 1) -> int:
 
 
 class Container:
-    """An open .tqm file (read-only mmap). Use as a context manager or call close()."""
+    """An open .tqm file, read with pread. Use as a context manager or call close()."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, cold: bool = False):
         self.path = Path(path)
+        self.cold = cold            # drop the pages of each chunk from the page cache after reading it
+        self.fd = None
+        self.bytes_read = 0         # chunk bytes read so far (all threads)
+        self.decode_seconds = 0.0   # pread + checksum + decode, summed over threads
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        if self.path.is_dir():
+            raise UsageError("is a directory, not a .tqm container", self.path)
         try:
-            self._file = open(self.path, "rb")
+            self.fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             from tinyqmoe.errors import ModelNotFound
             raise ModelNotFound("no such file", self.path) from None
+        except OSError as exc:
+            raise UsageError(f"cannot read: {exc.strerror}", self.path) from None
         try:
-            self.size = os.fstat(self._file.fileno()).st_size
+            self.size = os.fstat(self.fd).st_size
             if self.size < FIXED_HEADER_SIZE:
                 raise TruncatedInput(f"file has {self.size} bytes, shorter than the 64-byte header", self.path,
                                      field="header")
-            self.mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-            self.buf = memoryview(self.mmap)
             self._read_fixed_header()
             self._read_index()
             self._read_json()
             self._read_tensors()
+            self._check_padding()
         except BaseException:
             self.close()
             raise
 
+    def _pread(self, offset: int, size: int, out=None) -> memoryview:
+        """Exactly `size` bytes at `offset` (into `out`, a writable buffer of that size, if given)."""
+        buf = memoryview(out).cast("B") if out is not None else memoryview(bytearray(size))
+        got = 0
+        while got < size:
+            n = os.preadv(self.fd, [buf[got:]], offset + got)
+            if n <= 0:
+                raise TruncatedInput(f"file ends {size - got} bytes before [{offset}, {offset + size})", self.path)
+            got += n
+        return buf
+
     # ---- §3 fixed header
     def _read_fixed_header(self) -> None:
         p = self.path
-        raw = bytes(self.buf[:FIXED_HEADER_SIZE])
+        raw = bytes(self._pread(0, FIXED_HEADER_SIZE))
         if raw[:8] != MAGIC:
             raise CorruptionDetected("not a .tqm container (bad magic)", p, field="magic")
         if crc32(raw[:60]) != int.from_bytes(raw[60:64], "little"):
@@ -153,15 +180,15 @@ class Container:
 
     # ---- §4.2 chunk index
     def _read_index(self) -> None:
-        raw = self.buf[self.index_offset:self.index_offset + self.index_size]
+        raw = bytes(self._pread(self.index_offset, self.index_size))
         if crc32(raw) != self._index_crc:
             raise ChecksumWrong("chunk index checksum mismatch", self.path, field="index_crc32")
-        self.index = np.frombuffer(bytes(raw), CHUNK_DTYPE)   # a copy: small, and frees the mmap
+        self.index = np.frombuffer(raw, CHUNK_DTYPE)
 
     # ---- §4.1 JSON header
     def _read_json(self) -> None:
         p = self.path
-        raw = bytes(self.buf[self.json_offset:self.json_offset + self.json_size])
+        raw = bytes(self._pread(self.json_offset, self.json_size))
         if crc32(raw) != self._json_crc:
             raise ChecksumWrong("JSON header checksum mismatch", p, field="json_crc32")
         try:
@@ -288,6 +315,27 @@ class Container:
         if row != rows:
             raise CorruptionDetected(f"{where}: chunks end at row {row}, the tensor has {rows}", p, field="row_count")
 
+    # ---- §6 data sections: whatever lies between them is padding, and padding is zero
+    def sections(self) -> list[tuple[int, int, str]]:
+        """Every data extent (offset, size, kind) in file order; kind is 'scales' or 'payload'."""
+        out = []
+        for e in self._entries.values():
+            if e.scale_size:
+                out.append((e.scale_offset, e.scale_size, "scales"))
+            out.extend((int(c["offset"]), int(c["stored_size"]), "payload") for c in e.chunks)
+        out.sort()
+        return out
+
+    def _check_padding(self) -> None:
+        pos = FIXED_HEADER_SIZE
+        for off, size, kind in self.sections() + [(self.index_offset, 0, "index")]:
+            if off < pos:
+                raise CorruptionDetected(f"{kind} at {off} overlaps the previous section (ends at {pos})", self.path,
+                                         field="offset")
+            if off > pos and np.frombuffer(self._pread(pos, off - pos), np.uint8).any():
+                raise CorruptionDetected(f"padding bytes [{pos}, {off}) are not zero", self.path, field="padding")
+            pos = off + size
+
     # ---- public API
     @property
     def names(self) -> list[str]:
@@ -302,50 +350,68 @@ class Container:
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 
-    @contextlib.contextmanager
-    def _context(self, field: str):
-        """Re-raise a codec's FormatError with this file's path and the field being decoded."""
-        try:
-            yield
-        except FormatError as exc:
-            if exc.path is not None:
-                raise
-            raise type(exc)(f"{field}: {exc.message}", self.path, field=field) from None
+    def scratch(self, slot: str, n: int) -> np.ndarray:
+        """This thread's reused uint8 buffer `slot`, n bytes long: one per thread and slot for the whole
+        file, so RAM holds a few chunks per thread whatever the number of tensors."""
+        buf = getattr(self._local, slot, None)
+        if buf is None or buf.size < n:
+            buf = np.empty(max(n, 1 << 16), np.uint8)
+            setattr(self._local, slot, buf)
+        return buf[:n]
 
-    def read_chunk_raw(self, name: str, i: int, check: bool = True) -> memoryview:
-        """Stored bytes of chunk i of `name` (a view into the mmap), crc32 checked unless check=False."""
-        e = self.tensor(name)
+    # ---- §7 chunks
+    def read_chunk(self, e: TensorEntry, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Chunk i of `e` read, checksum checked, decoded and its payload checked (§5) into `out` (uint8,
+        raw_size bytes, C-contiguous; allocated if None) -> uint8 [row_count, row_bytes]."""
+        t0 = time.perf_counter()
         if not 0 <= i < e.n_chunks:
-            raise UsageError(f"{name} has {e.n_chunks} chunks, asked for chunk {i}", self.path)
+            raise UsageError(f"{e.name} has {e.n_chunks} chunks, asked for chunk {i}", self.path)
         c = e.chunks[i]
-        off, size = int(c["offset"]), int(c["stored_size"])
-        src = self.buf[off:off + size]
-        if check and crc32(src) != int(c["crc32"]):
-            raise ChecksumWrong(f"{name} chunk {i}: checksum mismatch", self.path, field="crc32")
-        return src
+        off, size, raw_size = int(c["offset"]), int(c["stored_size"]), int(c["raw_size"])
+        if out is None:
+            out = np.empty(raw_size, np.uint8)
+        if out.dtype != np.uint8 or out.size != raw_size or not out.flags.c_contiguous:
+            raise UsageError(f"out must be a contiguous uint8 array of {raw_size} bytes")
+        flat = out.reshape(-1)
+        direct = int(c["codec"]) == RAW and size == raw_size    # a raw chunk is read straight into place
+        src = self._pread(off, size, flat if direct else self.scratch("stored", size))
+        if crc32(src) != int(c["crc32"]):
+            raise ChecksumWrong(f"{e.name} chunk {i}: checksum mismatch", self.path, field="crc32")
+        if self.cold:
+            os.posix_fadvise(self.fd, off, size, os.POSIX_FADV_DONTNEED)
+        if not direct:
+            try:
+                codecs.decode(int(c["codec"]), src, raw_size, flat)
+            except FormatError as exc:
+                if exc.path is not None:
+                    raise
+                raise type(exc)(f"{e.name} chunk {i}: {exc.message}", self.path, field=f"{e.name} chunk {i}") from None
+        if e.qtype == "ternary" and ternary_has_10(flat):
+            raise CorruptionDetected(f"{e.name} chunk {i}: a ternary field holds 0b10", self.path, field="payload")
+        with self._lock:
+            self.bytes_read += size
+            self.decode_seconds += time.perf_counter() - t0
+        return flat.reshape(int(c["row_count"]), e.row_bytes)
 
-    def decode_chunk(self, name: str, i: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Chunk i of `name` decoded: uint8 [row_count, row_bytes] (into `out` if given, any uint8 array of
-        raw_size bytes, e.g. a slice of a larger payload)."""
-        e = self.tensor(name)
-        return decode_chunk(e, i, self.read_chunk_raw(name, i), out, path=self.path)
+    def read_chunk_int8(self, e: TensorEntry, i: int, out: np.ndarray) -> np.ndarray:
+        """Chunk i of a quantized tensor as int8 values into `out` (int8 [row_count, I]): int8 payloads
+        decode in place, 4-bit and ternary ones are widened exactly."""
+        if e.bits == 8:
+            self.read_chunk(e, i, out.view(np.uint8))
+        else:
+            out[:] = unpack_bits(self.read_chunk(e, i, self.scratch("packed", int(e.chunks[i]["raw_size"]))), e.bits)
+        return out
 
-    def read_payload(self, name: str, threads: int = 0) -> np.ndarray:
-        """The whole decoded payload: uint8 [O, B], chunks decoded in parallel (nogil numba)."""
+    def read_payload(self, name: str, pool=None) -> np.ndarray:
+        """The whole decoded payload: uint8 [O, B], chunks decoded in parallel on `pool` (nogil numba)."""
         e = self.tensor(name)
         out = np.empty((e.rows, e.row_bytes), np.uint8)
 
         def one(i):
             r, n = e.chunk_rows(i)
-            self.decode_chunk(name, i, out[r:r + n])
+            self.read_chunk(e, i, out[r:r + n])
 
-        threads = threads or os.cpu_count() or 1
-        if threads == 1 or e.n_chunks == 1:
-            for i in range(e.n_chunks):
-                one(i)
-        else:
-            with ThreadPoolExecutor(min(threads, e.n_chunks)) as pool:
-                list(pool.map(one, range(e.n_chunks)))
+        list((pool.map if pool is not None and e.n_chunks > 1 else map)(one, range(e.n_chunks)))
         return out
 
     def read_scale(self, name: str) -> np.ndarray:
@@ -353,7 +419,7 @@ class Container:
         e = self.tensor(name)
         if e.qtype == "f32":
             raise UsageError(f"{name} is an f32 tensor: it has no scales", self.path)
-        raw = self.buf[e.scale_offset:e.scale_offset + e.scale_size]
+        raw = self._pread(e.scale_offset, e.scale_size)
         if crc32(raw) != e.scale_crc32:
             raise ChecksumWrong(f"{name}: scales checksum mismatch", self.path, field="scale_crc32")
         dt = "<f4" if e.scale_dtype == "f32" else "<f2"
@@ -362,39 +428,34 @@ class Container:
             raise CorruptionDetected(f"{name}: a scale is negative, infinite or NaN", self.path, field="scale")
         return scale
 
-    def read_quantized(self, name: str, threads: int = 0) -> QuantizedTensor:
+    def read_quantized(self, name: str, pool=None) -> QuantizedTensor:
         """The quantized tensor exactly as written: q int8 [O, I] (8 bits) or packed uint8 [O, B]."""
         e = self.tensor(name)
         if e.qtype == "f32":
             raise UsageError(f"{name} is stored as f32, not quantized (use read_float)", self.path)
-        payload = self.read_payload(name, threads)
-        if e.qtype == "ternary" and np.any(((payload[:, :, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3) == 2):
-            raise CorruptionDetected(f"{name}: a ternary field holds 0b10", self.path, field="payload")
+        payload = self.read_payload(name, pool)
         q = payload.view(np.int8) if e.bits == 8 else payload
         return QuantizedTensor(q=q, scale=self.read_scale(name), group=e.group, bits=e.bits,
                                scale_dtype=e.scale_dtype)
 
-    def read_float(self, name: str, threads: int = 0) -> np.ndarray:
+    def read_int8(self, name: str, pool=None) -> tuple[np.ndarray, np.ndarray]:
+        """A quantized tensor as (int8 [O, I], float32 scales [O, G]); 4-bit and ternary widened exactly."""
+        qt = self.read_quantized(name, pool)
+        q = qt.q if qt.bits == 8 else unpack_bits(qt.q, qt.bits)
+        return np.ascontiguousarray(q, dtype=np.int8), np.ascontiguousarray(qt.scale, dtype=np.float32)
+
+    def read_float(self, name: str, pool=None) -> np.ndarray:
         """float32 in the tensor's shape: f32 tensors as stored, quantized ones dequantized."""
         e = self.tensor(name)
         if e.qtype != "f32":
-            return dequantize(self.read_quantized(name, threads))
-        return self.read_payload(name, threads).view("<f4").astype(np.float32).reshape(e.shape)
+            return dequantize(self.read_quantized(name, pool))
+        return self.read_payload(name, pool).view("<f4").astype(np.float32).reshape(e.shape)
 
     def close(self) -> None:
-        """Release the file. Views returned by read_chunk_raw keep the mapping alive until dropped."""
-        if getattr(self, "buf", None) is not None:
-            self.buf.release()
-            self.buf = None
-        if getattr(self, "mmap", None) is not None:
-            try:
-                self.mmap.close()
-            except BufferError:   # a caller still holds a chunk view: the mapping goes with it
-                pass
-            self.mmap = None
-        if getattr(self, "_file", None) is not None:
-            self._file.close()
-            self._file = None
+        """Release the file."""
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def __enter__(self):
         return self
@@ -410,24 +471,15 @@ def check_codec_id_at(codec_id: int, path, where: str) -> None:
         raise UnsupportedParameter(f"{where}: {exc.message}", path, field="codec") from None
 
 
-def decode_chunk(entry: TensorEntry, i: int, src, out: np.ndarray | None = None, path=None) -> np.ndarray:
-    """Decode chunk i of `entry` from its stored bytes `src` (bytes-like; crc already checked by the caller)
-    into out (uint8, raw_size bytes, allocated if None) -> uint8 [row_count, row_bytes]."""
-    c = entry.chunks[i]
-    raw_size, count = int(c["raw_size"]), int(c["row_count"])
-    if out is None:
-        out = np.empty((count, entry.row_bytes), np.uint8)
-    if out.dtype != np.uint8 or out.size != raw_size or not out.flags.c_contiguous:
-        raise UsageError(f"out must be a contiguous uint8 array of {raw_size} bytes")
-    field = f"{entry.name} chunk {i}"
-    try:
-        codecs.decode(int(c["codec"]), src, raw_size, out.reshape(-1))
-    except FormatError as exc:
-        if exc.path is not None:
-            raise
-        raise type(exc)(f"{field}: {exc.message}", path, field=field) from None
-    return out.reshape(count, entry.row_bytes)
+@njit(cache=True, nogil=True)
+def ternary_has_10(payload):
+    """True if any 2-bit field of the packed ternary payload (uint8 [n]) holds 0b10 (§5: corrupt)."""
+    for i in range(payload.size):
+        b = payload[i]
+        if ((b & 3) == 2) or (((b >> 2) & 3) == 2) or (((b >> 4) & 3) == 2) or ((b >> 6) == 2):
+            return True
+    return False
 
 
-def open_container(path: str | Path) -> Container:
-    return Container(path)
+def open_container(path: str | Path, cold: bool = False) -> Container:
+    return Container(path, cold)

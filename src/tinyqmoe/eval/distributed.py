@@ -11,7 +11,7 @@ jsonl, so a Ray run resumes like a local one and gives the same per-question res
 from __future__ import annotations
 
 from tinyqmoe.errors import UsageError
-from tinyqmoe.eval.runner import LocalScorer, ModelSpec, describe
+from tinyqmoe.eval.scorer import LocalScorer, ModelSpec, describe
 from tinyqmoe.eval.tasks import TASKS
 
 CHUNK = 4  # questions per request: small, so progress is smooth and a kill loses little

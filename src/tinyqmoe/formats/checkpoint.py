@@ -22,7 +22,6 @@ than RAM one tensor at a time.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np

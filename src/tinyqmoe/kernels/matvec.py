@@ -69,3 +69,14 @@ def matmul_q8_rows(y, q, scale, x, row0):
     for r in range(q.shape[0]):
         for t in range(x.shape[0]):
             y[t, row0 + r] = q8_row_dot(q[r], scale[r], x[t])
+
+
+@njit(fastmath=True, cache=True, nogil=True)
+def matmul_f32_rows(y, w, x, row0):
+    """one thread: w (R,I) f32 @ x (T,I)^T -> y[:, row0:row0+R] of y (T,O)"""
+    for r in range(w.shape[0]):
+        for t in range(x.shape[0]):
+            acc = np.float32(0.0)
+            for i in range(w.shape[1]):
+                acc += w[r, i] * x[t, i]
+            y[t, row0 + r] = acc

@@ -1,7 +1,11 @@
 """The Llama forward pass. Reads top to bottom like the equations.
 
-Shape letters: T tokens in this call, D model dim, H query heads, K kv heads, E head dim,
-F ffn dim, V vocab, S positions held in the KV cache.
+One call advances several sequences at once (a batch of one is the common case): the linears see the
+rows of every sequence stacked, so each weight is read once per call; RoPE, the KV cache and
+attention are per sequence, at each sequence's own position.
+
+Shape letters: N rows in this call (all sequences), T a sequence's rows, D model dim, H query heads,
+K kv heads, E head dim, F ffn dim, V vocab, S positions held in a KV cache.
 """
 from __future__ import annotations
 
@@ -9,96 +13,93 @@ import numpy as np
 
 from tinyqmoe.kernels.attention import attention, attention_blas
 from tinyqmoe.kernels.elementwise import rmsnorm, rope_rotate_half, silu_mul
-from tinyqmoe.model.config import LlamaConfig
-from tinyqmoe.model.rope import cos_sin, inv_frequencies
 from tinyqmoe.kernels.matvec import SMALL_BATCH
+from tinyqmoe.model.rope import cos_sin
+from tinyqmoe.model.state import Activations, RunState
+
+PATHS = ("auto", "stream", "blocked")
 
 
-class RunState:
-    """The KV cache of one sequence, grown on demand (capacity doubles)."""
+def forward_batch(weights, states: list[RunState], tokens: list, rt, acts: Activations | None = None,
+                  all_logits: bool = False, path: str = "auto") -> list[np.ndarray]:
+    """Run tokens[i] at positions states[i].pos.. for every sequence i; logits per sequence:
+    (T_i, V) if all_logits else (1, V) for its last token.
 
-    def __init__(self, config: LlamaConfig, capacity: int = 256, limit: int | None = None):
-        self.config = config
-        self.limit = min(limit or config.max_seq_len, config.max_seq_len)  # most positions it may hold
-        self.inv_freq = inv_frequencies(config)
-        self.capacity = 0
-        self.k: list[np.ndarray] = []  # per layer (K, S, E)
-        self.v: list[np.ndarray] = []
-        self.pos = 0                   # tokens currently in the cache
-        self._grow(capacity)
-
-    def _grow(self, need: int) -> None:
-        c = self.config
-        if need > self.limit:
-            from tinyqmoe.errors import UsageError
-            raise UsageError(f"context of {need} tokens exceeds the limit of {self.limit}")
-        cap = max(need, min(self.limit, max(16, 2 * self.capacity)))
-        shape = (c.n_kv_heads, cap, c.head_dim)
-        new_k = [np.zeros(shape, np.float32) for _ in range(c.n_layers)]
-        new_v = [np.zeros(shape, np.float32) for _ in range(c.n_layers)]
-        for old, new in ((self.k, new_k), (self.v, new_v)):
-            for a, b in zip(old, new):
-                b[:, : self.pos] = a[:, : self.pos]
-        self.k, self.v, self.capacity = new_k, new_v, cap
-
-    def reserve(self, n_total: int) -> None:
-        if n_total > self.capacity:
-            self._grow(n_total)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
-
-
-def forward(weights, state: RunState, tokens, all_logits: bool = False, block_bytes: int = 0) -> np.ndarray:
-    """Run `tokens` at positions state.pos.. and return logits: (T, V) if all_logits else (1, V).
-
-    `weights` has .embed, .layers (a sequence, or any object whose `layer(i)` returns a Layer),
-    .norm and .lm_head (see tinyqmoe.weights.linear).
+    `weights` is a WeightSource (weights/source.py); `rt` the Runtime (threads, pool, block size).
+    path="stream": per-row streaming kernels whatever N, so a row's result never depends on the
+    other rows of the batch; "blocked": blocked BLAS products; "auto": stream up to 16 rows.
     """
-    c = state.config
-    tokens = np.asarray(tokens, dtype=np.int64)
-    T, H, K, E = len(tokens), c.n_heads, c.n_kv_heads, c.head_dim
-    pos0 = state.pos
-    state.reserve(pos0 + T)
-    cos, sin = cos_sin(state.inv_freq, pos0, T)
-    get_layer = weights.layer if hasattr(weights, "layer") else weights.layers.__getitem__
+    c = states[0].config
+    H, K, E = c.n_heads, c.n_kv_heads, c.head_dim
+    toks = [np.asarray(t, dtype=np.int64).reshape(-1) for t in tokens]
+    lens = [len(t) for t in toks]
+    starts = np.concatenate([[0], np.cumsum(lens)]).astype(int)
+    N = int(starts[-1])
+    stream = _streams(path, N)
+    for st, T in zip(states, lens):
+        st.reserve(st.pos + T)
+    rope = [cos_sin(st.inv_freq, st.pos, T) for st, T in zip(states, lens)]
+    a = (acts or Activations(c)).ensure(N)
+    x, h, qkv, att = a.x[:N], a.h[:N], a.qkv[:N], a.att[:N]
+    proj, gate_up, ffn = a.proj[:N], a.gate_up[:N], a.ffn[:N]
 
     # token embedding
-    x = weights.embed.rows(tokens)                                   # [T, D]
-    h = np.empty_like(x)
+    x[:] = weights.embed_rows(np.concatenate(toks))                   # [N, D]
     for l in range(c.n_layers):
-        layer = get_layer(l)
+        layer = weights.layer(l)
         # attention rmsnorm
         rmsnorm(h, x, layer.attn_norm, c.norm_eps)
         # qkv matmuls
-        qkv = layer.wqkv(h, block_bytes)                              # [T, (H+2K)E]
-        q = np.ascontiguousarray(qkv[:, : H * E]).reshape(T, H, E)
-        k = np.ascontiguousarray(qkv[:, H * E: (H + K) * E]).reshape(T, K, E)
-        v = qkv[:, (H + K) * E:].reshape(T, K, E)
-        # RoPE relative positional encoding: rotate q and k
-        rope_rotate_half(q, cos, sin)
-        rope_rotate_half(k, cos, sin)
-        # key and value at this position into the KV cache
-        state.k[l][:, pos0: pos0 + T] = k.transpose(1, 0, 2)
-        state.v[l][:, pos0: pos0 + T] = v.transpose(1, 0, 2)
-        # multi-head attention (grouped-query: H/K query heads share a kv head)
-        att = np.empty((T, H, E), np.float32)
-        (attention if T <= SMALL_BATCH else attention_blas)(att, q, state.k[l], state.v[l], pos0)
+        layer.wqkv(h, rt, qkv, stream)                                 # [N, (H+2K)E]
+        for st, (cos, sin), r0, T in zip(states, rope, starts, lens):
+            q = np.ascontiguousarray(qkv[r0:r0 + T, : H * E]).reshape(T, H, E)
+            k = np.ascontiguousarray(qkv[r0:r0 + T, H * E: (H + K) * E]).reshape(T, K, E)
+            v = qkv[r0:r0 + T, (H + K) * E:].reshape(T, K, E)
+            # RoPE relative positional encoding: rotate q and k
+            rope_rotate_half(q, cos, sin)
+            rope_rotate_half(k, cos, sin)
+            # key and value at these positions into the sequence's KV cache
+            p0 = st.pos
+            st.k[l, :, p0: p0 + T] = k.transpose(1, 0, 2)
+            st.v[l, :, p0: p0 + T] = v.transpose(1, 0, 2)
+            # multi-head attention (grouped-query: H/K query heads share a kv head)
+            out = np.empty((T, H, E), np.float32)
+            kernel = attention if (stream or T <= SMALL_BATCH) else attention_blas
+            kernel(out, q, st.k[l], st.v[l], p0)
+            att[r0:r0 + T] = out.reshape(T, H * E)
         # output projection and residual connection
-        x += layer.wo(att.reshape(T, H * E), block_bytes)
+        x += layer.wo(att, rt, proj, stream)
         # ffn rmsnorm
         rmsnorm(h, x, layer.ffn_norm, c.norm_eps)
         # SwiGLU non-linearity: w_down(silu(w_gate x) * w_up x)
-        gate_up = layer.w_gate_up(h, block_bytes)                     # [T, 2F]
-        f = np.empty((T, c.ffn_dim), np.float32)
-        silu_mul(f, gate_up)
+        layer.w_gate_up(h, rt, gate_up, stream)                        # [N, 2F]
+        silu_mul(ffn, gate_up)
         # residual connection
-        x += layer.w_down(f, block_bytes)
-    state.pos = pos0 + T
+        x += layer.w_down(ffn, rt, proj, stream)
+    for st, T in zip(states, lens):
+        st.pos += T
 
-    # final rmsnorm
-    last = x if all_logits else x[-1:]
+    # final rmsnorm, on the rows whose logits are asked for
+    rows = np.arange(N) if all_logits else starts[1:] - 1
+    last = np.ascontiguousarray(x[rows])
     rmsnorm(last, last, weights.norm, c.norm_eps)  # in place is safe: rms first, then scale
     # classifier into logits
-    return weights.lm_head(last, block_bytes)                         # [T or 1, V]
+    logits = weights.lm_head(last, rt, None, _streams(path, len(rows)))
+    if not all_logits:
+        return [logits[i:i + 1] for i in range(len(states))]
+    return [logits[r0:r0 + T] for r0, T in zip(starts, lens)]
+
+
+def _streams(path: str, rows: int) -> bool:
+    if path not in PATHS:
+        from tinyqmoe.errors import UsageError
+        raise UsageError(f"unknown arithmetic path {path!r} (choose {', '.join(PATHS)})")
+    return path == "stream" or (path == "auto" and rows <= SMALL_BATCH)
+
+
+def forward(weights, state: RunState, tokens, rt=None, all_logits: bool = False, path: str = "auto",
+            acts: Activations | None = None) -> np.ndarray:
+    """One sequence: logits (T, V) if all_logits else (1, V)."""
+    from tinyqmoe.runtime import SERIAL
+
+    return forward_batch(weights, [state], [tokens], rt or SERIAL, acts, all_logits, path)[0]

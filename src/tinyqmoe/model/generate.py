@@ -1,4 +1,8 @@
-"""Generation phases: prefill, decode_one_token, decode_n_tokens."""
+"""Generation phases: prefill, decode_one_token, decode_n_tokens.
+
+`fwd(state, ids) -> logits (1, V)` runs ids after the sequence in `state` (a bound forward pass:
+api.Model._forward), so these phases know nothing of where the weights live.
+"""
 from __future__ import annotations
 
 import time
@@ -6,7 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tinyqmoe.model.forward import RunState, forward
+from tinyqmoe.model.state import RunState
 from tinyqmoe.model.sampling import SamplingParams, sample
 
 
@@ -27,16 +31,16 @@ class GenerationStats:
         return self.gen_tokens / self.gen_seconds if self.gen_seconds else 0.0
 
 
-def prefill(weights, state: RunState, ids: list[int], block_bytes: int = 0) -> np.ndarray:
+def prefill(fwd, state: RunState, ids: list[int]) -> np.ndarray:
     """Run the prompt through the model in one batch; logits of its last token (V,)."""
-    return forward(weights, state, ids, all_logits=False, block_bytes=block_bytes)[0]
+    return fwd(state, ids)[0]
 
 
-def decode_one_token(weights, state: RunState, token: int) -> np.ndarray:
-    return forward(weights, state, [token])[0]
+def decode_one_token(fwd, state: RunState, token: int) -> np.ndarray:
+    return fwd(state, [token])[0]
 
 
-def decode_n_tokens(weights, state: RunState, logits: np.ndarray, n: int, params: SamplingParams,
+def decode_n_tokens(fwd, state: RunState, logits: np.ndarray, n: int, params: SamplingParams,
                     stop_ids=frozenset(), stats: GenerationStats | None = None) -> Iterator[int]:
     """Sample up to n tokens, yielding each as soon as it is chosen; stops after a stop token."""
     rng = np.random.default_rng(params.seed)
@@ -50,7 +54,7 @@ def decode_n_tokens(weights, state: RunState, logits: np.ndarray, n: int, params
         if i + 1 < n:
             # decode speed counts forward passes of one token, as llama.cpp's eval rate does
             t0 = time.perf_counter()
-            logits = decode_one_token(weights, state, token)
+            logits = decode_one_token(fwd, state, token)
             if stats is not None:
                 stats.gen_tokens += 1
                 stats.gen_seconds += time.perf_counter() - t0

@@ -15,11 +15,13 @@ import dataclasses
 import re
 
 from tinyqmoe.errors import MemoryBudgetError, UsageError
+from tinyqmoe.weights.source import SOURCES
 
 MB = 10**6  # sizes are shown and parsed in decimal megabytes, as users write them
-# Measured growth of peak RSS during the first forward pass (cached numba kernels loaded, OpenMP and
-# pool threads started): +44 MB and +35 MB in two venvs; a margin on top.
-KERNELS = 55 * MB
+# Measured growth of peak RSS while the first chunks decode and the first forward pass runs (cached
+# numba kernels loaded, OpenMP and pool threads started): +44 MB and +35 MB in two venvs on a Xeon;
+# +67 MB on an AMD EPYC Zen 3 (tiny model, LZW container, December); a margin on top.
+KERNELS = 72 * MB
 
 
 def peak_rss_bytes() -> int:
@@ -90,12 +92,11 @@ def estimate(container, source: str, context: int, threads: int, so_far: int | N
                              "activations": acts})
 
 
-def choose_source(container, max_memory: int, context: int, threads: int) -> Estimate:
-    """The fastest source whose estimate fits `max_memory`, or MemoryBudgetError naming the minimum."""
-    from tinyqmoe.weights.sources import SOURCES
-
+def choose_source(container, max_memory: int, context: int, threads: int,
+                  sources: tuple[str, ...] = SOURCES) -> Estimate:
+    """The fastest of `sources` whose estimate fits `max_memory`, or MemoryBudgetError naming the minimum."""
     so_far = peak_rss_bytes()
-    estimates = [estimate(container, s, context, threads, so_far) for s in SOURCES]  # fastest first
+    estimates = [estimate(container, s, context, threads, so_far) for s in sources]  # fastest first
     for est in estimates:
         if est.total <= max_memory:
             return est

@@ -1,7 +1,12 @@
-"""The engine's weights: linear layers in f32 or int8, grouped per transformer layer.
+"""Resident linear layers (f32 or int8) and the per-layer bundle the forward pass reads.
 
 Q/K/V projections are stored fused as one [H*E + 2*K*E, D] matrix and gate/up as one [2F, D]
 matrix, so a decode step makes one matvec pass over each.
+
+Every linear, resident or chunked (weights/chunked.py), is a callable
+    lin(x (T, I) f32, rt: Runtime, out: (T, O) f32 | None, stream: bool) -> (T, O) f32
+where `stream=True` asks for the per-row streaming kernels (one pass over the weights, each output
+row independent of the others) and `stream=False` for blocked BLAS (long prefills).
 """
 from __future__ import annotations
 
@@ -11,10 +16,8 @@ import numpy as np
 
 from tinyqmoe.compress.quant import QuantizedTensor, quantize_int8, unpack_bits
 from tinyqmoe.errors import UsageError
-from tinyqmoe.runtime import parallel_map, threads
-from tinyqmoe.kernels.matvec import SMALL_BATCH, dequant_rows_q8, matmul_f32, matmul_q8
-
-WEIGHT_KINDS = ("f32", "int8")
+from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
+from tinyqmoe.runtime import SERIAL, Runtime
 
 
 @dataclasses.dataclass
@@ -65,20 +68,21 @@ class Linear:
         return (self.q[idx].reshape(len(idx), g, i // g).astype(np.float32)
                 * self.scale[idx][:, :, None]).reshape(len(idx), i)
 
-    def __call__(self, x: np.ndarray, block_bytes: int = 0) -> np.ndarray:
-        """x (T, I) f32 -> (T, O) f32. Decode and short prompts stream the weights; long prompts use BLAS."""
+    def __call__(self, x: np.ndarray, rt: Runtime = SERIAL, out: np.ndarray | None = None,
+                 stream: bool = True) -> np.ndarray:
+        """x (T, I) f32 -> (T, O) f32: streamed row by row, or in blocked BLAS products."""
         T = x.shape[0]
         O, I = self.shape
-        y = np.empty((T, O), np.float32)
-        if T <= SMALL_BATCH:
+        y = np.empty((T, O), np.float32) if out is None else out
+        if stream:
             if self.w is not None:
                 matmul_f32(y, self.w, x)
             else:
                 matmul_q8(y, self.q, self.scale, x)
             return y
         # Long prompts: blocks of rows that fit the cache, dequantized and multiplied (single-threaded
-        # BLAS) by the threads of the shared pool, one block per task.
-        R = max(1, min(-(-O // threads()), (block_bytes or (1 << 20)) // (4 * I)))  # >= one block per thread
+        # BLAS) by the threads of the runtime's pool, one block per task.
+        R = max(1, min(-(-O // rt.threads), rt.block_bytes // (4 * I)))  # >= one block per thread
         x = np.ascontiguousarray(x)
 
         def block(r0):
@@ -90,37 +94,24 @@ class Linear:
                 dequant_rows_q8(w, self.q, self.scale, r0)
             y[:, r0:r1] = x @ w.T
 
-        parallel_map(block, range(0, O, R))
+        rt.map(block, range(0, O, R))
         return y
 
 
 @dataclasses.dataclass
 class Layer:
+    """One transformer layer's weights as the forward pass reads them (any linears: resident or chunked)."""
     attn_norm: np.ndarray   # (D,)
-    wqkv: Linear            # (H*E + 2*K*E, D)
-    wo: Linear              # (D, H*E)
+    wqkv: object            # (H*E + 2*K*E, D)
+    wo: object              # (D, H*E)
     ffn_norm: np.ndarray    # (D,)
-    w_gate_up: Linear       # (2F, D)
-    w_down: Linear          # (D, F)
+    w_gate_up: object       # (2F, D)
+    w_down: object          # (D, F)
 
     @property
     def nbytes(self) -> int:
         return (self.attn_norm.nbytes + self.ffn_norm.nbytes + self.wqkv.nbytes + self.wo.nbytes
                 + self.w_gate_up.nbytes + self.w_down.nbytes)
-
-
-@dataclasses.dataclass
-class Weights:
-    embed: Linear           # (V, D), looked up by rows
-    layers: list[Layer]
-    norm: np.ndarray        # (D,)
-    lm_head: Linear         # (V, D); the same object as `embed` when tied
-    kind: str               # "f32" | "int8"
-
-    @property
-    def nbytes(self) -> int:
-        n = self.embed.nbytes + self.norm.nbytes + sum(l.nbytes for l in self.layers)
-        return n if self.lm_head is self.embed else n + self.lm_head.nbytes
 
 
 def layer_from_tensors(get, i: int, make) -> Layer:
@@ -134,53 +125,3 @@ def layer_from_tensors(get, i: int, make) -> Layer:
         w_gate_up=Linear.concat([make(p + "mlp.gate_proj.weight"), make(p + "mlp.up_proj.weight")]),
         w_down=make(p + "mlp.down_proj.weight"),
     )
-
-
-def assemble_weights(config, get_float, make, progress=None) -> Weights:
-    """Engine weights from `get_float(hf_name) -> f32 array` (norms) and `make(hf_name) -> Linear`."""
-    embed = make("model.embed_tokens.weight")
-    layers = []
-    for i in range(config.n_layers):
-        layers.append(layer_from_tensors(get_float, i, make))
-        if progress:
-            progress(i + 1, config.n_layers)
-    lm_head = embed if config.tie_embeddings else make("lm_head.weight")
-    kind = "int8" if embed.q is not None else "f32"
-    return Weights(embed=embed, layers=layers, norm=get_float("model.norm.weight"), lm_head=lm_head, kind=kind)
-
-
-def weights_from_checkpoint(ckpt, kind: str = "int8", group: int | None = None, progress=None) -> Weights:
-    """Build engine weights from a float checkpoint, quantizing to int8 when asked."""
-    if kind not in WEIGHT_KINDS:
-        raise UsageError(f"unknown weights kind {kind!r} (choose from {', '.join(WEIGHT_KINDS)})")
-    return assemble_weights(ckpt.config, ckpt.get, lambda name: Linear.from_float(ckpt.get(name), kind, group),
-                            progress)
-
-
-def weights_from_container(container, threads: int = 1, progress=None) -> Weights:
-    """Decode a .tqm container's tensors into resident engine weights.
-
-    Chunks are read with pread (tinyqmoe.weights.sources.ChunkReader), not through the container's
-    mapping, so the file's pages never add to the process's resident memory.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tinyqmoe.weights.sources import ChunkReader
-
-    reader = ChunkReader(container)
-    pool = ThreadPoolExecutor(max(1, threads))
-
-    def make(name):
-        e = container.tensor(name)
-        payload = reader.read_tensor(name, pool)
-        if e.qtype == "f32":
-            return Linear(w=payload.view("<f4").astype(np.float32).reshape(e.shape))
-        q = payload.view(np.int8) if e.bits == 8 else payload
-        return Linear.from_quantized(QuantizedTensor(q=q, scale=container.read_scale(name), group=e.group,
-                                                     bits=e.bits))
-
-    try:
-        return assemble_weights(container.config, container.read_float, make, progress)
-    finally:
-        pool.shutdown()
-        reader.close()

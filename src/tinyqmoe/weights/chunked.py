@@ -1,0 +1,107 @@
+"""A linear whose rows stay in the file: each call reads, decodes and multiplies chunk by chunk.
+
+Used by the fused source for every linear and by the streamed and fused sources for the embedding
+and the LM head (the largest tensors). Quantized tensors (int8, 4-bit, ternary: widened per chunk)
+and f32 tensors (`--no-quantize-embeddings`, `--no-quantize-lm-head`) both work.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from tinyqmoe.kernels.matvec import matmul_f32_rows, matmul_q8_rows
+from tinyqmoe.runtime import SERIAL, Runtime
+
+
+class ChunkedLinear:
+    def __init__(self, reader, name: str, rt: Runtime):
+        self.reader, self.rt = reader, rt
+        self.entry = reader.tensor(name)
+        self.f32 = self.entry.qtype == "f32"
+        self.scale = None if self.f32 else reader.read_scale(name)   # (O, G) f32: small, kept resident
+
+    @property
+    def shape(self):
+        return self.entry.shape
+
+    @property
+    def nbytes(self) -> int:  # resident bytes
+        return 0 if self.f32 else self.scale.nbytes
+
+    def _buffer(self, n_rows: int) -> np.ndarray:
+        """This thread's reused buffer (shared by every chunked linear of the file) for n_rows decoded
+        rows: float32 or int8 [n_rows, I]."""
+        e = self.entry
+        dtype, width = (np.float32, e.row_bytes // 4) if self.f32 else (np.int8, e.shape[1])
+        raw = self.reader.scratch("rows", n_rows * width * np.dtype(dtype).itemsize)
+        return raw.view(dtype).reshape(n_rows, width)
+
+    def chunk(self, i: int) -> np.ndarray:
+        """Chunk i's rows: float32 (R, I) for an f32 tensor, else int8 (R, I)."""
+        e = self.entry
+        rows = self._buffer(e.chunk_rows(i)[1])
+        if self.f32:
+            self.reader.read_chunk(e, i, rows.view(np.uint8))
+            return rows
+        return self.reader.read_chunk_int8(e, i, rows)
+
+    def _one(self, y, x, i):
+        r0, n = self.entry.chunk_rows(i)
+        if self.f32:
+            matmul_f32_rows(y, self.chunk(i), x, r0)
+        else:
+            matmul_q8_rows(y, self.chunk(i), self.scale[r0:r0 + n], x, r0)
+
+    def __call__(self, x: np.ndarray, rt: Runtime = SERIAL, out: np.ndarray | None = None,
+                 stream: bool = True) -> np.ndarray:
+        """x (T, I) f32 -> (T, O) f32, always row by row (each output row independent of the others).
+        Each thread of the source's pool takes the next chunk not yet taken until none is left:
+        dynamic, so a thread the OS preempts leaves its share to the others (a static split stalls
+        on a busy machine), with one task per thread rather than per chunk."""
+        y = np.empty((x.shape[0], self.entry.shape[0]), np.float32) if out is None else out
+        x = np.ascontiguousarray(x)
+        n = self.entry.n_chunks
+        taken = itertools.count()   # next() on it is atomic under the GIL
+
+        def worker(_):
+            while (i := next(taken)) < n:
+                self._one(y, x, i)
+
+        self.rt.map(worker, range(min(n, self.rt.threads)))
+        return y
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows `idx` as float32, decoding only the chunks that hold them (embedding lookup)."""
+        e = self.entry
+        out = np.empty((len(idx), e.shape[1]), np.float32)
+        starts = e.chunks["row_start"].astype(np.int64)
+        for k, r in enumerate(np.asarray(idx)):
+            i = int(np.searchsorted(starts, r, side="right") - 1)
+            row = self.chunk(i)[r - starts[i]]
+            if self.f32:
+                out[k] = row
+            else:
+                G = self.scale.shape[1]
+                out[k] = (row.reshape(G, -1).astype(np.float32) * self.scale[r][:, None]).reshape(-1)
+        return out
+
+
+class ConcatLinear:
+    """Several linears of one input applied as one (rows stacked): q|k|v and gate|up."""
+
+    def __init__(self, parts):
+        self.parts = parts
+        self.shape = (sum(p.shape[0] for p in parts), parts[0].shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def __call__(self, x, rt: Runtime = SERIAL, out=None, stream: bool = True):
+        y = np.empty((x.shape[0], self.shape[0]), np.float32) if out is None else out
+        o = 0
+        for p in self.parts:
+            y[:, o:o + p.shape[0]] = p(x, rt, None, stream)
+            o += p.shape[0]
+        return y

@@ -1,0 +1,75 @@
+"""Resident weights: every tensor decoded to int8 (or f32) once, at load."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from tinyqmoe.errors import UsageError
+from tinyqmoe.weights.linear import Layer, Linear, layer_from_tensors
+
+WEIGHT_KINDS = ("f32", "int8")
+
+
+@dataclasses.dataclass
+class ResidentWeights:
+    """A WeightSource whose layers all sit in RAM."""
+    embed: Linear           # (V, D), looked up by rows
+    layers: list[Layer]
+    norm: np.ndarray        # (D,)
+    lm_head: Linear         # (V, D); the same object as `embed` when tied
+    dtype: str              # "f32" | "int8"
+    kind: str = "resident"
+
+    def layer(self, i: int) -> Layer:
+        return self.layers[i]
+
+    def embed_rows(self, ids: np.ndarray) -> np.ndarray:
+        return self.embed.rows(ids)
+
+    @property
+    def bytes_held(self) -> int:
+        n = self.embed.nbytes + self.norm.nbytes + sum(l.nbytes for l in self.layers)
+        return n if self.lm_head is self.embed else n + self.lm_head.nbytes
+
+    nbytes = bytes_held
+
+    @property
+    def bytes_read(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def assemble(config, get_float, make, progress=None) -> ResidentWeights:
+    """Engine weights from `get_float(hf_name) -> f32 array` (norms) and `make(hf_name) -> Linear`."""
+    embed = make("model.embed_tokens.weight")
+    layers = []
+    for i in range(config.n_layers):
+        layers.append(layer_from_tensors(get_float, i, make))
+        if progress:
+            progress(i + 1, config.n_layers)
+    lm_head = embed if config.tie_embeddings else make("lm_head.weight")
+    dtype = "int8" if layers and layers[0].wo.q is not None else "f32"
+    return ResidentWeights(embed=embed, layers=layers, norm=get_float("model.norm.weight"), lm_head=lm_head,
+                           dtype=dtype)
+
+
+def from_checkpoint(ckpt, kind: str = "int8", group: int | None = None, progress=None) -> ResidentWeights:
+    """Engine weights from a float checkpoint, quantized to int8 when asked."""
+    if kind not in WEIGHT_KINDS:
+        raise UsageError(f"unknown weights kind {kind!r} (choose from {', '.join(WEIGHT_KINDS)})")
+    return assemble(ckpt.config, ckpt.get, lambda name: Linear.from_float(ckpt.get(name), kind, group), progress)
+
+
+def from_container(container, rt, progress=None) -> ResidentWeights:
+    """Decode a .tqm container's tensors into RAM through the reader (pread, chunks in parallel)."""
+    def make(name):
+        e = container.tensor(name)
+        if e.qtype == "f32":
+            return Linear(w=container.read_float(name, rt.pool))
+        q, scale = container.read_int8(name, rt.pool)
+        return Linear(q=q, scale=scale)
+
+    return assemble(container.config, lambda n: container.read_float(n, rt.pool), make, progress)
