@@ -1,5 +1,9 @@
 """The fused source: every linear multiplies chunk by chunk as it decodes; RAM holds one chunk per thread.
 
+Each linear (q|k|v and gate|up stacked) is one compiled call (weights/fused_loop.py) that reads,
+checks, decodes and multiplies all its chunks with no Python per chunk; a chunk whose codec the loop
+cannot decode makes that linear fall back to the chunk-by-chunk reader path (weights/chunked.py).
+
 Chunks are read with pread into reused buffers (compress/reader.py), so the file's pages never count
 in the process's memory; with `cold=True` the reader also drops them from the page cache, so every
 token reads its weights from storage, as on a device whose RAM cannot cache the model.
@@ -8,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyqmoe.runtime import Runtime
+from tinyqmoe.errors import CorruptionDetected
+from tinyqmoe.runtime import SERIAL, Runtime
 from tinyqmoe.weights.chunked import ChunkedLinear, ConcatLinear
 from tinyqmoe.weights.linear import Layer
 
@@ -67,20 +72,118 @@ def stacked_layer(norms, lin: dict) -> Layer:
                  w_down=lin["mlp.down_proj.weight"])
 
 
+class FusedScratch:
+    """Per-thread buffers for the compiled loop, sized for the largest chunk of the file."""
+
+    def __init__(self, reader, threads: int):
+        entries = [reader.tensor(n) for n in reader.names if len(reader.tensor(n).shape) == 2]
+        max_stored = max(int(e.chunks["stored_size"].max()) for e in entries)
+        max_raw = max(int(e.chunks["raw_size"].max()) for e in entries)
+        wide = max((int(e.chunks["row_count"].max()) * e.shape[1] for e in entries if e.bits < 8), default=0)
+        self.stored = np.empty((threads, max_stored), np.uint8)
+        self.raw = np.empty((threads, max_raw), np.uint8)
+        self.wide = np.empty((threads, max(wide, 1)), np.int8)
+        self.ent = np.empty((threads, max_raw + 260), np.int64)    # LZW entries: at most raw_size + 258
+        self.slots = np.empty((threads, 4096), np.uint32)          # rANS decode table
+
+    @property
+    def nbytes(self) -> int:
+        return self.stored.nbytes + self.raw.nbytes + self.wide.nbytes + self.ent.nbytes + self.slots.nbytes
+
+
+def fusable(reader, names) -> bool:
+    """Whether the compiled loop can run these tensors stacked: codecs it decodes, one kind of payload
+    (all f32 or all quantized with the same scale groups) and one input size."""
+    from tinyqmoe.compress.common import LZW, RANS, RAW, ZSTD
+    from tinyqmoe.weights.fused_loop import HAVE_ZSTD
+
+    entries = [reader.tensor(n) for n in names]
+    ok_codecs = {RAW, LZW, RANS} | ({ZSTD} if HAVE_ZSTD else set())
+    if any(int(c) not in ok_codecs for e in entries for c in e.chunks["codec"]):
+        return False
+    if len({e.shape[1] for e in entries}) != 1 or len({e.qtype == "f32" for e in entries}) != 1:
+        return False
+    return entries[0].qtype == "f32" or len({e.shape[1] // e.group for e in entries}) == 1
+
+
+class FusedLinear:
+    """Tensors `names` stacked by rows, multiplied chunk by chunk in one compiled call."""
+
+    def __init__(self, reader, names: list[str], scratch: FusedScratch):
+        self.reader, self.scratch = reader, scratch
+        entries = [reader.tensor(n) for n in names]
+        rows, where, base = [], [], 0
+        for e in entries:
+            bits = 32 if e.qtype == "f32" else e.bits
+            for k, c in enumerate(e.chunks):
+                rows.append((int(c["offset"]), int(c["stored_size"]), int(c["raw_size"]),
+                             base + int(c["row_start"]), int(c["row_count"]), int(c["codec"]), bits))
+                where.append((e, k))
+            base += e.shape[0]
+        self.table = np.array(rows, np.int64)
+        self.checks = np.concatenate([e.chunks["crc32"] for e in entries]).astype(np.uint64)
+        self.where = where
+        self.stored_total = int(self.table[:, 1].sum())
+        self.shape = (base, entries[0].shape[1])
+        if entries[0].qtype == "f32":
+            self.scales = np.ones((1, 1), np.float32)
+        else:
+            self.scales = np.ascontiguousarray(np.concatenate([reader.read_scale(n) for n in names]))
+
+    @property
+    def nbytes(self) -> int:
+        return self.scales.nbytes + self.table.nbytes + self.checks.nbytes
+
+    def __call__(self, x: np.ndarray, rt: Runtime = SERIAL, out: np.ndarray | None = None,
+                 stream: bool = True) -> np.ndarray:
+        from tinyqmoe.weights.fused_loop import fused_linear
+
+        y = np.empty((x.shape[0], self.shape[0]), np.float32) if out is None else out
+        status = np.zeros(len(self.table), np.int64)
+        s, r = self.scratch, self.reader
+        fused_linear(y, np.ascontiguousarray(x), r.fd, r.cold, self.table, self.checks, self.scales, s.stored,
+                     s.raw, s.wide, s.ent, s.slots, status)
+        with r._lock:
+            r.bytes_read += self.stored_total
+        if status.any():
+            self._raise(int(np.nonzero(status)[0][0]))
+        return y
+
+    def _raise(self, i: int) -> None:
+        """The reader reads the failing chunk again and raises its own typed error for it."""
+        e, k = self.where[i]
+        self.reader.read_chunk(e, k)
+        raise CorruptionDetected(f"{e.name} chunk {k}: could not be decoded", self.reader.path, field=e.name)
+
+
 class FusedSource(ChunkedSourceBase):
     kind = "fused"
 
     def __init__(self, reader, rt: Runtime):
         super().__init__(reader, rt)
+        self.scratch = FusedScratch(reader, rt.threads)
         self._layers = []
         for i in range(self.config.n_layers):
             p = f"model.layers.{i}."
-            self._layers.append(stacked_layer(self.norms[i], {n: ChunkedLinear(reader, p + n, rt) for n in LINEARS}))
+            groups = {"qkv": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+                      "o": ("self_attn.o_proj.weight",), "gate_up": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+                      "down": ("mlp.down_proj.weight",)}
+            lin = {k: self._linear([p + n for n in names]) for k, names in groups.items()}
+            self._layers.append(Layer(attn_norm=self.norms[i][0], wqkv=lin["qkv"], wo=lin["o"],
+                                      ffn_norm=self.norms[i][1], w_gate_up=lin["gate_up"], w_down=lin["down"]))
+        if fusable(reader, [self.lm_head.entry.name]):
+            self.lm_head = FusedLinear(reader, [self.lm_head.entry.name], self.scratch)
+
+    def _linear(self, names: list[str]):
+        if fusable(self.reader, names):
+            return FusedLinear(self.reader, names, self.scratch)
+        parts = [ChunkedLinear(self.reader, n, self.rt) for n in names]
+        return parts[0] if len(parts) == 1 else ConcatLinear(parts)
 
     def layer(self, i: int) -> Layer:
         return self._layers[i]
 
     @property
     def bytes_held(self) -> int:
-        return super().bytes_held + sum(l.wqkv.nbytes + l.wo.nbytes + l.w_gate_up.nbytes + l.w_down.nbytes
-                                        for l in self._layers)
+        return super().bytes_held + self.scratch.nbytes + sum(
+            l.wqkv.nbytes + l.wo.nbytes + l.w_gate_up.nbytes + l.w_down.nbytes for l in self._layers)

@@ -1,0 +1,211 @@
+"""One compiled call per linear: read, check, decode and multiply every chunk with no Python per chunk.
+
+`fused_linear` is a numba routine whose parallel loop walks a linear's chunks (several tensors
+stacked, e.g. q|k|v): each thread preads a chunk into its own buffer (libc `pread`, called from
+nopython code by symbol), checks its CRC-32 (zlib's, likewise), decodes it (raw, LZW, rANS,
+zstd via libzstd), widens 4-bit / ternary fields to int8 (refusing a ternary `10`, FORMAT §5) and
+multiplies its rows into the output. A chunk that fails sets its status; the Python side raises the
+typed error naming the tensor and the chunk, exactly as compress/reader.py would.
+
+Shape letters: T tokens, I inputs, O output rows (all stacked tensors), G scale groups per row.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from tinyqmoe.compress.common import (E_TRAILING, E_TRUNCATED, LZW, LZW_FIRST_CODE, LZW_MAX_BITS, LZW_MIN_BITS, OK,
+                                      RANS, RAW, ZSTD)
+from tinyqmoe.compress.lzw_decode import lzw_decode_kernel
+from tinyqmoe.compress.rans_decode import rans_decode_kernel, rans_table_kernel
+from tinyqmoe.kernels.matvec import q8_row_dot
+
+E_READ = -20          # pread returned fewer bytes than the chunk's stored size
+E_CHECKSUM = -21      # the chunk's bytes do not match its checksum
+E_UNSUPPORTED = -22   # a codec this loop cannot decode (the caller falls back to the reader)
+E_TERNARY = -23       # a ternary field holds 0b10 (FORMAT §5)
+E_CODEC_PARAM = -24   # an LZW max_bits byte outside 9..24, or a zstd frame of the wrong size
+
+# C functions called from nopython code by symbol name (so the compiled functions can be cached):
+# pread and posix_fadvise from libc, crc32 from zlib, ZSTD_decompress from libzstd when present.
+_I8P = ir.IntType(8).as_pointer()
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+
+
+def _array_data(context, builder, aty, value):
+    return builder.bitcast(context.make_array(aty)(context, builder, value).data, _I8P)
+
+
+@intrinsic
+def _pread(typingctx, fd, buf, size, off):
+    """pread(fd, buf.data, size, off) -> bytes read (or -1)."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(_I64, [_I32, _I8P, _I64, _I64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "pread")
+        return builder.call(fn, [builder.trunc(args[0], _I32), _array_data(context, builder, sig.args[1], args[1]),
+                                 args[2], args[3]])
+    return types.int64(types.int64, buf, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _fadvise(typingctx, fd, off, size, advice):
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(_I32, [_I32, _I64, _I64, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "posix_fadvise")
+        r = builder.call(fn, [builder.trunc(args[0], _I32), args[1], args[2], builder.trunc(args[3], _I32)])
+        return builder.sext(r, _I64)
+    return types.int64(types.int64, types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _crc32(typingctx, buf, size):
+    """zlib crc32(0, buf.data, size)."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(_I64, [_I64, _I8P, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "crc32")
+        return builder.call(fn, [ir.Constant(_I64, 0), _array_data(context, builder, sig.args[0], args[0]),
+                                 builder.trunc(args[1], _I32)])
+    return types.uint64(buf, types.int64), codegen
+
+
+@intrinsic
+def _zstd_decompress(typingctx, dst, src):
+    """ZSTD_decompress(dst.data, dst.size, src.data, src.size) -> size_t (an error is a huge value)."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(_I64, [_I8P, _I64, _I8P, _I64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "ZSTD_decompress")
+        d = context.make_array(sig.args[0])(context, builder, args[0])
+        s = context.make_array(sig.args[1])(context, builder, args[1])
+        return builder.call(fn, [builder.bitcast(d.data, _I8P), d.nitems, builder.bitcast(s.data, _I8P), s.nitems])
+    return types.uint64(dst, src), codegen
+
+
+def _load_libraries() -> bool:
+    """Make zlib (and libzstd, if installed) visible to compiled code; True if zstd is available."""
+    import llvmlite.binding as llvm
+
+    llvm.load_library_permanently(ctypes.util.find_library("z") or "libz.so.1")
+    name = ctypes.util.find_library("zstd")
+    if name is None:
+        return False
+    try:
+        llvm.load_library_permanently(name)
+    except RuntimeError:
+        return False
+    return True
+
+
+HAVE_ZSTD = _load_libraries()
+
+if HAVE_ZSTD:
+    @njit(nogil=True, cache=True)
+    def _zstd_into(dst, src) -> int:
+        return OK if _zstd_decompress(dst, src) == dst.size else E_CODEC_PARAM
+else:
+    @njit(nogil=True, cache=True)
+    def _zstd_no_library(dst, src) -> int:
+        return E_UNSUPPORTED
+    _zstd_into = _zstd_no_library
+
+POSIX_FADV_DONTNEED = 4
+
+
+@njit(nogil=True, cache=True)
+def decode_core(codec, dst, src, ent, slots) -> int:
+    """Decode one chunk's stored bytes src (uint8) into dst (uint8 [raw_size]) -> status (0 ok)."""
+    if codec == RAW:
+        if src.size != dst.size:
+            return E_TRAILING if src.size > dst.size else E_TRUNCATED
+        dst[:] = src
+        return OK
+    if codec == LZW:
+        if src.size < 1:
+            return E_TRUNCATED
+        max_bits = np.int64(src[0])
+        if max_bits < LZW_MIN_BITS or max_bits > LZW_MAX_BITS:
+            return E_CODEC_PARAM
+        n_ent = min(np.int64(1) << max_bits, dst.size + LZW_FIRST_CODE + 1)
+        return lzw_decode_kernel(dst, src, ent[:n_ent])
+    if codec == RANS:
+        pos = rans_table_kernel(slots, src, dst.size)
+        if pos < 0:
+            return pos
+        if dst.size == 0:
+            return OK if pos == src.size else E_TRAILING
+        return rans_decode_kernel(dst, src, pos, slots)
+    if codec == ZSTD:
+        return _zstd_into(dst, src)
+    return E_UNSUPPORTED
+
+
+@njit(nogil=True, cache=True)
+def widen_fields(out, packed, bits) -> bool:
+    """packed uint8 [n] of `bits`-bit two's-complement fields -> out int8 [n * 8 / bits]; False if a
+    ternary (2-bit) field holds 0b10."""
+    per = 8 // bits
+    mask = (1 << bits) - 1
+    half = 1 << (bits - 1)
+    for i in range(packed.size):
+        b = np.int64(packed[i])
+        for k in range(per):
+            f = (b >> (bits * k)) & mask
+            if bits == 2 and f == 2:
+                return False
+            out[i * per + k] = f - (1 << bits) if f >= half else f
+    return True
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wide_buf, ent, slots, status):
+    """y (T, O) <- W x for the chunks of `table` int64 [n, 7] (offset, stored_size, raw_size, out_row,
+    row_count, codec, bits); checks uint64 [n] CRC-32s; scales f32 (O, G) (unused for bits 32);
+    per-thread buffers [threads, ...]; status int64 [n] <- 0 or the chunk's error."""
+    n = table.shape[0]
+    T, I = x.shape
+    for i in prange(n):
+        tid = numba.get_thread_id()
+        off, size, raw = table[i, 0], table[i, 1], table[i, 2]
+        r0, rc, codec, bits = table[i, 3], table[i, 4], table[i, 5], table[i, 6]
+        dst = raw_buf[tid, :raw]
+        direct = codec == RAW and size == raw
+        src = dst if direct else stored_buf[tid, :size]
+        if _pread(fd, src, size, off) != size:
+            status[i] = E_READ
+            continue
+        if _crc32(src, size) != checks[i]:
+            status[i] = E_CHECKSUM
+            continue
+        if cold:
+            _fadvise(fd, off, size, POSIX_FADV_DONTNEED)
+        if not direct:
+            st = decode_core(codec, dst, src, ent[tid], slots[tid])
+            if st != OK:
+                status[i] = st
+                continue
+        if bits == 32:
+            w = dst.view(np.float32).reshape(rc, I)
+            for r in range(rc):
+                for t in range(T):
+                    acc = np.float32(0.0)
+                    for j in range(I):
+                        acc += w[r, j] * x[t, j]
+                    y[t, r0 + r] = acc
+            continue
+        if bits == 8:
+            q = dst.view(np.int8).reshape(rc, I)
+        else:
+            wide = wide_buf[tid, :rc * I]
+            if not widen_fields(wide, dst, bits):
+                status[i] = E_TERNARY
+                continue
+            q = wide.reshape(rc, I)
+        for r in range(rc):
+            for t in range(T):
+                y[t, r0 + r] = q8_row_dot(q[r], scales[r0 + r], x[t])
