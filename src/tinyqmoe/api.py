@@ -41,6 +41,7 @@ class LoadPlan:
     threads: int | None
     cold: bool
     progress: bool
+    storage_bw: float | None = None   # emulated storage speed, bytes per second (streamed/fused)
 
     @property
     def reads_container(self) -> bool:
@@ -51,7 +52,7 @@ class LoadPlan:
 def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int | None = None,
               max_memory: int | str | None = None, group: int | None = None, progress: bool = False,
               cache: bool = True, source: str = "auto", cold: bool = False,
-              context: int | None = None) -> LoadPlan:
+              context: int | None = None, storage_bw: int | str | None = None) -> LoadPlan:
     """Resolve and check the arguments of `load` (see there) into a LoadPlan."""
     from tinyqmoe.locate import model_kind, resolve
     from tinyqmoe.weights.budget import parse_size
@@ -67,6 +68,9 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
     if context is not None and context < 0:
         raise UsageError(f"context must be >= 0 (0: the model's own), got {context}")
     budget = None if max_memory is None else parse_size(max_memory)
+    bw = None if storage_bw is None else parse_size(str(storage_bw).removesuffix("/s"))
+    if bw is not None and bw <= 0:
+        raise UsageError(f"storage bandwidth must be positive, got {storage_bw!r}")
     path = resolve(path_or_name)
     kind = model_kind(path)
     if kind is None:
@@ -83,20 +87,22 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
         weights = "stored"
     weights = weights or "int8"
     plan = LoadPlan(str(path_or_name), path, kind, weights, group, cache, source, budget, context or None,
-                    threads, cold, progress)
+                    threads, cold, progress, bw)
     chunked = budget is not None or source in ("streamed", "fused")
     if chunked and weights == "f32":
         raise UsageError("memory budgets and streamed/fused sources run int8 weights, not f32")
     if chunked and not plan.reads_container:
         raise UsageError("streamed/fused sources and memory budgets need the int8 cache (cache=True)")
-    if cold and (source == "resident" or not chunked):
-        raise UsageError("cold applies to the streamed and fused sources (give source= or max_memory=)")
+    for flag, given in (("cold", cold), ("storage_bw", bw is not None)):
+        if given and (source == "resident" or not chunked):
+            raise UsageError(f"{flag} applies to the streamed and fused sources (give source= or max_memory=)")
     return plan
 
 
 def load(path_or_name: str | Path, weights: str | None = None, threads: int | None = None,
          max_memory: int | str | None = None, group: int | None = None, progress: bool = False,
-         cache: bool = True, source: str = "auto", cold: bool = False, context: int | None = None) -> "Model":
+         cache: bool = True, source: str = "auto", cold: bool = False, context: int | None = None,
+         storage_bw: int | str | None = None) -> "Model":
     """Load a model: an HF directory, a .gguf or .tqm file, or the name `default`.
 
     weights:    for float checkpoints, "int8" (default: symmetric per output channel, or per `group`
@@ -112,9 +118,11 @@ def load(path_or_name: str | Path, weights: str | None = None, threads: int | No
     cold:       streamed/fused sources drop the file's pages after reading (every token reads storage).
     context:    the longest sequence (prompt + generated) to hold (default 1024 when a budget is
                 given, else the model's maximum; 0 means the model's maximum).
+    storage_bw: emulate storage of this speed ("90MB/s", bytes per second) for the streamed and fused
+                sources: a warm page cache plus a byte-rate throttle on every read (docs/streaming.md).
     """
     return build(plan_load(path_or_name, weights, threads, max_memory, group, progress, cache, source, cold,
-                           context))
+                           context, storage_bw))
 
 
 def build(plan: LoadPlan) -> "Model":
@@ -158,7 +166,7 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
     from tinyqmoe.weights.streamed import StreamedSource
 
     tqm = plan.path if plan.kind == "tqm" else _int8_cache(plan.path, plan.group, plan.progress)
-    reader = Container(tqm, cold=plan.cold)
+    reader = Container(tqm, cold=plan.cold, storage_bw=plan.storage_bw)
     try:
         if reader.tokenizer is None:
             raise UsageError("container has no tokenizer", tqm)
@@ -167,7 +175,7 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
         ctx = min(cfg.max_seq_len, plan.context or (1024 if plan.budget is not None else cfg.max_seq_len))
         source = plan.source
         if plan.budget is not None and source == "auto":
-            allowed = tuple(s for s in SOURCES if not (plan.cold and s == "resident"))
+            allowed = tuple(s for s in SOURCES if not ((plan.cold or plan.storage_bw) and s == "resident"))
             source = choose_source(reader, plan.budget, ctx, rt.threads, allowed).source
         elif plan.budget is not None:
             forced = estimate(reader, source, ctx, rt.threads)

@@ -103,9 +103,10 @@ def _int(d, key, where, path, lo=0, hi=(1 << 63) - 1) -> int:
 class Container:
     """An open .tqm file, read with pread. Use as a context manager or call close()."""
 
-    def __init__(self, path: str | Path, cold: bool = False):
+    def __init__(self, path: str | Path, cold: bool = False, storage_bw: float | None = None):
         self.path = Path(path)
         self.cold = cold            # drop the pages of each chunk from the page cache after reading it
+        self.storage = StorageThrottle(storage_bw) if storage_bw else None
         self.fd = None
         self.bytes_read = 0         # chunk bytes read so far (all threads)
         self.decode_seconds = 0.0   # pread + checksum + decode, summed over threads
@@ -379,6 +380,8 @@ class Container:
             raise ChecksumWrong(f"{e.name} chunk {i}: checksum mismatch", self.path, field="crc32")
         if self.cold:
             os.posix_fadvise(self.fd, off, size, os.POSIX_FADV_DONTNEED)
+        if self.storage is not None:
+            self.storage.wait(t0, size)
         if not direct:
             try:
                 codecs.decode(int(c["codec"]), src, raw_size, flat)
@@ -471,6 +474,26 @@ def check_codec_id_at(codec_id: int, path, where: str) -> None:
         raise UnsupportedParameter(f"{where}: {exc.message}", path, field="codec") from None
 
 
+class StorageThrottle:
+    """Emulates storage of `bytes_per_second` over a warm page cache: the device streams one read at a
+    time, so a read of n bytes issued at t0 completes at max(t0, when the previous read completed)
+    + n / bytes_per_second, and the reader waits until then. Work done meanwhile (decoding,
+    multiplying other chunks) overlaps the transfer, as it would on a device."""
+
+    def __init__(self, bytes_per_second: float):
+        self.rate = float(bytes_per_second)
+        self.free_at = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self, t0: float, n: int) -> None:
+        with self.lock:
+            self.free_at = max(self.free_at, t0) + n / self.rate
+            done = self.free_at
+        delay = done - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
 @njit(cache=True, nogil=True)
 def ternary_has_10(payload):
     """True if any 2-bit field of the packed ternary payload (uint8 [n]) holds 0b10 (§5: corrupt)."""
@@ -481,5 +504,5 @@ def ternary_has_10(payload):
     return False
 
 
-def open_container(path: str | Path, cold: bool = False) -> Container:
-    return Container(path, cold)
+def open_container(path: str | Path, cold: bool = False, storage_bw: float | None = None) -> Container:
+    return Container(path, cold, storage_bw)

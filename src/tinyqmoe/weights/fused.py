@@ -10,6 +10,8 @@ token reads its weights from storage, as on a device whose RAM cannot cache the 
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from tinyqmoe.errors import CorruptionDetected
@@ -141,10 +143,13 @@ class FusedLinear:
         y = np.empty((x.shape[0], self.shape[0]), np.float32) if out is None else out
         status = np.zeros(len(self.table), np.int64)
         s, r = self.scratch, self.reader
+        t0 = time.perf_counter()
         fused_linear(y, np.ascontiguousarray(x), r.fd, r.cold, self.table, self.checks, self.scales, s.stored,
                      s.raw, s.wide, s.ent, s.slots, status)
         with r._lock:
             r.bytes_read += self.stored_total
+        if r.storage is not None:
+            r.storage.wait(t0, self.stored_total)
         if status.any():
             self._raise(int(np.nonzero(status)[0][0]))
         return y
