@@ -5,6 +5,8 @@ Shape letters: L layers, K kv heads, S positions, E head dim, D model dim, N row
 """
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from tinyqmoe.errors import UsageError
@@ -12,9 +14,20 @@ from tinyqmoe.model.config import LlamaConfig
 from tinyqmoe.model.rope import inv_frequencies
 
 
+def zero_pages(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of zeros whose pages become resident only when written: anonymous memory with
+    transparent huge pages refused (numpy asks for them on large arrays, and one 2 MB page per
+    [layer, kv head] row would make the first position of a KV cache cost its whole capacity)."""
+    n = int(np.prod(shape)) * 4
+    mm = mmap.mmap(-1, max(n, 1))
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        mm.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(mm, np.float32, count=n // 4).reshape(shape)
+
+
 class RunState:
     """One sequence's KV cache for `capacity` positions, allocated once. The arrays are zero pages
-    until written (calloc), so a long capacity costs resident memory only as positions fill."""
+    until written, so a long capacity costs resident memory only as positions fill."""
 
     def __init__(self, config: LlamaConfig, capacity: int | None = None):
         cap = config.max_seq_len if capacity is None else capacity
@@ -24,8 +37,8 @@ class RunState:
         self.capacity = cap
         self.inv_freq = inv_frequencies(config)
         shape = (config.n_layers, config.n_kv_heads, cap, config.head_dim)
-        self.k = np.zeros(shape, np.float32)   # [L, K, S, E]
-        self.v = np.zeros(shape, np.float32)
+        self.k = zero_pages(shape)             # [L, K, S, E]
+        self.v = zero_pages(shape)
         self.pos = 0                           # positions held
 
     def reserve(self, n_total: int) -> None:
