@@ -14,8 +14,8 @@ def write_tiny_tqm(directory: Path, context: int = 4096) -> Path:
     """The tiny random Llama of tinymodels as a raw .tqm, allowed `context` positions (long enough for
     a generation that outlasts the steps of a test)."""
     from tinymodels import save_tiny_hf_llama
-    from tinyqmoe.compress.container_write import CompressOptions, write_container
-    from tinyqmoe.model.load import open_checkpoint
+    from tinyqmoe.compress.writer import CompressOptions, write_container
+    from tinyqmoe.formats.load import open_checkpoint
 
     hf = save_tiny_hf_llama(directory / "hf", tie=True)
     config = json.loads((hf / "config.json").read_text())

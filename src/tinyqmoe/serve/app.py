@@ -106,7 +106,8 @@ class Served:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
-        job = Job(prompt, max_new, SamplingParams(req.temperature, req.top_k, req.top_p, req.seed), sink, req.stop)
+        job = Job(prompt, max_new, SamplingParams(req.temperature, req.top_k, req.top_p, req.seed), sink, req.stop,
+                  ignore_eos=req.ignore_eos)
         try:
             self.scheduler.submit(job)
         except QueueFull as exc:

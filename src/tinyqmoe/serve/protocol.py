@@ -46,6 +46,7 @@ class GenerationRequest:
     stop: list[str]
     stream: bool
     include_usage: bool
+    ignore_eos: bool = False           # an extension (vLLM's name): generate through end-of-text tokens
 
 
 # ---------------------------------------------------------------- validation
@@ -113,10 +114,14 @@ def _common(body: dict, model_ids: list[str], kind: str, messages=None, prompt=N
             raise APIError(400, "'stream_options' is only allowed when 'stream' is true", "stream_options")
         if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
             raise APIError(400, "'stream_options' must be an object like {\"include_usage\": true}", "stream_options")
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise APIError(400, "'ignore_eos' must be a boolean", "ignore_eos")
     return GenerationRequest(kind=kind, model=model, messages=messages, prompt=prompt, max_tokens=max_tokens,
                              temperature=temperature, top_p=top_p, top_k=top_k,
                              seed=None if seed in (None, -1) else seed, stop=_stops(body.get("stop")),
-                             stream=stream, include_usage=bool((options or {}).get("include_usage", False)))
+                             stream=stream, include_usage=bool((options or {}).get("include_usage", False)),
+                             ignore_eos=ignore_eos)
 
 
 # field -> the values that mean "not used" (anything else is refused)

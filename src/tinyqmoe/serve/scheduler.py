@@ -45,6 +45,7 @@ class Job:
     params: SamplingParams
     sink: Callable[[tuple], None]
     stops: list[str] = dataclasses.field(default_factory=list)
+    ignore_eos: bool = False
     cancelled: bool = False
     admitted_at: float = 0.0
     first_token_at: float = 0.0
@@ -231,7 +232,7 @@ class Scheduler:
         token = sample(logits, job.params, slot.rng)
         if not job.first_token_at:
             job.first_token_at = time.perf_counter()
-        if token in self.stop_ids:
+        if token in self.stop_ids and not job.ignore_eos:
             return self._finish(slot, "stop")
         slot.generated += 1
         emit, stopped = slot.stop.push(slot.text.push(token))

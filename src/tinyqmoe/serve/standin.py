@@ -9,7 +9,7 @@ Delete this file when Model.forward_batch exists.
 from __future__ import annotations
 
 from tinyqmoe.model.forward import forward
-from tinyqmoe.model.weights import SMALL_BATCH
+from tinyqmoe.kernels.matvec import SMALL_BATCH
 
 
 def forward_batch(model, states, token_lists, path: str = "stream"):
