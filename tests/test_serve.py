@@ -276,3 +276,15 @@ def test_full_queue_is_503_and_others_are_undisturbed(one_slot):
     lines = [stream.readline() for _ in range(20)]     # the running stream still flows
     assert sum(line.startswith(b"data: {") for line in lines) >= 9
     conn.close()
+
+
+def test_message_content_parts_and_roles(server):
+    plain = chat(server, content="Hello there", max_tokens=6).choices[0].message.content
+    parts = server.client.chat.completions.create(
+        model=server.model_id, max_tokens=6, temperature=0,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]}])
+    assert parts.choices[0].message.content == plain
+    image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    for messages in ([{"role": "user", "content": image}], [{"role": "robot", "content": "hi"}], []):
+        with pytest.raises(openai.BadRequestError):
+            server.client.chat.completions.create(model=server.model_id, messages=messages, max_tokens=2)
