@@ -214,9 +214,6 @@ def main() -> int:
     words = " ".join(WORDS)
     ids = tok.encode(words, add_bos=False)
     prompts = [ids[i * 97: i * 97 + 64] for i in range(8)]
-    from tinyqmoe.api import Model
-
-    engine = "engine forward_batch" if hasattr(Model, "forward_batch") else "stand-in (loops over sequences)"
     srv = Server(a.model, a.threads, a.parallel)
     rows = []
     try:
@@ -237,7 +234,7 @@ def main() -> int:
     finally:
         srv.close()
     print(f"\nCPU: {cpu_name()}; {a.threads} threads; server --parallel {a.parallel}; model {a.model}; "
-          f"batched pass: {engine}; machine shared with other jobs (load average "
+          f"machine shared with other jobs (load average "
           f"{os.getloadavg()[0]:.1f})\n")
     print("| measure | result | target |\n|---|---|---|")
     for row in rows:

@@ -27,7 +27,6 @@ import numpy as np
 
 from tinyqmoe.model.sampling import SamplingParams, sample
 from tinyqmoe.model.stop import StopMatcher
-from tinyqmoe.serve.standin import forward_batch, truncate
 
 PREFILL_TOKENS = 16    # prompt tokens per step, over all prefilling sequences
 MIN_REUSE = 4          # shortest cached prefix worth reusing
@@ -198,7 +197,7 @@ class Scheduler:
         if best is None or best_n < MIN_REUSE:
             return self.model.new_state(), []
         ids, state = self._kept.pop(best)
-        truncate(state, best_n)
+        state.truncate(best_n)
         self.reused_tokens += best_n
         return state, prompt[:best_n]
 
@@ -217,7 +216,7 @@ class Scheduler:
                 rows.append((slot, slot.job.prompt[slot.fed: slot.fed + n]))
             else:
                 rows.append((slot, [slot.next_token]))
-        logits = forward_batch(self.model, [s.state for s, _ in rows], [t for _, t in rows], path="stream")
+        logits = self.model.forward_batch([s.state for s, _ in rows], [t for _, t in rows], path="stream")
         self.steps += 1
         for (slot, tokens), lg in zip(rows, logits):
             slot.ids.extend(tokens)
