@@ -33,7 +33,7 @@ def run(args) -> int:
         raise UsageError("--port must be in 0..65535")
 
     import tinyqmoe
-    from tinyqmoe.serve.app import create_app
+    from tinyqmoe.serve.app import create_app, model_ids
     from tinyqmoe.serve.server import run as run_server
 
     per_sequence = args.context
@@ -48,7 +48,7 @@ def run(args) -> int:
         model.max_context = min(per_sequence, model.config.max_seq_len)
     keep = 0 if args.max_memory is not None else None   # under a budget, no caches beyond the running ones
     app = create_app(model, parallel=args.parallel, queue=args.queue, api_key=args.api_key, keep_caches=keep)
-    print(f"tinyqmoe: serving {model.name} at http://{args.host}:{args.port}/v1 ({model.weights_kind} "
+    print(f"tinyqmoe: serving {model_ids(model)[0]} at http://{args.host}:{args.port}/v1 ({model.weights_kind} "
           f"{model.source}, {model.threads} threads, {args.parallel} parallel sequences of up to "
           f"{model.max_context} tokens); Ctrl-C stops", file=sys.stderr)
     try:
