@@ -19,12 +19,10 @@ def register(sub) -> None:
 def run(args) -> int:
     from tinyqmoe.errors import UsageError
 
-    try:
-        import sse_starlette  # noqa: F401
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise UsageError("the server needs its optional dependencies: pip install 'tinyqmoe[server]'") from None
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is None for m in ("starlette", "uvicorn", "sse_starlette")):
+        raise UsageError("the server needs its optional dependencies: pip install 'tinyqmoe[server]'")
     if args.parallel < 1:
         raise UsageError("--parallel must be >= 1")
     if args.queue < 0:

@@ -19,7 +19,6 @@ import collections
 import dataclasses
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 
@@ -46,8 +45,6 @@ class Job:
     stops: list[str] = dataclasses.field(default_factory=list)
     ignore_eos: bool = False
     cancelled: bool = False
-    admitted_at: float = 0.0
-    first_token_at: float = 0.0
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -184,7 +181,6 @@ class Scheduler:
             if job.cancelled:
                 continue
             state, cached = self._reuse(job.prompt)
-            job.admitted_at = time.perf_counter()
             self._active.append(Slot(job, state, cached, self.model.tokenizer))
 
     def _reuse(self, prompt: list[int]):
@@ -196,7 +192,7 @@ class Scheduler:
                 best, best_n = i, n
         if best is None or best_n < MIN_REUSE:
             return self.model.new_state(), []
-        ids, state = self._kept.pop(best)
+        _, state = self._kept.pop(best)
         state.truncate(best_n)
         self.reused_tokens += best_n
         return state, prompt[:best_n]
@@ -229,8 +225,6 @@ class Scheduler:
     def _next_token(self, slot: Slot, logits: np.ndarray) -> None:
         job = slot.job
         token = sample(logits, job.params, slot.rng)
-        if not job.first_token_at:
-            job.first_token_at = time.perf_counter()
         if token in self.stop_ids and not job.ignore_eos:
             return self._finish(slot, "stop")
         slot.generated += 1
