@@ -11,6 +11,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
 from serve_helpers import get, load_tiny, post, serving, wait_until, write_tiny_tqm  # noqa: E402
+from tinyqmoe.serve.scheduler import PREFILL_CHUNK  # noqa: E402
 
 LONG = 4000   # tokens a generation needs: far more steps than any test waits for
 
@@ -194,6 +195,7 @@ REQUESTS = [  # (prompt, max_tokens, temperature, seed): short and chunked promp
     ("Llamas", 12, 0.9, 11),
     ("0123456789 numbers, punctuation!", 35, 0, None),
     ("café", 20, 0.7, 5),
+    ("Llamas live in the Andes; they are related to camels and alpacas. " * 4, 30, 0, None),
 ]
 
 
@@ -220,7 +222,8 @@ def test_chat_turn_reuses_the_previous_cache_with_the_same_answer(server, model)
     turn2 = turn1 + [{"role": "assistant", "content": reply}, {"role": "user", "content": "And alpacas?"}]
     before = scheduler.reused_tokens
     r = server.client.chat.completions.create(model=server.model_id, messages=turn2, max_tokens=10, temperature=0)
-    assert scheduler.reused_tokens - before >= len(model.tokenizer.encode_chat(turn1))
+    whole_chunks = len(model.tokenizer.encode_chat(turn1)) // PREFILL_CHUNK * PREFILL_CHUNK
+    assert whole_chunks > 0 and scheduler.reused_tokens - before == whole_chunks
     with serving(model, keep_caches=0) as (_, fresh):
         r_fresh = fresh.chat.completions.create(model=server.model_id, messages=turn2, max_tokens=10, temperature=0)
     assert r.choices[0].message.content == r_fresh.choices[0].message.content

@@ -1,17 +1,20 @@
 """Continuous batching on one worker thread.
 
-Up to `parallel` sequences run together: each step makes ONE batched forward pass in which every
-decoding sequence adds its last token and prefilling sequences add a piece of their prompt (at most
-`prefill_tokens` prompt tokens per step in all, so a long prompt never stalls the running streams for
-long). Sequences join and leave between steps; each has its own KV cache and position. The pass uses
-path="stream" (the per-row kernels), so a sequence's logits never depend on the rest of the batch:
-its greedy text is the same batched or alone.
+Up to `parallel` sequences run together. Each step makes ONE batched forward pass in which every
+decoding sequence adds its last token, with path="stream" (the per-row kernels), so a sequence's
+logits never depend on the rest of the batch. A prompt is prefilled in chunks of PREFILL_CHUNK
+tokens, one chunk per step between the decode passes (a long prompt never stalls the running streams
+for long), each chunk in a call of its own on the fast prefill path (blocked BLAS). Chunks start at
+multiples of PREFILL_CHUNK, so how a prompt's keys and values are computed depends on its tokens
+only: a sequence's greedy (or seeded) text is the same batched or alone. Sequences join and leave
+between steps; each has its own KV cache and position.
 
 Requests wait in a bounded queue (QueueFull when full). A cancelled job (a client gone) leaves at the
 next step boundary. The worker turns tokens into text and applies stop strings itself, so the
 event loop only forwards events: ("text", str), ("done", finish_reason, usage), ("error", message).
 Finished sequences' KV caches are kept (a few, LRU) so that the next turn of a chat, whose prompt
-repeats the previous prompt and reply, prefills only what it adds.
+repeats the previous one, prefills only what it adds. Only whole chunks of the previous prompt are
+reused, the positions a fresh run would compute identically, so reuse never changes an answer.
 """
 from __future__ import annotations
 
@@ -27,8 +30,7 @@ import numpy as np
 from tinyqmoe.model.sampling import SamplingParams, sample
 from tinyqmoe.model.stop import StopMatcher
 
-PREFILL_TOKENS = 16    # prompt tokens per step, over all prefilling sequences
-MIN_REUSE = 4          # shortest cached prefix worth reusing
+PREFILL_CHUNK = 32     # prompt tokens per prefill call (more than 16 rows: the BLAS path)
 
 
 class QueueFull(Exception):
@@ -53,11 +55,10 @@ class Job:
 class Slot:
     """A running sequence: its job, KV cache, sampling state and text stream."""
 
-    def __init__(self, job: Job, state, cached: list[int], tokenizer):
+    def __init__(self, job: Job, state, reused: int, tokenizer):
         self.job = job
         self.state = state
-        self.ids = cached                 # ids whose keys and values are in `state`
-        self.fed = len(cached)            # prompt tokens in the cache
+        self.fed = reused                 # prompt tokens in the cache
         self.next_token = -1              # the sampled token to feed at the next step
         self.generated = 0
         self.rng = np.random.default_rng(job.params.seed)
@@ -101,19 +102,17 @@ class TextStream:
 
 
 class Scheduler:
-    def __init__(self, model, parallel: int = 4, queue: int = 64, keep_caches: int | None = None,
-                 prefill_tokens: int = PREFILL_TOKENS):
+    def __init__(self, model, parallel: int = 4, queue: int = 64, keep_caches: int | None = None):
         self.model = model
         self.parallel = parallel
         self.queue_limit = queue
         self.keep_caches = parallel if keep_caches is None else keep_caches
-        self.prefill_tokens = prefill_tokens
         self.stop_ids = model.tokenizer.stop_ids
         self.steps = 0              # batched forward passes made
         self.reused_tokens = 0      # prompt tokens whose KV came from a kept cache
         self._waiting: collections.deque[Job] = collections.deque()
         self._active: list[Slot] = []
-        self._kept: list[tuple[list[int], object]] = []   # (ids, state) of finished sequences, oldest first
+        self._kept: list[tuple[list[int], object]] = []   # (reusable ids, state) of finished sequences, oldest first
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tinyqmoe-scheduler", daemon=True)
@@ -180,47 +179,47 @@ class Scheduler:
             job = self._waiting.popleft()
             if job.cancelled:
                 continue
-            state, cached = self._reuse(job.prompt)
-            self._active.append(Slot(job, state, cached, self.model.tokenizer))
+            state, reused = self._reuse(job.prompt)
+            self._active.append(Slot(job, state, reused, self.model.tokenizer))
 
     def _reuse(self, prompt: list[int]):
-        """A kept cache with the longest common prefix (at least one prompt token left to run), or a new one."""
+        """A kept cache sharing the most whole chunks with `prompt` (one token at least left to run), or a new one."""
         best, best_n = None, 0
         for i, (ids, _) in enumerate(self._kept):
-            n = _common_prefix(ids, prompt, len(prompt) - 1)
+            n = _common_prefix(ids, prompt, len(prompt) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
             if n > best_n:
                 best, best_n = i, n
-        if best is None or best_n < MIN_REUSE:
-            return self.model.new_state(), []
+        if best is None:
+            return self.model.new_state(), 0
         _, state = self._kept.pop(best)
         state.truncate(best_n)
         self.reused_tokens += best_n
-        return state, prompt[:best_n]
+        return state, best_n
 
     def _drop_cancelled(self) -> None:
         for slot in [s for s in self._active if s.job.cancelled]:
             self._finish(slot, "cancelled")
 
     def _step(self) -> None:
-        rows, budget = [], self.prefill_tokens
-        for slot in self._active:
-            if slot.prefilling:
-                n = min(budget, len(slot.job.prompt) - slot.fed)
-                if n <= 0:
-                    continue
-                budget -= n
-                rows.append((slot, slot.job.prompt[slot.fed: slot.fed + n]))
-            else:
-                rows.append((slot, [slot.next_token]))
-        logits = self.model.forward_batch([s.state for s, _ in rows], [t for _, t in rows], path="stream")
+        decoding = [s for s in self._active if not s.prefilling]
+        prefilling = [s for s in self._active if s.prefilling]
+        if prefilling:   # the oldest waiting prompt runs its next chunk
+            self._prefill_chunk(prefilling[0])
+        if decoding:
+            logits = self.model.forward_batch([s.state for s in decoding], [[s.next_token] for s in decoding],
+                                              path="stream")
+            for slot, lg in zip(decoding, logits):
+                self._next_token(slot, lg[-1])
         self.steps += 1
-        for (slot, tokens), lg in zip(rows, logits):
-            slot.ids.extend(tokens)
-            if slot.prefilling:
-                slot.fed += len(tokens)
-                if slot.prefilling:
-                    continue
-            self._next_token(slot, lg[-1])
+
+    def _prefill_chunk(self, slot: Slot) -> None:
+        """The prompt's tokens up to the next multiple of PREFILL_CHUNK, alone in one call."""
+        end = min(len(slot.job.prompt), (slot.fed // PREFILL_CHUNK + 1) * PREFILL_CHUNK)
+        tokens = slot.job.prompt[slot.fed: end]
+        logits = self.model.forward_batch([slot.state], [tokens], path="auto")[0]
+        slot.fed = end
+        if not slot.prefilling:
+            self._next_token(slot, logits[-1])
 
     def _next_token(self, slot: Slot, logits: np.ndarray) -> None:
         job = slot.job
@@ -246,8 +245,9 @@ class Scheduler:
             if tail:
                 job.sink(("text", tail))
         self._active.remove(slot)
-        if self.keep_caches:
-            self._kept.append((slot.ids, slot.state))
+        if self.keep_caches:   # whole prompt chunks only: the positions a fresh run computes the same way
+            whole = slot.fed // PREFILL_CHUNK * PREFILL_CHUNK
+            self._kept.append((job.prompt[:whole], slot.state))
             del self._kept[: -self.keep_caches]
         job.sink(("done", reason, {"prompt_tokens": len(job.prompt), "completion_tokens": slot.generated}))
 
