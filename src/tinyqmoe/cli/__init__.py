@@ -17,6 +17,7 @@ VERB_MODULES = (
     "fetch",
     "generate",
     "chat",
+    "serve",
     "bench",
     "compress",
     "eval",
