@@ -229,6 +229,9 @@ class Container:
             self._entries[e.name] = e
         if next_chunk != n_records:
             raise CorruptionDetected(f"tensors use {next_chunk} of {n_records} chunk records", p, field="n_chunks")
+        from tinyqmoe.model.config import check_tensors   # the config must describe these tensors exactly
+
+        check_tensors(self.config, {n: e.shape for n, e in self._entries.items()}, p)
 
     def _check_tensor(self, r: dict, k: int, first_expected: int, n_records: int) -> TensorEntry:
         p = self.path

@@ -22,7 +22,7 @@ from tinyqmoe.compress.container_format import (CHUNK_DTYPE, FIXED_HEADER, FIXED
                                                 VERSION_MAJOR, VERSION_MINOR, align_up)
 from tinyqmoe.compress.entropy import order0_entropy_bits, zstd_size
 from tinyqmoe.compress.quant import BITS_QTYPE, quantize
-from tinyqmoe.errors import UsageError
+from tinyqmoe.errors import CorruptionDetected, UsageError
 
 BITS_CHOICES = {"8": 8, "4": 4, "ternary": 2, "2": 2}
 DEFAULT_GROUP = {8: 0, 4: 32, 2: 64}      # 0 = one scale per output channel
@@ -150,7 +150,10 @@ def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
     names = list(ckpt.names)
     bar = tqdm(names, desc="compress", unit="tensor", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     for name in bar:
-        rec, scale, payload, stats = _tensor_streams(name, ckpt.get(name), opts, pool)
+        w = ckpt.get(name)
+        if not np.isfinite(w).all():
+            raise CorruptionDetected(f"tensor {name} holds NaN or infinite values", ckpt.path)
+        rec, scale, payload, stats = _tensor_streams(name, w, opts, pool)
         blocks = chunk_rows(rec["rows"], rec["row_bytes"], opts.chunk_size)
         codec, streams, sizes = _choose_streams(rec, payload, blocks, opts, pool)
         if opts.stats:   # the bounds, on the same chunks (zstd-19 reused from `auto` when it was tried)

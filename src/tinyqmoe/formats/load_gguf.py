@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.errors import CorruptionDetected, UnsupportedModel
-from tinyqmoe.formats.checkpoint import Checkpoint, expected_tensors
-from tinyqmoe.model.config import LlamaConfig
+from tinyqmoe.formats.checkpoint import Checkpoint
+from tinyqmoe.model.config import LlamaConfig, check_tensors, expected_tensors
 from tinyqmoe.formats.gguf_dequant import LAYOUTS, dequantize, type_name
 from tinyqmoe.formats.gguf_reader import GGUFFile
 from tinyqmoe.formats.tokenizer_gguf import tokenizer_from_gguf
@@ -91,18 +91,13 @@ class GGUFCheckpoint(Checkpoint):
             self._gguf_names[hf] = name
         config = config_from_gguf(self.file)
         shapes = {hf: tensors[g].shape for hf, g in self._gguf_names.items()}
+        check_tensors(config, shapes, path, names=self._gguf_name)
         expected = expected_tensors(config)
-        for hf, shape in expected.items():
-            if hf not in shapes:
-                raise CorruptionDetected(f"tensor {_gguf_name_of(hf)} is missing", path)
-            if shapes[hf] != shape:
-                raise CorruptionDetected(f"tensor {self._gguf_names[hf]} has shape {list(shapes[hf])}, "
-                                         f"the metadata implies {list(shape)}", path)
-        extra = sorted(set(shapes) - set(expected))
-        if extra:
-            raise CorruptionDetected(f"tensor {self._gguf_names[extra[0]]} is beyond block_count", path)
         super().__init__(path, config, tokenizer_from_gguf(meta, str(path)), {k: shapes[k] for k in expected},
                          {hf: type_name(tensors[g].ggml_type) for hf, g in self._gguf_names.items()})
+
+    def _gguf_name(self, hf: str) -> str:
+        return self._gguf_names.get(hf) or _gguf_name_of(hf)
 
     def _read(self, name: str) -> np.ndarray:
         info = self.file.tensors[self._gguf_names[name]]
@@ -152,6 +147,9 @@ def config_from_gguf(f: GGUFFile) -> LlamaConfig:
         raise CorruptionDetected("tensor token_embd.weight is missing", path)
     if key("expert_count", 0):
         raise UnsupportedModel("mixture-of-experts Llama files are not supported", path)
+    if meta.get("llama.attention.sliding_window") is not None:
+        raise UnsupportedModel("llama.attention.sliding_window is set: sliding-window attention (Mistral) "
+                               "is not supported", path)
     n_layers, n_heads, dim = key("block_count"), key("attention.head_count"), key("embedding_length")
     if len(LAYER_TO_HF) * n_layers > len(f.tensors):
         raise CorruptionDetected(f"block_count {n_layers} but only {len(f.tensors)} tensors", path)

@@ -7,6 +7,7 @@ numpy has no bfloat16, so we read the bytes ourselves and widen bf16 to float32.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -27,6 +28,13 @@ class SafetensorsFile:
             self._f = open(self.path, "rb")
         except OSError as exc:
             raise UnsupportedModel(f"cannot open: {exc.strerror}", path) from None
+        try:
+            self._parse(path)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _parse(self, path) -> None:
         size = os.fstat(self._f.fileno()).st_size
         if size < 8:
             raise TruncatedInput("shorter than a safetensors header", path)
@@ -34,23 +42,55 @@ class SafetensorsFile:
         if n > min(size - 8, _MAX_HEADER):
             raise TruncatedInput(f"header length {n} exceeds the file", path)
         try:
-            header = json.loads(self._f.read(n))
+            header = json.loads(self._f.read(n).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise CorruptionDetected("safetensors header is not valid JSON", path) from None
+        except RecursionError:
+            raise CorruptionDetected("safetensors header is nested too deeply", path) from None
+        if not isinstance(header, dict):
+            raise CorruptionDetected("safetensors header is not a JSON object", path)
         self.metadata = header.pop("__metadata__", {}) or {}
         self._base = 8 + n
         self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
         for name, e in header.items():
-            try:
-                dtype, shape, (begin, end) = e["dtype"], tuple(int(s) for s in e["shape"]), e["data_offsets"]
-            except (KeyError, TypeError, ValueError):
-                raise CorruptionDetected(f"bad header entry for {name!r}", path) from None
-            if dtype not in _DTYPES:
-                raise UnsupportedModel(f"tensor {name!r} has unsupported dtype {dtype}", path)
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[dtype]).itemsize
-            if not (0 <= begin <= end and end - begin == nbytes and self._base + end <= size):
-                raise CorruptionDetected(f"tensor {name!r} offsets {begin}..{end} do not fit its shape or the file", path)
-            self.entries[name] = (dtype, shape, self._base + begin, nbytes)
+            self.entries[name] = self._entry(name, e, size)
+        self._check_layout(size)
+
+    def _entry(self, name: str, e, size: int) -> tuple[str, tuple[int, ...], int, int]:
+        """One header entry checked: known dtype, a shape of non-negative ints, offsets that hold exactly
+        the shape's bytes inside the data area."""
+        path = self.path
+        try:
+            dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        except (KeyError, TypeError):
+            raise CorruptionDetected(f"bad header entry for {name!r}", path) from None
+        if not isinstance(dtype, str) or not isinstance(shape, list) or not isinstance(offsets, list) \
+                or len(offsets) != 2 or not all(_is_int(x) for x in shape + offsets) or len(shape) > 8:
+            raise CorruptionDetected(f"bad header entry for {name!r}", path)
+        if dtype not in _DTYPES:
+            raise UnsupportedModel(f"tensor {name!r} has unsupported dtype {dtype}", path)
+        if any(x < 0 for x in shape):
+            raise CorruptionDetected(f"tensor {name!r} has shape {shape}", path)
+        begin, end = offsets
+        nbytes = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize   # Python ints: no overflow
+        if not (0 <= begin <= end and end - begin == nbytes and self._base + end <= size):
+            raise CorruptionDetected(f"tensor {name!r} offsets {begin}..{end} do not fit its shape "
+                                     f"{shape} {dtype} or the file", path)
+        return dtype, tuple(shape), self._base + begin, nbytes
+
+    def _check_layout(self, size: int) -> None:
+        """Tensors tile the data area exactly, as the safetensors reference requires: no two share bytes
+        (a forged header could alias one weight onto another's data) and no byte is left over (a header
+        length one short shifts every tensor by a byte)."""
+        pos = 0
+        for off, nbytes, name in sorted((off, nbytes, name) for name, (_, _, off, nbytes) in self.entries.items()):
+            if off - self._base != pos:
+                what = "overlaps the tensor before it" if off - self._base < pos else "leaves a gap before it"
+                raise CorruptionDetected(f"tensor {name!r} {what} in the data area (offset {off - self._base}, "
+                                         f"expected {pos})", self.path)
+            pos += nbytes
+        if self._base + pos != size:
+            raise CorruptionDetected(f"tensor data ends at byte {self._base + pos}, the file has {size}", self.path)
 
     def dtype_name(self, name: str) -> str:
         return self.entries[name][0].lower()
@@ -76,6 +116,10 @@ class SafetensorsFile:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:

@@ -69,8 +69,10 @@ def tokenizer_from_gguf(meta: dict, path: str | None = None) -> TokenizerSpec | 
         return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
 
     template = meta.get("tokenizer.chat_template")
-    return TokenizerSpec(tokenizer_json=tok.to_str(), chat_template=template if isinstance(template, str) else None,
+    spec = TokenizerSpec(tokenizer_json=tok.to_str(), chat_template=template if isinstance(template, str) else None,
                          bos_token=token("bos_token_id"), eos_token=token("eos_token_id"), add_bos=add_bos)
+    spec.check_template(path)
+    return spec
 
 
 def _byte_level_bpe(meta, tokens, types, path):
