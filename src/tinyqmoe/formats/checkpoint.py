@@ -50,6 +50,16 @@ class Checkpoint:
         assert arr.shape == self.shapes[name], (name, arr.shape, self.shapes[name])
         return np.ascontiguousarray(arr, dtype=np.float32)
 
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop (first axis) of a 2-D tensor as float32, reading only those rows where the
+        format allows it: what lets `compress` stream a tensor bigger than its memory budget."""
+        arr = self._read_rows(name, start, stop)
+        assert arr.shape == (stop - start,) + self.shapes[name][1:], (name, arr.shape, start, stop)
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def _read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self._read(name)[start:stop]
+
     def _read(self, name: str) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import mmap
+import os
 import struct
 from pathlib import Path
 
@@ -162,11 +163,16 @@ class GGUFFile:
                 if size < 24:
                     raise TruncatedInput(f"file is {size} bytes, too short for a GGUF header", self.path)
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self._fd = os.dup(f.fileno())
         except FileNotFoundError:
             raise ModelNotFound("no such file", self.path) from None
         except IsADirectoryError:
             raise ModelNotFound("is a directory, not a GGUF file", self.path) from None
-        self._parse()
+        try:
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
 
     def _parse(self) -> None:
         cur = _Cursor(self._map, self.path)
@@ -236,6 +242,16 @@ class GGUFFile:
         assert info.nbytes is not None, name
         return np.frombuffer(self._map, dtype=np.uint8, count=info.nbytes, offset=info.offset)
 
+    def pread(self, offset: int, nbytes: int) -> bytearray:
+        """Bytes of the file read with pread: nothing stays mapped in this process."""
+        buf = bytearray(nbytes)
+        if nbytes and os.preadv(self._fd, [buf], offset) != nbytes:
+            raise TruncatedInput(f"file ends before byte {offset + nbytes}", self.path)
+        return buf
+
     def close(self) -> None:
         """Drop the map; views handed out by raw() keep it alive until they go too."""
         self._map = None
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None

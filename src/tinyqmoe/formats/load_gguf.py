@@ -72,6 +72,13 @@ class GGUFCheckpoint(Checkpoint):
 
     def __init__(self, path: str | Path):
         self.file = GGUFFile(path)
+        try:
+            self._open(path)
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _open(self, path) -> None:
         meta, tensors = self.file.metadata, self.file.tensors
         arch = meta.get("general.architecture")
         if arch != "llama":
@@ -107,6 +114,21 @@ class GGUFCheckpoint(Checkpoint):
         elif name.endswith("self_attn.k_proj.weight"):
             w = unpermute_rope_rows(w, self.config.n_kv_heads)
         return w
+
+    def _read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows of one tensor, read with pread (a mapping's touched pages would count in RSS). Q and K rows
+        are un-permuted per head, so whole heads around [start, stop) are read."""
+        info = self.file.tensors[self._gguf_names[name]]
+        heads = (self.config.n_heads if name.endswith("self_attn.q_proj.weight") else
+                 self.config.n_kv_heads if name.endswith("self_attn.k_proj.weight") else 0)
+        per = info.shape[0] // heads if heads else 1
+        lo, hi = start // per * per, -(-stop // per) * per
+        row_bytes = info.nbytes // info.shape[0]
+        raw = np.frombuffer(self.file.pread(info.offset + lo * row_bytes, (hi - lo) * row_bytes), np.uint8)
+        w = dequantize(raw, info.ggml_type, (hi - lo,) + info.shape[1:])
+        if heads:
+            w = unpermute_rope_rows(w, (hi - lo) // per)
+        return w[start - lo:stop - lo]
 
     def close(self) -> None:
         self.file.close()

@@ -53,6 +53,9 @@ class HFCheckpoint(Checkpoint):
     def _read(self, name: str) -> np.ndarray:
         return self._where[name].read(name)
 
+    def _read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self._where[name].read(name, start, stop)
+
     def close(self) -> None:
         for f in self._files:
             f.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.errors import CorruptionDetected, TruncatedInput, UnsupportedModel, UsageError
+from tinyqmoe.fileio import _umask, atomic_output, check_output, remove_stale_temps, temp_path
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
            "I8": np.int8, "U8": np.uint8, "I32": np.int32, "I64": np.int64}
@@ -98,12 +99,19 @@ class SafetensorsFile:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.entries[name][1]
 
-    def read(self, name: str) -> np.ndarray:
-        """The tensor widened to float32. Read with pread, not through a mapping, so that walking a
-        model bigger than RAM tensor by tensor does not leave the file's pages in this process's RSS."""
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The tensor (or its rows start..stop) widened to float32. Read with pread, not through a mapping,
+        so that walking a model bigger than RAM tensor by tensor does not leave the file's pages in this
+        process's RSS."""
         dtype, shape, offset, nbytes = self.entries[name]
+        if stop is not None or start:
+            rows = shape[0] if shape else 1
+            stop = rows if stop is None else stop
+            row_bytes = nbytes // rows if rows else 0
+            shape = (stop - start,) + shape[1:]
+            offset, nbytes = offset + start * row_bytes, (stop - start) * row_bytes
         buf = bytearray(nbytes)
-        got = os.preadv(self._f.fileno(), [buf], offset)
+        got = os.preadv(self._f.fileno(), [buf], offset) if nbytes else 0
         if got != nbytes:
             raise TruncatedInput(f"tensor {name!r} ends {nbytes - got} bytes early", self.path)
         raw = np.frombuffer(buf, dtype=_DTYPES[dtype])
@@ -145,19 +153,11 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], dtypes: 
         header["__metadata__"] = metadata
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-len(hb) % 8)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(hb)))
-            f.write(hb)
-            for b in blobs:
-                f.write(b)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for b in blobs:
+            f.write(b)
 
 
 class SafetensorsWriter:
@@ -185,7 +185,9 @@ class SafetensorsWriter:
             header["__metadata__"] = metadata
         hb = json.dumps(header, separators=(",", ":")).encode()
         hb += b" " * (-len(hb) % 8)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self.path = check_output(self.path)
+        remove_stale_temps(self.path)
+        self._tmp = temp_path(self.path)
         self._f = open(self._tmp, "wb")
         self._f.write(struct.pack("<Q", len(hb)))
         self._f.write(hb)
@@ -220,6 +222,7 @@ class SafetensorsWriter:
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
+            os.chmod(self._tmp, 0o666 & ~_umask())
             os.replace(self._tmp, self.path)
         finally:
             self.abort()
