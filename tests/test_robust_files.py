@@ -196,3 +196,26 @@ def test_non_utf8_stdin_prompt(hf, tmp_path):
 def test_non_utf8_argv_prompt(hf, tmp_path):
     r = run("generate", str(hf), "-p", b"caf\xe9", "-n", "1", env={"TINYQMOE_CACHE": str(tmp_path)})
     one_line_exit_2(r, "UTF-8")
+
+
+# ---- bad values said out loud (the rest of the table is the conventions issue's: docs/conventions.md)
+
+def test_chunk_size_that_is_infinite(hf, tmp_path):
+    r = run("compress", str(hf), "-o", str(tmp_path / "m.tqm"), "--chunk-size", "1e400")
+    assert r.returncode == 2 and b"Traceback" not in r.stderr, r.stderr
+
+
+def test_negative_shots(tmp_path):
+    r = run("eval", "default", "--tasks", "arc_easy", "--shots", "-1", "--output", str(tmp_path))
+    one_line_exit_2(r, "--shots")
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe garbage\n", b"[1, 2]\n", b'{"header": {}}\n{"no_doc_id": 1}\n',
+                                     b"[" * 100000 + b"\n"])
+def test_damaged_samples_file(tmp_path, content):
+    from tinyqmoe.eval.store import SampleStore
+
+    (tmp_path / "s.jsonl").write_bytes(content)
+    with pytest.raises(UsageError) as info:
+        SampleStore(tmp_path / "s.jsonl", {}).open()
+    assert "s.jsonl" in info.value.one_line() and "\n" not in info.value.one_line()

@@ -47,7 +47,7 @@ def refused(path, needle: str, kind=TinyQMoEError):
 @pytest.mark.parametrize("edit, needle", [
     ({"rope_theta": 0}, "rope_theta"), ({"rope_theta": -1.0}, "rope_theta"), ({"rope_theta": float("nan")}, "rope_theta"),
     ({"rope_theta": float("inf")}, "rope_theta"), ({"rms_norm_eps": -1e-5}, "rms_norm_eps"),
-    ({"rms_norm_eps": float("nan")}, "rms_norm_eps"), ({"hidden_size": 0}, "dim"),
+    ({"rms_norm_eps": float("nan")}, "rms_norm_eps"), ({"rms_norm_eps": 0}, "rms_norm_eps"), ({"hidden_size": 0}, "dim"),
     ({"num_attention_heads": 3}, "n_kv_heads"), ({"num_key_value_heads": 8}, "n_kv_heads"),
     ({"head_dim": 15}, "even"), ({"head_dim": None, "hidden_size": 66}, "multiple of n_heads"),
     ({"vocab_size": 10**9}, "vocab_size"), ({"num_hidden_layers": True}, "not an integer"),
@@ -199,6 +199,8 @@ def test_gguf_tensor_pointed_at_another_tensors_data(tmp_path, gguf):
     (lambda m, t: m.__setitem__(1, ("llama.block_count", U32, 1)), "beyond num_hidden_layers 1"),
     (lambda m, t: m.append(("llama.attention.sliding_window", U32, 4096)), "sliding_window"),
     (lambda m, t: t.append(["blk.0.attn_q.bias", (64,), 0, b"\0" * 256]), "blk.0.attn_q.bias"),
+    (lambda m, t: m.__setitem__(0, ("general.architecture", ARR, (U32, [1, 2]))), "architecture"),
+    (lambda m, t: m.append(("tokenizer.ggml.add_bos_token", ARR, (U32, [1, 2]))), "add_bos_token"),
 ])
 def test_gguf_forgeries(tmp_path, gguf, mutate, needle):
     meta, tensors = list(gguf[0]), [list(t) for t in gguf[1]]

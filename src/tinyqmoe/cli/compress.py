@@ -10,7 +10,7 @@ def _size(text: str) -> int:
     mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
     try:
         return int(float(t[:-1] if t[-1:] in "KMG" else t) * mult)
-    except ValueError:
+    except (ValueError, OverflowError):   # OverflowError: 1e400 is infinite
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256K, 1M)") from None
 
 

@@ -193,7 +193,7 @@ class Container:
             raise ChecksumWrong("JSON header checksum mismatch", p, field="json_crc32")
         try:
             header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:   # RecursionError: nested too deeply
             raise CorruptionDetected(f"JSON header is not valid UTF-8 JSON ({exc})", p, field="json") from None
         if not isinstance(header, dict):
             raise CorruptionDetected("JSON header is not an object", p, field="json")

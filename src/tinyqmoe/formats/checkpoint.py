@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyqmoe.errors import CorruptionDetected
+
 from tinyqmoe.model.config import LAYER_TENSORS, LlamaConfig, check_tensors, expected_tensors  # noqa: F401 (re-exported)
 from tinyqmoe.model.tokenizer import TokenizerSpec
 
@@ -48,14 +50,21 @@ class Checkpoint:
         """The tensor as float32 in HF layout."""
         arr = self._read(name)
         assert arr.shape == self.shapes[name], (name, arr.shape, self.shapes[name])
-        return np.ascontiguousarray(arr, dtype=np.float32)
+        return self._finite(name, np.ascontiguousarray(arr, dtype=np.float32))
 
     def rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows start..stop (first axis) of a 2-D tensor as float32, reading only those rows where the
         format allows it: what lets `compress` stream a tensor bigger than its memory budget."""
         arr = self._read_rows(name, start, stop)
         assert arr.shape == (stop - start,) + self.shapes[name][1:], (name, arr.shape, start, stop)
-        return np.ascontiguousarray(arr, dtype=np.float32)
+        return self._finite(name, np.ascontiguousarray(arr, dtype=np.float32))
+
+    def _finite(self, name: str, arr: np.ndarray) -> np.ndarray:
+        """Weights are finite, or the file is refused: NaN and inf would reach the kernels (numba raises
+        ZeroDivisionError in an RMSNorm of infinities) or be compressed into a container that runs wrong."""
+        if not np.isfinite(arr).all():
+            raise CorruptionDetected(f"tensor {name} holds NaN or infinite values", self.path)
+        return arr
 
     def _read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         return self._read(name)[start:stop]

@@ -81,7 +81,7 @@ class GGUFCheckpoint(Checkpoint):
     def _open(self, path) -> None:
         meta, tensors = self.file.metadata, self.file.tensors
         arch = meta.get("general.architecture")
-        if arch != "llama":
+        if not isinstance(arch, str) or arch != "llama":
             raise UnsupportedModel(f"architecture {arch!r} is not supported (only llama)", path)
         self._gguf_names: dict[str, str] = {}  # HF name -> GGUF name
         for name, info in tensors.items():
@@ -204,6 +204,8 @@ def _rope_scaling(f: GGUFFile, theta: float, head_dim: int) -> dict | None:
     meta, path = f.metadata, f.path
     kind = meta.get("llama.rope.scaling.type", "none")
     factor = meta.get("llama.rope.scaling.factor", meta.get("llama.rope.scale_linear", 1.0))
+    if not isinstance(kind, str) or isinstance(factor, bool) or not isinstance(factor, (int, float)):
+        raise CorruptionDetected(f"llama.rope.scaling.type {kind!r} / factor {factor!r} have the wrong types", path)
     if kind not in ("none", "") and factor != 1.0:
         raise UnsupportedModel(f"rope scaling {kind!r} is not supported (only llama3)", path)
     if ROPE_FREQS not in f.tensors:

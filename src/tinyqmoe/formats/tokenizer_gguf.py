@@ -62,7 +62,9 @@ def tokenizer_from_gguf(meta: dict, path: str | None = None) -> TokenizerSpec | 
         raise
     except Exception as exc:  # the tokenizers library raises bare Exception on a bad vocabulary
         raise CorruptionDetected(f"tokenizer metadata is inconsistent: {exc}", path) from None
-    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", add_bos))
+    add_bos = meta.get("tokenizer.ggml.add_bos_token", add_bos)
+    if not isinstance(add_bos, bool):
+        raise CorruptionDetected(f"tokenizer.ggml.add_bos_token is {add_bos!r}, not true or false", path)
 
     def token(key: str) -> str | None:
         i = meta.get(f"tokenizer.ggml.{key}")

@@ -174,10 +174,12 @@ def config_problems(c: LlamaConfig) -> list[str]:
         problems.append(f"n_heads {c.n_heads} is not a multiple of n_kv_heads {c.n_kv_heads}")
     if c.head_dim % 2:
         problems.append(f"head_dim {c.head_dim} must be even for RoPE")
-    if not (isinstance(c.rope_theta, (int, float)) and math.isfinite(c.rope_theta) and c.rope_theta > 0):
-        problems.append(f"rope_theta {c.rope_theta!r} must be a finite positive number")
-    if not (isinstance(c.norm_eps, (int, float)) and math.isfinite(c.norm_eps) and c.norm_eps >= 0):
-        problems.append(f"rms_norm_eps {c.norm_eps!r} must be a finite number >= 0")
+    # both become float32 in the kernels: they must be positive normal float32 numbers (a zero eps divides
+    # by zero on a zero activation)
+    if not (isinstance(c.rope_theta, (int, float)) and 1e-30 <= c.rope_theta <= 1e30):
+        problems.append(f"rope_theta {c.rope_theta!r} must be a positive number (1e-30..1e30)")
+    if not (isinstance(c.norm_eps, (int, float)) and 1e-30 <= c.norm_eps <= 1.0):
+        problems.append(f"rms_norm_eps {c.norm_eps!r} must be a positive number (1e-30..1)")
     if not isinstance(c.tie_embeddings, bool):
         problems.append(f"tie_embeddings {c.tie_embeddings!r} is not true or false")
     rs = c.rope_scaling
