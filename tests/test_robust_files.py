@@ -219,3 +219,23 @@ def test_damaged_samples_file(tmp_path, content):
     with pytest.raises(UsageError) as info:
         SampleStore(tmp_path / "s.jsonl", {}).open()
     assert "s.jsonl" in info.value.one_line() and "\n" not in info.value.one_line()
+
+
+def test_int8_cache_temps_of_killed_first_runs_are_removed(hf, tmp_path, monkeypatch):
+    import tinyqmoe
+
+    monkeypatch.setenv("TINYQMOE_CACHE", str(tmp_path))
+    tinyqmoe.load(str(hf), threads=1)
+    (target,) = (tmp_path / "int8").glob("*.tqm")
+    stale = target.with_name(f".{target.name}.{_dead_pid()}.0a1b2c3d.tmp")
+    stale.write_bytes(b"partial")
+    target.unlink()                       # the next first run rebuilds the cache entry
+    tinyqmoe.load(str(hf), threads=1)
+    assert target.exists() and not stale.exists()
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o666 & ~_umask()
+
+
+def _umask():
+    m = os.umask(0)
+    os.umask(m)
+    return m

@@ -8,7 +8,7 @@ import numpy as np
 
 from tinyqmoe.errors import CorruptionDetected, UnsupportedModel
 from tinyqmoe.formats.checkpoint import Checkpoint
-from tinyqmoe.model.tokenizer import TokenizerSpec
+from tinyqmoe.model.tokenizer import TokenizerSpec, hf_tokenizer
 from tinyqmoe.model.config import LlamaConfig, check_tensors, expected_tensors
 from tinyqmoe.formats.safetensors_io import SafetensorsFile
 
@@ -124,7 +124,9 @@ def load_hf_tokenizer(d: Path) -> TokenizerSpec | None:
         add_bos = bool(bos) and _post_processor_adds(tokenizer_json, bos, tj)
     spec = TokenizerSpec(tokenizer_json=tokenizer_json, chat_template=template, bos_token=bos,
                          eos_token=eos, add_bos=bool(add_bos))
-    spec.check(tc if tc.exists() else tj)
+    spec.check_types(tc)
+    hf_tokenizer(tokenizer_json, tj)
+    spec.check_template(tc if cfg.get("chat_template") is not None else d / "chat_template.jinja")
     return spec
 
 
@@ -137,8 +139,6 @@ def _token_text(tok, key: str, path) -> str | None:
 
 
 def _post_processor_adds(tokenizer_json: str, bos: str, path) -> bool:
-    from tinyqmoe.model.tokenizer import hf_tokenizer
-
     tok = hf_tokenizer(tokenizer_json, path)
     bos_id = tok.token_to_id(bos)
     ids = tok.encode("a", add_special_tokens=True).ids
