@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyqmoe.formats.checkpoint import MemoryCheckpoint, expected_tensors
+from tinyqmoe.formats.checkpoint import MemoryCheckpoint
+from tinyqmoe.model.config import expected_tensors
 from tinyqmoe.model.tokenizer import TokenizerSpec
 from tinyqmoe.model.config import PRESETS
 

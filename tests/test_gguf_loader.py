@@ -4,7 +4,7 @@ import pytest
 
 from gguf_tiny import gguf_layout, llamacpp_permute, tiny_hf_llama, write_llama_gguf
 from tinyqmoe.errors import CorruptionDetected, UnsupportedModel
-from tinyqmoe.formats.checkpoint import expected_tensors
+from tinyqmoe.model.config import expected_tensors
 from tinyqmoe.model.config import LlamaConfig
 from tinyqmoe.formats.load_gguf import llama3_rope_factors, open_gguf, rope_scaling_from_factors
 

@@ -11,7 +11,7 @@ from tinyqmoe import synth
 from tinyqmoe.compress.entropy import order0_entropy_bits
 from tinyqmoe.compress.quant import quantize_int8
 from tinyqmoe.errors import UsageError
-from tinyqmoe.formats.checkpoint import expected_tensors
+from tinyqmoe.model.config import expected_tensors
 from tinyqmoe.model.config import LlamaConfig, preset
 from tinyqmoe.formats.load_hf import load_hf_tokenizer
 from tinyqmoe.formats.safetensors_io import SafetensorsFile, SafetensorsWriter, f32_to_bf16_bits, write_safetensors

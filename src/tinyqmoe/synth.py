@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 from tinyqmoe.errors import UsageError
-from tinyqmoe.formats.checkpoint import expected_tensors
+from tinyqmoe.model.config import expected_tensors
 from tinyqmoe.model.config import LlamaConfig, preset
 from tinyqmoe.formats.safetensors_io import SafetensorsWriter
 

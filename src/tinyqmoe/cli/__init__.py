@@ -45,12 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, `kill` and service managers send), raised like Ctrl-C so that every
+    `finally` and `except BaseException` cleans up (temporary files, threads) the same way."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.func(args) or 0)
     except TinyQMoEError as exc:
@@ -58,11 +71,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"tinyqmoe: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.debug:
             raise
-        print("tinyqmoe: interrupted", file=sys.stderr)
-        return 130
+        terminated = isinstance(exc, Terminated)
+        print(f"tinyqmoe: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
+    except UnicodeDecodeError as exc:   # standard input (`-p -`, chat) that is not UTF-8
+        if args.debug:
+            raise
+        print(f"tinyqmoe: the input is not valid UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+              f"position {exc.start})", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `tinyqmoe generate ... | head`
         return 0
 

@@ -10,7 +10,7 @@ def _size(text: str) -> int:
     mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
     try:
         return int(float(t[:-1] if t[-1:] in "KMG" else t) * mult)
-    except ValueError:
+    except (ValueError, OverflowError):   # OverflowError: 1e400 is infinite
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256K, 1M)") from None
 
 
@@ -23,7 +23,10 @@ def register(sub) -> None:
                        description="Quantize a model (8-bit, 4-bit or ternary) and compress the weights "
                                    "into a self-describing .tqm container (docs/FORMAT.md).")
     p.add_argument("model", help="HF directory, .gguf file, or a model name such as `default`")
-    p.add_argument("-o", "--output", required=True, help="output .tqm path")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .tqm path; replaced atomically if it exists (keeping its permissions); a symlink "
+                        "is followed and the file it points to replaced; only regular files are written "
+                        "(a directory, /dev/null or another device is refused before any work)")
     p.add_argument("--bits", default="8", help="8, 4 or ternary (default 8)")
     p.add_argument("--group", type=int, default=None,
                    help="inputs per scale; 0 = one per output channel (default: 0 for 8 bits, 32 for 4, 64 for ternary)")
@@ -57,8 +60,10 @@ def run_compress(args) -> int:
 
     from tinyqmoe.compress.writer import BITS_CHOICES, CompressOptions, write_container
     from tinyqmoe.errors import UsageError
+    from tinyqmoe.fileio import check_output
     from tinyqmoe.formats.load import open_checkpoint
 
+    check_output(args.output)   # before any work: a bad -o costs nothing
     bits = BITS_CHOICES.get(str(args.bits).lower())
     if bits is None:
         raise UsageError(f"unsupported --bits {args.bits!r} (choose 8, 4 or ternary)")

@@ -46,6 +46,8 @@ def run(args) -> int:
     from tinyqmoe.errors import UsageError
     from tinyqmoe.eval.runner import ModelSpec, parse_limit
 
+    if args.shots is not None and args.shots < 0:
+        raise UsageError(f"--shots {args.shots}: expected 0 or more few-shot examples")
     options = {"threads": args.threads, "max_memory": args.max_memory}
     common = dict(split=args.split, limit=parse_limit(args.limit), shots=args.shots, progress=not args.no_progress,
                   workers=args.workers, ray_address=args.ray)

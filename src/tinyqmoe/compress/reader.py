@@ -194,7 +194,7 @@ class Container:
             raise ChecksumWrong("JSON header checksum mismatch", p, field="json_crc32")
         try:
             header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:   # RecursionError: nested too deeply
             raise CorruptionDetected(f"JSON header is not valid UTF-8 JSON ({exc})", p, field="json") from None
         if not isinstance(header, dict):
             raise CorruptionDetected("JSON header is not an object", p, field="json")
@@ -230,6 +230,9 @@ class Container:
             self._entries[e.name] = e
         if next_chunk != n_records:
             raise CorruptionDetected(f"tensors use {next_chunk} of {n_records} chunk records", p, field="n_chunks")
+        from tinyqmoe.model.config import check_tensors   # the config must describe these tensors exactly
+
+        check_tensors(self.config, {n: e.shape for n, e in self._entries.items()}, p)
 
     def _check_tensor(self, r: dict, k: int, first_expected: int, n_records: int) -> TensorEntry:
         p = self.path

@@ -1,7 +1,9 @@
-"""Write a .tqm container (docs/FORMAT.md) from a Checkpoint, one tensor at a time.
+"""Write a .tqm container (docs/FORMAT.md) from a Checkpoint, streamed in blocks of rows.
 
-Peak memory is about the largest tensor (its float32 copy, its quantized form and its streams).
-The file is written to a temporary name in the target directory, fsynced and renamed, so an
+Peak memory is one row block (STREAM_BLOCK_BYTES of float32 plus its quantized form and streams), one
+tensor's scales and, for `--codec auto` on tensors up to KEEP_CANDIDATES_BYTES, every candidate codec's
+streams of that tensor: about the same for a 135M or an 8B model. The file is written through
+`fileio.atomic_output` (a PID-tagged temporary beside the target, fsynced and renamed), so an
 interruption never leaves a partial target.
 """
 from __future__ import annotations
@@ -10,7 +12,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,9 +21,10 @@ from tinyqmoe.compress import codecs
 from tinyqmoe.compress.common import CODEC_IDS, CODEC_ALIASES, LZW_MAX_BITS, LZW_MIN_BITS, crc32
 from tinyqmoe.compress.container_format import (CHUNK_DTYPE, FIXED_HEADER, FIXED_HEADER_SIZE, MAGIC,
                                                 VERSION_MAJOR, VERSION_MINOR, align_up)
-from tinyqmoe.compress.entropy import order0_entropy_bits, zstd_size
+from tinyqmoe.compress.entropy import zstd_size
 from tinyqmoe.compress.quant import BITS_QTYPE, quantize
 from tinyqmoe.errors import UsageError
+from tinyqmoe.fileio import atomic_output, check_output
 
 BITS_CHOICES = {"8": 8, "4": 4, "ternary": 2, "2": 2}
 DEFAULT_GROUP = {8: 0, 4: 32, 2: 64}      # 0 = one scale per output channel
@@ -92,53 +94,17 @@ def chunk_rows(rows: int, row_bytes: int, chunk_size: int) -> list[tuple[int, in
     return [(r, min(per, rows - r)) for r in range(0, rows, per)]
 
 
-def _encode_chunks(payload: np.ndarray, blocks, codec: str, opts: CompressOptions, pool) -> list[bytes]:
-    """payload uint8 [rows, row_bytes] -> one stream per row block."""
-    params = {"max_bits": opts.lzw_max_bits, "level": opts.zstd_level}
-    enc = codecs.codec_by_name(codec).encode
-    jobs = [payload[r:r + n].reshape(-1) for r, n in blocks]
-    return list(pool.map(lambda part: enc(part, **params), jobs))
-
-
-def _tensor_streams(name, w, opts, pool):
-    """Quantize (or not) one tensor -> (record fields, scale bytes, payload [rows, row_bytes], stats)."""
-    shape = tuple(int(x) for x in w.shape)
-    stats: dict = {}
-    if is_quantized_name(name, shape, opts):
-        g = tensor_group(shape[1], opts.group_size, opts.bits)
-        qt, err = quantize(w, opts.bits, g, opts.scale_dtype)
-        payload = np.ascontiguousarray(qt.q).view(np.uint8)
-        sdt = np.float16 if opts.scale_dtype == "f16" else np.float32
-        scale = np.ascontiguousarray(qt.scale.astype(sdt)).tobytes()
-        rec = {"qtype": BITS_QTYPE[opts.bits], "group": qt.group, "scale_dtype": opts.scale_dtype}
-        stats.update(rel_frobenius=err.rel_frobenius, sqnr_db=err.sqnr_db)
-    else:
-        payload = np.ascontiguousarray(w, dtype="<f4").reshape(shape[0] if len(shape) == 2 else 1, -1).view(np.uint8)
-        scale = b""
-        rec = {"qtype": "f32", "group": 0, "scale_dtype": None}
-    rec.update(name=name, shape=list(shape), rows=int(payload.shape[0]), row_bytes=int(payload.shape[1]))
-    return rec, scale, payload, stats
-
-
 def write_container(ckpt, path: str | Path, options: CompressOptions | None = None,
                     progress: bool = True) -> dict:
-    """Compress a Checkpoint into `path` (.tqm). Returns the JSON header that was written."""
+    """Compress a Checkpoint into `path` (.tqm). Returns the JSON header that was written.
+
+    Memory stays bounded whatever the model's size: tensors are read, quantized and encoded in blocks
+    of whole chunks (STREAM_BLOCK_BYTES of float32 rows), never as a whole float32 tensor."""
     opts = (options or CompressOptions()).check()
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UsageError(f"output directory {str(path.parent)!r} does not exist", path)
+    check_output(path)
     threads = opts.threads or os.cpu_count() or 1
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, ThreadPoolExecutor(threads) as pool:
-            header = _write_body(f, ckpt, opts, pool, progress)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return header
+    with atomic_output(path) as f, ThreadPoolExecutor(threads) as pool:
+        return _write_body(f, ckpt, opts, pool, progress)
 
 
 def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
@@ -147,29 +113,13 @@ def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
     f.write(b"\0" * FIXED_HEADER_SIZE)
     pos = FIXED_HEADER_SIZE
     records, chunks = [], []
-    names = list(ckpt.names)
-    bar = tqdm(names, desc="compress", unit="tensor", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(list(ckpt.names), desc="compress", unit="tensor", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
     for name in bar:
-        rec, scale, payload, stats = _tensor_streams(name, ckpt.get(name), opts, pool)
-        blocks = chunk_rows(rec["rows"], rec["row_bytes"], opts.chunk_size)
-        codec, streams, sizes = _choose_streams(rec, payload, blocks, opts, pool)
-        if opts.stats:   # the bounds, on the same chunks (zstd-19 reused from `auto` when it was tried)
-            z19 = sizes.get("zstd") if opts.zstd_level == 19 else None
-            if z19 is None:
-                z19 = sum(pool.map(lambda rb: zstd_size(payload[rb[0]:rb[0] + rb[1]], 19), blocks))
-            stats.update(entropy_bits=order0_entropy_bits(payload), zstd19_bytes=int(z19))
-        # §6.1 scales, then §6.2 chunks, each from a 64-aligned start
-        pos = _pad_to(f, pos, align_up(pos))
-        rec.update(scale_offset=pos if scale else 0, scale_size=len(scale), scale_crc32=crc32(scale) if scale else 0)
-        f.write(scale)
-        pos = _pad_to(f, pos + len(scale), align_up(pos + len(scale)))
-        rec.update(first_chunk=len(chunks), n_chunks=len(blocks), codec=codec, stats=stats)
-        for (r, n), s in zip(blocks, streams):
-            chunks.append((pos, len(s), n * rec["row_bytes"], r, n, crc32(s), CODEC_IDS[codec]))
-            f.write(s)
-            pos += len(s)
+        pos, rec = _write_tensor(f, pos, ckpt, name, opts, pool, chunks)
         records.append(rec)
-        bar.set_postfix_str(f"{codec} {sum(map(len, streams)) / max(payload.size, 1):.3f}x")
+        stored = sum(c[1] for c in chunks[rec["first_chunk"]:])
+        bar.set_postfix_str(f"{rec['codec']} {stored / max(rec['rows'] * rec['row_bytes'], 1):.3f}x")
     index = np.zeros(len(chunks), CHUNK_DTYPE)
     for i, c in enumerate(chunks):
         index[i]["offset"], index[i]["stored_size"], index[i]["raw_size"] = c[0], c[1], c[2]
@@ -194,20 +144,165 @@ def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
     return header
 
 
-def _choose_streams(rec, payload, blocks, opts, pool) -> tuple[str, list[bytes], dict[str, int]]:
-    """Encode with the asked codec, or with each and keep the smallest (auto). f32 tensors are stored raw.
-    -> (codec, streams, {codec tried: total bytes})"""
-    if opts.codec != "auto" and rec["qtype"] != "f32":
-        streams = _encode_chunks(payload, blocks, opts.codec, opts, pool)
-        return opts.codec, streams, {opts.codec: sum(map(len, streams))}
-    candidates = ("lzw", "rans", "zstd", "raw") if rec["qtype"] != "f32" else ("raw",)
-    best, sizes = None, {}
-    for name in candidates:
-        streams = _encode_chunks(payload, blocks, name, opts, pool)
-        sizes[name] = sum(map(len, streams))
-        if best is None or sizes[name] < best[0]:
-            best = (sizes[name], name, streams)
-    return best[1], best[2], sizes
+# ---- one tensor, streamed in row blocks
+
+STREAM_BLOCK_BYTES = 16 << 20     # float32 rows read, quantized and encoded at a time (whole chunks)
+KEEP_CANDIDATES_BYTES = 32 << 20  # `auto` keeps every codec's streams of a tensor up to this payload;
+                                  # a larger tensor is measured in a first pass and encoded in a second
+
+
+@dataclasses.dataclass
+class _Plan:
+    """How one tensor is laid out: its record fields, its chunks, and the row blocks it streams in."""
+    name: str
+    shape: tuple[int, ...]
+    qtype: str
+    group: int
+    rows: int
+    row_bytes: int
+    n_in: int
+    chunks: list[tuple[int, int]]      # (row_start, row_count)
+    blocks: list[tuple[int, int]]      # (first chunk, end chunk): the rows read at once
+
+    @property
+    def payload_bytes(self) -> int:
+        return self.rows * self.row_bytes
+
+
+def _plan(name: str, shape: tuple[int, ...], opts: CompressOptions) -> _Plan:
+    rows = shape[0] if len(shape) == 2 else 1
+    n_in = shape[1] if len(shape) == 2 else int(np.prod(shape))
+    if is_quantized_name(name, shape, opts):
+        group, qtype, row_bytes = tensor_group(n_in, opts.group_size, opts.bits), BITS_QTYPE[opts.bits], n_in * opts.bits // 8
+    else:
+        group, qtype, row_bytes = 0, "f32", 4 * n_in
+    chunks = chunk_rows(rows, row_bytes, opts.chunk_size)
+    per_block = max(1, STREAM_BLOCK_BYTES // max(4 * n_in * chunks[0][1], 1))   # chunks per row block
+    blocks = [(i, min(i + per_block, len(chunks))) for i in range(0, len(chunks), per_block)]
+    return _Plan(name, tuple(shape), qtype, group, rows, row_bytes, n_in, chunks, blocks)
+
+
+class _Quantized:
+    """A tensor's quantization, accumulated block by block: scales [O, G], error sums, byte histogram."""
+
+    def __init__(self, plan: _Plan, opts: CompressOptions):
+        self.plan, self.opts = plan, opts
+        self.scale = np.empty((plan.rows, plan.n_in // plan.group), np.float32) if plan.group else None
+        self.signal = self.noise = 0.0
+        self.counts = np.zeros(256, np.int64)
+
+    def rows(self, ckpt, r0: int, r1: int) -> np.ndarray:
+        """Payload rows r0..r1: uint8 [r1 - r0, row_bytes], from the float32 rows of this block only."""
+        p = self.plan
+        w = ckpt.rows(p.name, r0, r1) if len(p.shape) == 2 else ckpt.get(p.name).reshape(1, -1)  # finite
+        if p.qtype == "f32":
+            payload = np.ascontiguousarray(w, dtype="<f4").view(np.uint8)
+        else:
+            qt, err = quantize(w, self.opts.bits, p.group, self.opts.scale_dtype)
+            self.scale[r0:r1] = qt.scale
+            signal = float(np.sum(np.square(w, dtype=np.float64)))
+            self.signal += signal
+            self.noise += err.rel_frobenius ** 2 * signal
+            payload = np.ascontiguousarray(qt.q).view(np.uint8)
+        self.counts += np.bincount(payload.reshape(-1), minlength=256)
+        return payload
+
+    def stats(self) -> dict:
+        if self.plan.qtype == "f32":
+            return {}
+        rel = (self.noise / self.signal) ** 0.5 if self.signal > 0 else 0.0
+        sqnr = 10.0 * np.log10(self.signal / self.noise) if self.noise > 0 and self.signal > 0 else float("inf")
+        return {"rel_frobenius": rel, "sqnr_db": float(sqnr)}
+
+    def entropy_bits(self) -> float:
+        c = self.counts[self.counts > 0]
+        return float(-(c * np.log2(c / c.sum())).sum()) if c.size else 0.0
+
+    def scale_bytes(self) -> bytes:
+        if self.scale is None:
+            return b""
+        sdt = np.float16 if self.opts.scale_dtype == "f16" else np.float32
+        return np.ascontiguousarray(self.scale.astype(sdt)).tobytes()
+
+
+def _streams(ckpt, plan: _Plan, quant: _Quantized, names: tuple[str, ...], opts: CompressOptions, pool,
+             zstd19: bool):
+    """Per row block: (chunk indexes, {codec: [stream per chunk]}, [zstd-19 size per chunk] or None)."""
+    params = {"max_bits": opts.lzw_max_bits, "level": opts.zstd_level}
+    for c0, c1 in plan.blocks:
+        r0 = plan.chunks[c0][0]
+        r1 = plan.chunks[c1 - 1][0] + plan.chunks[c1 - 1][1]
+        payload = quant.rows(ckpt, r0, r1)
+        parts = [payload[r - r0:r - r0 + n].reshape(-1) for r, n in plan.chunks[c0:c1]]
+        out = {}
+        for name in names:
+            enc = codecs.codec_by_name(name).encode
+            out[name] = list(pool.map(lambda part: enc(part, **params), parts))
+        z = list(pool.map(lambda part: zstd_size(part, 19), parts)) if zstd19 else None
+        yield range(c0, c1), out, z
+
+
+def _write_tensor(f, pos: int, ckpt, name: str, opts: CompressOptions, pool, chunks_out: list) -> tuple[int, dict]:
+    """Scales (§6.1), then chunks (§6.2), each from a 64-aligned start. The scales' place is reserved
+    and filled once every block is quantized."""
+    plan = _plan(name, tuple(ckpt.shapes[name]), opts)
+    quant = _Quantized(plan, opts)
+    scale_size = plan.rows * (plan.n_in // plan.group) * (2 if opts.scale_dtype == "f16" else 4) if plan.group else 0
+    pos = _pad_to(f, pos, align_up(pos))
+    scale_offset = pos
+    f.write(b"\0" * scale_size)
+    pos = _pad_to(f, pos + scale_size, align_up(pos + scale_size))
+    first_chunk = len(chunks_out)
+    if plan.qtype == "f32":
+        candidates = ("raw",)              # f32 tensors are stored raw
+    elif opts.codec != "auto":
+        candidates = (opts.codec,)
+    else:
+        candidates = ("lzw", "rans", "zstd", "raw")
+    want_z19 = opts.stats and not (len(candidates) > 1 and opts.zstd_level == 19)   # else reuse `auto`'s zstd
+    sizes = dict.fromkeys(candidates, 0)
+    if len(candidates) > 1 and plan.payload_bytes > KEEP_CANDIDATES_BYTES:
+        for _, out, _ in _streams(ckpt, plan, _Quantized(plan, opts), candidates, opts, pool, False):
+            for c in candidates:           # pass 1 measures every codec; pass 2 writes the smallest
+                sizes[c] += sum(map(len, out[c]))
+        candidates = (min(sizes, key=sizes.get),)
+    kept: dict[str, list[bytes]] = {c: [] for c in candidates}
+    z19 = 0
+    for idx, out, z in _streams(ckpt, plan, quant, candidates, opts, pool, want_z19):
+        z19 += sum(z) if z else 0
+        if len(candidates) == 1:
+            pos = _write_chunks(f, pos, plan, idx, out[candidates[0]], candidates[0], chunks_out)
+        else:
+            for c in candidates:
+                kept[c] += out[c]
+    if len(candidates) > 1:                # a small tensor with every codec's streams kept
+        sizes = {c: sum(map(len, kept[c])) for c in candidates}
+        best = min(sizes, key=sizes.get)
+        pos = _write_chunks(f, pos, plan, range(len(plan.chunks)), kept[best], best, chunks_out)
+        candidates = (best,)
+    scale = quant.scale_bytes()
+    end = f.tell()
+    f.seek(scale_offset)
+    f.write(scale)
+    f.seek(end)
+    stats = quant.stats()
+    if opts.stats:   # the bounds, on the same chunks (zstd-19 reused from `auto` when it was tried)
+        stats.update(entropy_bits=quant.entropy_bits(), zstd19_bytes=int(z19 if want_z19 else sizes["zstd"]))
+    rec = {"qtype": plan.qtype, "group": plan.group, "scale_dtype": opts.scale_dtype if plan.group else None,
+           "name": name, "shape": list(plan.shape), "rows": plan.rows, "row_bytes": plan.row_bytes,
+           "scale_offset": scale_offset if scale else 0, "scale_size": len(scale),
+           "scale_crc32": crc32(scale) if scale else 0, "first_chunk": first_chunk, "n_chunks": len(plan.chunks),
+           "codec": candidates[0], "stats": stats}
+    return pos, rec
+
+
+def _write_chunks(f, pos: int, plan: _Plan, idx, streams: list[bytes], codec: str, chunks_out: list) -> int:
+    for i, s in zip(idx, streams):
+        r, n = plan.chunks[i]
+        chunks_out.append((pos, len(s), n * plan.row_bytes, r, n, crc32(s), CODEC_IDS[codec]))
+        f.write(s)
+        pos += len(s)
+    return pos
 
 
 def _pad_to(f, pos: int, target: int) -> int:

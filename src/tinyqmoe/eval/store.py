@@ -46,7 +46,17 @@ class SampleStore:
     def _load_existing(self) -> None:
         raw = self.path.read_bytes()
         good_end = raw.rfind(b"\n") + 1  # a torn last line (killed mid-write) is dropped
-        lines = raw[:good_end].decode("utf-8").splitlines()
+        try:
+            self._read_lines(raw[:good_end])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise UsageError(f"samples file is damaged ({type(exc).__name__}: {str(exc)[:80]}); delete it "
+                             f"to start over", path=self.path) from None
+        if good_end < len(raw):
+            with open(self.path, "r+b") as f:
+                f.truncate(good_end)
+
+    def _read_lines(self, raw: bytes) -> None:
+        lines = raw.decode("utf-8").splitlines()
         if not lines:
             raise UsageError("samples file has no header line; delete it to start over", path=self.path)
         header = json.loads(lines[0]).get("header")
@@ -58,9 +68,6 @@ class SampleStore:
         for line in lines[1:]:
             rec = json.loads(line)
             self.records[rec["doc_id"]] = rec
-        if good_end < len(raw):
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
 
     def __contains__(self, doc_id: str) -> bool:
         return doc_id in self.records

@@ -26,44 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyqmoe.model.config import LlamaConfig
+from tinyqmoe.errors import CorruptionDetected
+
+from tinyqmoe.model.config import LAYER_TENSORS, LlamaConfig, check_tensors, expected_tensors  # noqa: F401 (re-exported)
 from tinyqmoe.model.tokenizer import TokenizerSpec
-
-LAYER_TENSORS = (
-    "input_layernorm.weight",
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-)
-
-
-def expected_tensors(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor a Llama checkpoint must hold, with its HF shape."""
-    c = config
-    shapes = {"model.embed_tokens.weight": (c.vocab_size, c.dim), "model.norm.weight": (c.dim,)}
-    per_layer = {
-        "input_layernorm.weight": (c.dim,),
-        "self_attn.q_proj.weight": (c.q_dim, c.dim),
-        "self_attn.k_proj.weight": (c.kv_dim, c.dim),
-        "self_attn.v_proj.weight": (c.kv_dim, c.dim),
-        "self_attn.o_proj.weight": (c.dim, c.q_dim),
-        "post_attention_layernorm.weight": (c.dim,),
-        "mlp.gate_proj.weight": (c.ffn_dim, c.dim),
-        "mlp.up_proj.weight": (c.ffn_dim, c.dim),
-        "mlp.down_proj.weight": (c.dim, c.ffn_dim),
-    }
-    for i in range(c.n_layers):
-        for suffix, shape in per_layer.items():
-            shapes[f"model.layers.{i}.{suffix}"] = shape
-    if not c.tie_embeddings:
-        shapes["lm_head.weight"] = (c.vocab_size, c.dim)
-    return shapes
-
 
 class Checkpoint:
     """Base class of the loaders' results. Subclasses implement `_read(name)`."""
@@ -84,7 +50,24 @@ class Checkpoint:
         """The tensor as float32 in HF layout."""
         arr = self._read(name)
         assert arr.shape == self.shapes[name], (name, arr.shape, self.shapes[name])
-        return np.ascontiguousarray(arr, dtype=np.float32)
+        return self._finite(name, np.ascontiguousarray(arr, dtype=np.float32))
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop (first axis) of a 2-D tensor as float32, reading only those rows where the
+        format allows it: what lets `compress` stream a tensor bigger than its memory budget."""
+        arr = self._read_rows(name, start, stop)
+        assert arr.shape == (stop - start,) + self.shapes[name][1:], (name, arr.shape, start, stop)
+        return self._finite(name, np.ascontiguousarray(arr, dtype=np.float32))
+
+    def _finite(self, name: str, arr: np.ndarray) -> np.ndarray:
+        """Weights are finite, or the file is refused: NaN and inf would reach the kernels (numba raises
+        ZeroDivisionError in an RMSNorm of infinities) or be compressed into a container that runs wrong."""
+        if not np.isfinite(arr).all():
+            raise CorruptionDetected(f"tensor {name} holds NaN or infinite values", self.path)
+        return arr
+
+    def _read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self._read(name)[start:stop]
 
     def _read(self, name: str) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import mmap
+import os
 import struct
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from tinyqmoe.formats.gguf_dequant import LAYOUTS
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
+MAX_NESTING = 8    # arrays of arrays: llama.cpp writes one level; deeper is a forgery (and Python recursion)
 
 # metadata value types: id -> (struct format, width); 8 string and 9 array are variable-sized
 _SCALAR = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
@@ -99,7 +101,7 @@ class _Cursor:
         except UnicodeDecodeError:
             raise CorruptionDetected(f"{what} is not valid UTF-8", self.path) from None
 
-    def value(self, vtype: int, what: str):
+    def value(self, vtype: int, what: str, depth: int = 0):
         if vtype in _SCALAR:
             fmt, width = _SCALAR[vtype]
             self.need(width, what)
@@ -110,6 +112,8 @@ class _Cursor:
             return self.string(what)
         if vtype == _ARRAY:
             etype, count = self.u32(what), self.u64(what)
+            if depth >= MAX_NESTING:
+                raise CorruptionDetected(f"{what} nests arrays more than {MAX_NESTING} deep", self.path)
             if etype in _NUMPY:  # numeric arrays come back as numpy arrays
                 width = _SCALAR[etype][1]
                 self.need(count * width, what)
@@ -117,7 +121,9 @@ class _Cursor:
                 self.pos += count * width
                 return arr
             self.need(count * 8, what)  # every string or array element takes at least 8 bytes
-            return [self.value(etype, what) for _ in range(count)] if etype != _STRING else self.strings(count, what)
+            if etype == _STRING:
+                return self.strings(count, what)
+            return [self.value(etype, what, depth + 1) for _ in range(count)]
         raise CorruptionDetected(f"{what} has unknown value type {vtype}", self.path)
 
     def strings(self, count: int, what: str) -> list[str]:
@@ -157,11 +163,16 @@ class GGUFFile:
                 if size < 24:
                     raise TruncatedInput(f"file is {size} bytes, too short for a GGUF header", self.path)
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self._fd = os.dup(f.fileno())
         except FileNotFoundError:
             raise ModelNotFound("no such file", self.path) from None
         except IsADirectoryError:
             raise ModelNotFound("is a directory, not a GGUF file", self.path) from None
-        self._parse()
+        try:
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
 
     def _parse(self) -> None:
         cur = _Cursor(self._map, self.path)
@@ -196,6 +207,14 @@ class GGUFFile:
         self.tensors: dict[str, TensorInfo] = {}
         for name, dims, ggml_type, offset in infos:
             self.tensors[name] = self._check_tensor(name, dims, ggml_type, offset, alignment)
+        self._check_overlaps()
+
+    def _check_overlaps(self) -> None:
+        """No tensor's bytes overlap another's: a forged offset could make two weights one."""
+        spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in self.tensors.values() if t.nbytes)
+        for (a0, a1, a), (b0, b1, b) in zip(spans, spans[1:]):
+            if b0 < a1:
+                raise CorruptionDetected(f"tensors {a} and {b} overlap in the file", self.path)
 
     def _check_tensor(self, name, dims, ggml_type, offset, alignment) -> TensorInfo:
         if name in self.tensors:
@@ -223,6 +242,16 @@ class GGUFFile:
         assert info.nbytes is not None, name
         return np.frombuffer(self._map, dtype=np.uint8, count=info.nbytes, offset=info.offset)
 
+    def pread(self, offset: int, nbytes: int) -> bytearray:
+        """Bytes of the file read with pread: nothing stays mapped in this process."""
+        buf = bytearray(nbytes)
+        if nbytes and os.preadv(self._fd, [buf], offset) != nbytes:
+            raise TruncatedInput(f"file ends before byte {offset + nbytes}", self.path)
+        return buf
+
     def close(self) -> None:
         """Drop the map; views handed out by raw() keep it alive until they go too."""
         self._map = None
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None

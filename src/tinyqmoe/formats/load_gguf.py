@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.errors import CorruptionDetected, UnsupportedModel
-from tinyqmoe.formats.checkpoint import Checkpoint, expected_tensors
-from tinyqmoe.model.config import LlamaConfig
+from tinyqmoe.formats.checkpoint import Checkpoint
+from tinyqmoe.model.config import LlamaConfig, check_tensors, expected_tensors
 from tinyqmoe.formats.gguf_dequant import LAYOUTS, dequantize, type_name
 from tinyqmoe.formats.gguf_reader import GGUFFile
 from tinyqmoe.formats.tokenizer_gguf import tokenizer_from_gguf
@@ -72,9 +72,16 @@ class GGUFCheckpoint(Checkpoint):
 
     def __init__(self, path: str | Path):
         self.file = GGUFFile(path)
+        try:
+            self._open(path)
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _open(self, path) -> None:
         meta, tensors = self.file.metadata, self.file.tensors
         arch = meta.get("general.architecture")
-        if arch != "llama":
+        if not isinstance(arch, str) or arch != "llama":
             raise UnsupportedModel(f"architecture {arch!r} is not supported (only llama)", path)
         self._gguf_names: dict[str, str] = {}  # HF name -> GGUF name
         for name, info in tensors.items():
@@ -91,18 +98,13 @@ class GGUFCheckpoint(Checkpoint):
             self._gguf_names[hf] = name
         config = config_from_gguf(self.file)
         shapes = {hf: tensors[g].shape for hf, g in self._gguf_names.items()}
+        check_tensors(config, shapes, path, names=self._gguf_name)
         expected = expected_tensors(config)
-        for hf, shape in expected.items():
-            if hf not in shapes:
-                raise CorruptionDetected(f"tensor {_gguf_name_of(hf)} is missing", path)
-            if shapes[hf] != shape:
-                raise CorruptionDetected(f"tensor {self._gguf_names[hf]} has shape {list(shapes[hf])}, "
-                                         f"the metadata implies {list(shape)}", path)
-        extra = sorted(set(shapes) - set(expected))
-        if extra:
-            raise CorruptionDetected(f"tensor {self._gguf_names[extra[0]]} is beyond block_count", path)
         super().__init__(path, config, tokenizer_from_gguf(meta, str(path)), {k: shapes[k] for k in expected},
                          {hf: type_name(tensors[g].ggml_type) for hf, g in self._gguf_names.items()})
+
+    def _gguf_name(self, hf: str) -> str:
+        return self._gguf_names.get(hf) or _gguf_name_of(hf)
 
     def _read(self, name: str) -> np.ndarray:
         info = self.file.tensors[self._gguf_names[name]]
@@ -112,6 +114,21 @@ class GGUFCheckpoint(Checkpoint):
         elif name.endswith("self_attn.k_proj.weight"):
             w = unpermute_rope_rows(w, self.config.n_kv_heads)
         return w
+
+    def _read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows of one tensor, read with pread (a mapping's touched pages would count in RSS). Q and K rows
+        are un-permuted per head, so whole heads around [start, stop) are read."""
+        info = self.file.tensors[self._gguf_names[name]]
+        heads = (self.config.n_heads if name.endswith("self_attn.q_proj.weight") else
+                 self.config.n_kv_heads if name.endswith("self_attn.k_proj.weight") else 0)
+        per = info.shape[0] // heads if heads else 1
+        lo, hi = start // per * per, -(-stop // per) * per
+        row_bytes = info.nbytes // info.shape[0]
+        raw = np.frombuffer(self.file.pread(info.offset + lo * row_bytes, (hi - lo) * row_bytes), np.uint8)
+        w = dequantize(raw, info.ggml_type, (hi - lo,) + info.shape[1:])
+        if heads:
+            w = unpermute_rope_rows(w, (hi - lo) // per)
+        return w[start - lo:stop - lo]
 
     def close(self) -> None:
         self.file.close()
@@ -152,6 +169,9 @@ def config_from_gguf(f: GGUFFile) -> LlamaConfig:
         raise CorruptionDetected("tensor token_embd.weight is missing", path)
     if key("expert_count", 0):
         raise UnsupportedModel("mixture-of-experts Llama files are not supported", path)
+    if meta.get("llama.attention.sliding_window") is not None:
+        raise UnsupportedModel("llama.attention.sliding_window is set: sliding-window attention (Mistral) "
+                               "is not supported", path)
     n_layers, n_heads, dim = key("block_count"), key("attention.head_count"), key("embedding_length")
     if len(LAYER_TO_HF) * n_layers > len(f.tensors):
         raise CorruptionDetected(f"block_count {n_layers} but only {len(f.tensors)} tensors", path)
@@ -184,6 +204,8 @@ def _rope_scaling(f: GGUFFile, theta: float, head_dim: int) -> dict | None:
     meta, path = f.metadata, f.path
     kind = meta.get("llama.rope.scaling.type", "none")
     factor = meta.get("llama.rope.scaling.factor", meta.get("llama.rope.scale_linear", 1.0))
+    if not isinstance(kind, str) or isinstance(factor, bool) or not isinstance(factor, (int, float)):
+        raise CorruptionDetected(f"llama.rope.scaling.type {kind!r} / factor {factor!r} have the wrong types", path)
     if kind not in ("none", "") and factor != 1.0:
         raise UnsupportedModel(f"rope scaling {kind!r} is not supported (only llama3)", path)
     if ROPE_FREQS not in f.tensors:

@@ -7,6 +7,7 @@ numpy has no bfloat16, so we read the bytes ourselves and widen bf16 to float32.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.errors import CorruptionDetected, TruncatedInput, UnsupportedModel, UsageError
+from tinyqmoe.fileio import _umask, atomic_output, check_output, remove_stale_temps, temp_path
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
            "I8": np.int8, "U8": np.uint8, "I32": np.int32, "I64": np.int64}
@@ -27,6 +29,13 @@ class SafetensorsFile:
             self._f = open(self.path, "rb")
         except OSError as exc:
             raise UnsupportedModel(f"cannot open: {exc.strerror}", path) from None
+        try:
+            self._parse(path)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _parse(self, path) -> None:
         size = os.fstat(self._f.fileno()).st_size
         if size < 8:
             raise TruncatedInput("shorter than a safetensors header", path)
@@ -34,23 +43,55 @@ class SafetensorsFile:
         if n > min(size - 8, _MAX_HEADER):
             raise TruncatedInput(f"header length {n} exceeds the file", path)
         try:
-            header = json.loads(self._f.read(n))
+            header = json.loads(self._f.read(n).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise CorruptionDetected("safetensors header is not valid JSON", path) from None
+        except RecursionError:
+            raise CorruptionDetected("safetensors header is nested too deeply", path) from None
+        if not isinstance(header, dict):
+            raise CorruptionDetected("safetensors header is not a JSON object", path)
         self.metadata = header.pop("__metadata__", {}) or {}
         self._base = 8 + n
         self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
         for name, e in header.items():
-            try:
-                dtype, shape, (begin, end) = e["dtype"], tuple(int(s) for s in e["shape"]), e["data_offsets"]
-            except (KeyError, TypeError, ValueError):
-                raise CorruptionDetected(f"bad header entry for {name!r}", path) from None
-            if dtype not in _DTYPES:
-                raise UnsupportedModel(f"tensor {name!r} has unsupported dtype {dtype}", path)
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[dtype]).itemsize
-            if not (0 <= begin <= end and end - begin == nbytes and self._base + end <= size):
-                raise CorruptionDetected(f"tensor {name!r} offsets {begin}..{end} do not fit its shape or the file", path)
-            self.entries[name] = (dtype, shape, self._base + begin, nbytes)
+            self.entries[name] = self._entry(name, e, size)
+        self._check_layout(size)
+
+    def _entry(self, name: str, e, size: int) -> tuple[str, tuple[int, ...], int, int]:
+        """One header entry checked: known dtype, a shape of non-negative ints, offsets that hold exactly
+        the shape's bytes inside the data area."""
+        path = self.path
+        try:
+            dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        except (KeyError, TypeError):
+            raise CorruptionDetected(f"bad header entry for {name!r}", path) from None
+        if not isinstance(dtype, str) or not isinstance(shape, list) or not isinstance(offsets, list) \
+                or len(offsets) != 2 or not all(_is_int(x) for x in shape + offsets) or len(shape) > 8:
+            raise CorruptionDetected(f"bad header entry for {name!r}", path)
+        if dtype not in _DTYPES:
+            raise UnsupportedModel(f"tensor {name!r} has unsupported dtype {dtype}", path)
+        if any(x < 0 for x in shape):
+            raise CorruptionDetected(f"tensor {name!r} has shape {shape}", path)
+        begin, end = offsets
+        nbytes = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize   # Python ints: no overflow
+        if not (0 <= begin <= end and end - begin == nbytes and self._base + end <= size):
+            raise CorruptionDetected(f"tensor {name!r} offsets {begin}..{end} do not fit its shape "
+                                     f"{shape} {dtype} or the file", path)
+        return dtype, tuple(shape), self._base + begin, nbytes
+
+    def _check_layout(self, size: int) -> None:
+        """Tensors tile the data area exactly, as the safetensors reference requires: no two share bytes
+        (a forged header could alias one weight onto another's data) and no byte is left over (a header
+        length one short shifts every tensor by a byte)."""
+        pos = 0
+        for off, nbytes, name in sorted((off, nbytes, name) for name, (_, _, off, nbytes) in self.entries.items()):
+            if off - self._base != pos:
+                what = "overlaps the tensor before it" if off - self._base < pos else "leaves a gap before it"
+                raise CorruptionDetected(f"tensor {name!r} {what} in the data area (offset {off - self._base}, "
+                                         f"expected {pos})", self.path)
+            pos += nbytes
+        if self._base + pos != size:
+            raise CorruptionDetected(f"tensor data ends at byte {self._base + pos}, the file has {size}", self.path)
 
     def dtype_name(self, name: str) -> str:
         return self.entries[name][0].lower()
@@ -58,12 +99,19 @@ class SafetensorsFile:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.entries[name][1]
 
-    def read(self, name: str) -> np.ndarray:
-        """The tensor widened to float32. Read with pread, not through a mapping, so that walking a
-        model bigger than RAM tensor by tensor does not leave the file's pages in this process's RSS."""
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The tensor (or its rows start..stop) widened to float32. Read with pread, not through a mapping,
+        so that walking a model bigger than RAM tensor by tensor does not leave the file's pages in this
+        process's RSS."""
         dtype, shape, offset, nbytes = self.entries[name]
+        if stop is not None or start:
+            rows = shape[0] if shape else 1
+            stop = rows if stop is None else stop
+            row_bytes = nbytes // rows if rows else 0
+            shape = (stop - start,) + shape[1:]
+            offset, nbytes = offset + start * row_bytes, (stop - start) * row_bytes
         buf = bytearray(nbytes)
-        got = os.preadv(self._f.fileno(), [buf], offset)
+        got = os.preadv(self._f.fileno(), [buf], offset) if nbytes else 0
         if got != nbytes:
             raise TruncatedInput(f"tensor {name!r} ends {nbytes - got} bytes early", self.path)
         raw = np.frombuffer(buf, dtype=_DTYPES[dtype])
@@ -76,6 +124,10 @@ class SafetensorsFile:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -101,19 +153,11 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], dtypes: 
         header["__metadata__"] = metadata
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-len(hb) % 8)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(hb)))
-            f.write(hb)
-            for b in blobs:
-                f.write(b)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for b in blobs:
+            f.write(b)
 
 
 class SafetensorsWriter:
@@ -141,7 +185,9 @@ class SafetensorsWriter:
             header["__metadata__"] = metadata
         hb = json.dumps(header, separators=(",", ":")).encode()
         hb += b" " * (-len(hb) % 8)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self.path = check_output(self.path)
+        remove_stale_temps(self.path)
+        self._tmp = temp_path(self.path)
         self._f = open(self._tmp, "wb")
         self._f.write(struct.pack("<Q", len(hb)))
         self._f.write(hb)
@@ -176,6 +222,7 @@ class SafetensorsWriter:
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
+            os.chmod(self._tmp, 0o666 & ~_umask())
             os.replace(self._tmp, self.path)
         finally:
             self.abort()

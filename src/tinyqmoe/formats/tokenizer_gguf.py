@@ -62,15 +62,19 @@ def tokenizer_from_gguf(meta: dict, path: str | None = None) -> TokenizerSpec | 
         raise
     except Exception as exc:  # the tokenizers library raises bare Exception on a bad vocabulary
         raise CorruptionDetected(f"tokenizer metadata is inconsistent: {exc}", path) from None
-    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", add_bos))
+    add_bos = meta.get("tokenizer.ggml.add_bos_token", add_bos)
+    if not isinstance(add_bos, bool):
+        raise CorruptionDetected(f"tokenizer.ggml.add_bos_token is {add_bos!r}, not true or false", path)
 
     def token(key: str) -> str | None:
         i = meta.get(f"tokenizer.ggml.{key}")
         return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
 
     template = meta.get("tokenizer.chat_template")
-    return TokenizerSpec(tokenizer_json=tok.to_str(), chat_template=template if isinstance(template, str) else None,
+    spec = TokenizerSpec(tokenizer_json=tok.to_str(), chat_template=template if isinstance(template, str) else None,
                          bos_token=token("bos_token_id"), eos_token=token("eos_token_id"), add_bos=add_bos)
+    spec.check_template(path)
+    return spec
 
 
 def _byte_level_bpe(meta, tokens, types, path):

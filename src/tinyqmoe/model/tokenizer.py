@@ -5,6 +5,8 @@ import dataclasses
 import datetime
 import json
 
+from tinyqmoe.errors import CorruptionDetected, UnsupportedModel, UsageError
+
 
 @dataclasses.dataclass
 class TokenizerSpec:
@@ -19,8 +21,55 @@ class TokenizerSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TokenizerSpec":
-        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
+    def from_dict(cls, d: dict, path=None) -> "TokenizerSpec":
+        """From a container header's `tokenizer` object; wrong field types are refused here."""
+        if not isinstance(d, dict):
+            raise CorruptionDetected("tokenizer is not an object", path)
+        spec = cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
+        if spec.add_bos is None:
+            spec.add_bos = False
+        spec.check_types(path)
+        return spec
+
+    def check_types(self, path=None) -> None:
+        for name in ("chat_template", "bos_token", "eos_token"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise UnsupportedModel(f"tokenizer {name} is {_short(v)}, not a string", path)
+        if not isinstance(self.tokenizer_json, str):
+            raise UnsupportedModel("tokenizer_json is not a string", path)
+        if not isinstance(self.add_bos, bool):
+            raise UnsupportedModel(f"tokenizer add_bos is {_short(self.add_bos)}, not true or false", path)
+
+    def check(self, path=None) -> None:
+        """Everything a later Tokenizer(spec) would trip on, as one-line errors naming `path`."""
+        self.check_types(path)
+        hf_tokenizer(self.tokenizer_json, path)
+        self.check_template(path)
+
+    def check_template(self, path=None) -> None:
+        if self.chat_template:
+            _compile_template(self.chat_template, path)
+
+
+def hf_tokenizer(tokenizer_json: str, path=None):
+    """A `tokenizers.Tokenizer` from its JSON, or a one-line error naming `path`."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        return HFTokenizer.from_str(tokenizer_json)
+    except Exception as exc:  # tokenizers raises plain Exception for every parse error
+        raise UnsupportedModel(f"tokenizer JSON is not a valid tokenizers file ({_first_line(exc)})", path) from None
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 # Tokens that end a turn or a document in the model families we run; used as stop tokens when present.
@@ -28,11 +77,11 @@ _STOP_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", 
 
 
 class Tokenizer:
-    def __init__(self, spec: TokenizerSpec):
-        from tokenizers import Tokenizer as HFTokenizer
-
+    def __init__(self, spec: TokenizerSpec, path=None):
+        spec.check_types(path)
         self.spec = spec
-        self._tok = HFTokenizer.from_str(spec.tokenizer_json)
+        self.path = path
+        self._tok = hf_tokenizer(spec.tokenizer_json, path)
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         self.bos_id = self._tok.token_to_id(spec.bos_token) if spec.bos_token else None
         self.eos_id = self._tok.token_to_id(spec.eos_token) if spec.eos_token else None
@@ -42,6 +91,12 @@ class Tokenizer:
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Token ids of `text`; BOS is prepended when `add_bos` (default: the model's convention)."""
+        if not isinstance(text, str):
+            raise UsageError(f"text to encode is a {type(text).__name__}, not a str")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates: undecodable bytes from argv or a file
+            raise UsageError(f"the text is not valid UTF-8 (an undecodable byte at character {exc.start})") from None
         ids = self._tok.encode(text, add_special_tokens=False).ids
         if (self.spec.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
             ids = [self.bos_id] + ids
@@ -61,9 +116,12 @@ class Tokenizer:
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The prompt text for `messages`, rendered as transformers' apply_chat_template renders it."""
         if self._template is None:
-            self._template = _compile_template(self.spec.chat_template or _FALLBACK_TEMPLATE)
-        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                     bos_token=self.spec.bos_token or "", eos_token=self.spec.eos_token or "")
+            self._template = _compile_template(self.spec.chat_template or _FALLBACK_TEMPLATE, self.path)
+        try:
+            return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                         bos_token=self.spec.bos_token or "", eos_token=self.spec.eos_token or "")
+        except Exception as exc:  # the template's own raise_exception(), undefined names, type errors...
+            raise UnsupportedModel(f"the chat template failed: {_first_line(exc)}", self.path) from None
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         # The template writes any BOS itself, so no special tokens are added on top.
@@ -96,9 +154,9 @@ _FALLBACK_TEMPLATE = (
 )
 
 
-def _compile_template(source: str):
+def _compile_template(source: str, path=None):
     """Compile a chat template the way transformers does (sandboxed, trim/lstrip blocks)."""
-    from jinja2.exceptions import TemplateError
+    from jinja2.exceptions import TemplateError, TemplateSyntaxError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message):
@@ -114,4 +172,9 @@ def _compile_template(source: str):
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
-    return env.from_string(source)
+    try:
+        return env.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise UnsupportedModel(f"the chat template does not compile (line {exc.lineno}: {exc.message})", path) from None
+    except RecursionError:
+        raise UnsupportedModel("the chat template is nested too deeply", path) from None
