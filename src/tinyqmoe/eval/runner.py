@@ -66,23 +66,26 @@ def _per_leaf(value, names: list[str], flag: str) -> dict[str, object]:
     return out
 
 
+def _per_name(value, names: list[str]) -> dict:
+    """--sample: one N for every task asked for, or {task or group: N}."""
+    if not isinstance(value, dict):
+        return {n: value for n in names}
+    get_tasks(list(value))
+    return value
+
+
 def select(names: list[str], split: str, limit=None, sample=None, seed: int = 1234) -> dict[str, tuple]:
     """{leaf: (all docs, [(doc_id, doc) selected])} for the tasks asked for, in order."""
     leaves = list(dict.fromkeys(leaf for n in names for leaf in leaves_of(n)))
     limits = _per_leaf(limit, names, "--limit")
     docs = {leaf: LEAVES[leaf].docs(split) for leaf in leaves}
     chosen = {leaf: apply_limit(docs[leaf], limits.get(leaf)) for leaf in leaves}
-    if sample is not None:
-        groups = [(None, names)] if not isinstance(sample, dict) else [(n, [n]) for n in sample]
-        for key, group in groups:
-            n = sample if key is None else sample[key]
-            for g in group:
-                _per_leaf({g: n}, names, "--sample")  # checks the name
-                in_group = [d for leaf in leaves_of(g) for d in chosen.get(leaf, [])]
-                keep = {d.id for d in stratified_sample(in_group, n, seed)}
-                for leaf in leaves_of(g):
-                    if leaf in chosen:
-                        chosen[leaf] = [d for d in chosen[leaf] if d.id in keep]
+    for name, n in (_per_name(sample, names) if sample is not None else {}).items():
+        in_group = [d for leaf in leaves_of(name) if leaf in chosen for d in chosen[leaf]]
+        keep = {d.id for d in stratified_sample(in_group, n, seed)}
+        for leaf in leaves_of(name):
+            if leaf in chosen:
+                chosen[leaf] = [d for d in chosen[leaf] if d.id in keep]
     index = {leaf: {d.id: i for i, d in enumerate(docs[leaf])} for leaf in leaves}
     return {leaf: (docs[leaf], [(index[leaf][d.id], d) for d in chosen[leaf]]) for leaf in leaves}
 
