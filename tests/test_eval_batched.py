@@ -7,7 +7,7 @@ pytest.importorskip("torch")
 
 import tinyqmoe  # noqa: E402
 from tinymodels import save_tiny_hf_llama  # noqa: E402
-from tinyqmoe.eval.batched import BatchScorer, Request, common_prefix  # noqa: E402
+from tinyqmoe.eval.batched import PATH, BatchScorer, Request, common_prefix  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +44,11 @@ def test_batched_loglikelihoods_equal_the_one_question_scorer(model):
             assert [g for _, g in got[i].results] == [g for _, g in want[i]]
 
 
-def test_a_question_does_not_depend_on_its_batch(model):
+@pytest.mark.parametrize("path", [PATH, "stream"])
+def test_a_question_does_not_depend_on_its_batch(model, path):
     reqs = _requests(model, seed=1)
-    alone = [BatchScorer(model, max_rows=1).score_batch([r])[0].results for r in reqs]
-    together = [s.results for s in BatchScorer(model, max_rows=10_000).score_batch(reqs)]
+    alone = [BatchScorer(model, path, max_rows=1).score_batch([r])[0].results for r in reqs]
+    together = [s.results for s in BatchScorer(model, path, max_rows=10_000).score_batch(reqs)]
     assert together == alone  # bit for bit: one arithmetic path whatever the batch holds
 
 

@@ -4,7 +4,6 @@
   tasks.py        tasks as declarative records (lm-eval YAML fields), lm-eval task and group names
   scoring.py      lm-eval tokenization; a question's request; its lm-eval sample record
   batched.py      batched scoring: shared prefix KV forked per question, several questions per forward
-  standin.py      the multi-sequence interface over today's engine (until issue 10 lands)
   local.py        scoring jobs in this process
   spec.py         ModelSpec (how to load a model), describe(model)
   stats.py        Wilson / bootstrap intervals, paired bootstrap, exact McNemar

@@ -26,7 +26,6 @@ import time
 
 import numpy as np
 
-from tinyqmoe.eval.standin import multi_sequence
 
 PATH = "stream"
 MAX_ROWS = 512  # context rows per forward_batch (see benchmarks/eval_prefix.py)
@@ -65,7 +64,7 @@ def loglik_rows(logits: np.ndarray, cont: list[int]) -> tuple[float, bool]:
 
 class BatchScorer:
     def __init__(self, model, path: str = PATH, max_rows: int = MAX_ROWS):
-        self.model = multi_sequence(model)
+        self.model = model
         self.path = path
         self.max_rows = max_rows
         self._prefix_ids: list[int] = []
