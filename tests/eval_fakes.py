@@ -67,10 +67,29 @@ class FakeModel:
         self.bits_per_weight = {"f32": 32.0, "int8": 8.0}[weights]
         self.config = types.SimpleNamespace(max_seq_len=max_seq_len)
         self.delay = delay
-        self.calls = 0
+        self.calls = 0       # forward_batch calls
+        self.questions = 0   # sequences started by a context forward (questions and shared prefixes)
 
     def logits(self, ids: list[int]) -> np.ndarray:
         return self.W[np.asarray(ids)]  # [T, V]
+
+    def new_state(self, capacity: int = 0) -> "FakeState":
+        return FakeState()
+
+    def forward_batch(self, states, token_lists, all_logits=False, path="auto"):
+        """The multi-sequence interface: logits of each sequence's new tokens (all, or the last)."""
+        import time
+        self.calls += 1
+        if not all_logits:
+            self.questions += len(states)
+        if self.delay:
+            time.sleep(self.delay)
+        out = []
+        for state, tokens in zip(states, token_lists):
+            state.ids += list(tokens)
+            lg = self.logits(list(tokens))
+            out.append(lg if all_logits else lg[-1:])
+        return out
 
     def loglikelihood_ids(self, context_ids, continuations):
         import time
@@ -84,6 +103,23 @@ class FakeModel:
             lp = lg - np.log(np.exp(lg - lg.max(1, keepdims=True)).sum(1, keepdims=True)) - lg.max(1, keepdims=True)
             out.append((float(lp[np.arange(len(cont)), cont].sum()), bool((lg.argmax(1) == cont).all())))
         return out
+
+
+class FakeState:
+    """A bigram model's state: the ids it holds."""
+
+    def __init__(self, ids=()):
+        self.ids = list(ids)
+
+    @property
+    def pos(self) -> int:
+        return len(self.ids)
+
+    def fork(self) -> "FakeState":
+        return FakeState(self.ids)
+
+    def truncate(self, n: int) -> None:
+        del self.ids[n:]
 
 
 def load_fake(source: str, weights: str = "f32", threads=None, max_memory=None) -> FakeModel:

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tinyqmoe.eval import data
-from tinyqmoe.eval.data import Doc, select
+from tinyqmoe.eval.data import Doc, apply_limit, stratified_sample
 from tinyqmoe.eval.tasks import TASKS
 
 
@@ -56,31 +56,35 @@ def _docs(sizes):
     return [Doc(f"{s}/{i}", "q", ("a", "b"), 0, s) for s, n in sizes.items() for i in range(n)]
 
 
-def test_select_first_n_when_not_stratified():
+def test_limit_is_lm_evals_count_or_fraction():
     docs = _docs({"x": 10})
-    assert select(docs, 3, stratified=False) == docs[:3]
-    assert select(docs, None, stratified=False) == docs
-    assert select(docs, 50, stratified=False) == docs
+    assert apply_limit(docs, 3) == docs[:3]
+    assert apply_limit(docs, None) == docs and apply_limit(docs, 50) == docs
+    assert apply_limit(docs, 0.25) == docs[:3]   # ceil(10 * 0.25)
+    assert apply_limit(docs, 1.0) == docs[:1]    # lm-eval: 1.0 is not below 1, so a count
+    from tinyqmoe.errors import UsageError
+    with pytest.raises(UsageError):
+        apply_limit(docs, 0)
 
 
-def test_select_stratified_is_proportional_deterministic_and_in_data_order():
+def test_sample_is_proportional_deterministic_and_in_data_order():
     docs = _docs({"a": 100, "b": 50, "c": 30, "d": 20})
-    s = select(docs, 20, stratified=True)
+    s = stratified_sample(docs, 20)
     assert len(s) == 20
     assert collections.Counter(d.subject for d in s) == {"a": 10, "b": 5, "c": 3, "d": 2}
-    assert s == select(docs, 20, stratified=True)
-    assert s != select(docs, 20, stratified=True, seed=7)
+    assert s == stratified_sample(docs, 20)
+    assert s != stratified_sample(docs, 20, seed=7)
     pos = [docs.index(d) for d in s]
     assert pos == sorted(pos)
 
 
-def test_select_stratified_largest_remainder():
+def test_sample_largest_remainder():
     docs = _docs({"a": 5, "b": 3, "c": 2})  # quotas for 5: 2.5, 1.5, 1.0 -> 3 (tie on .5 by name), 1, 1
-    s = select(docs, 5, stratified=True)
+    s = stratified_sample(docs, 5)
     assert collections.Counter(d.subject for d in s) == {"a": 3, "b": 1, "c": 1}
 
 
-def test_select_rejects_nonpositive_limit():
+def test_sample_rejects_nonpositive():
     from tinyqmoe.errors import UsageError
     with pytest.raises(UsageError):
-        select(_docs({"a": 3}), 0, stratified=True)
+        stratified_sample(_docs({"a": 3}), 0)

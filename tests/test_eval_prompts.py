@@ -3,7 +3,7 @@ import pytest
 
 from tinyqmoe.errors import UsageError
 from tinyqmoe.eval.data import Doc
-from tinyqmoe.eval.tasks import TASKS, get_tasks
+from tinyqmoe.eval.tasks import LEAVES, TASKS, get_tasks, groups_of, leaves_of
 
 MMLU, ARC = TASKS["mmlu"], TASKS["arc_easy"]
 
@@ -55,7 +55,19 @@ def test_real_mmlu_first_test_question_5shot_starts_and_ends_right():
     assert ctx.count("\nAnswer:") == 6
 
 
-def test_get_tasks_parses_and_rejects():
-    assert [t.name for t in get_tasks("mmlu, arc_challenge")] == ["mmlu", "arc_challenge"]
+def test_lm_eval_task_names():
+    assert get_tasks("mmlu, arc_challenge") == ["mmlu", "arc_challenge"]
+    assert get_tasks("mmlu_high_school_psychology") == ["mmlu_high_school_psychology"]
     with pytest.raises(UsageError):
         get_tasks("mmlu,hellaswag")
+    leaves = leaves_of("mmlu")
+    assert len(leaves) == 57 and len(set(leaves)) == 57
+    assert {leaf[len("mmlu_"):] for leaf in leaves} == {d.subject for d in MMLU.docs("test")}
+    assert groups_of("mmlu") == ["mmlu", "mmlu_stem", "mmlu_other", "mmlu_social_sciences", "mmlu_humanities"]
+    assert [len(leaves_of(g)) for g in groups_of("mmlu")[1:]] == [19, 13, 12, 13]
+    assert len(LEAVES["mmlu_anatomy"].docs("test")) == 135
+
+
+def test_shared_prefix_is_the_context_before_the_question():
+    assert MMLU.context(Q, [SHOT1]) == MMLU.shared_prefix(Q, [SHOT1]) + MMLU.render(MMLU.doc_to_text, Q)
+    assert MMLU.shared_prefix(Q, [SHOT1]).endswith("Answer: A\n\n")

@@ -1,4 +1,5 @@
 """String-level scoring: lm-eval tokenization rules, BOS, truncation, acc / acc_norm."""
+import hashlib
 import types
 
 import numpy as np
@@ -8,7 +9,7 @@ from eval_fakes import FakeModel
 from tinyqmoe.errors import UsageError
 from tinyqmoe.eval import encode_request, loglikelihood
 from tinyqmoe.eval.data import Doc
-from tinyqmoe.eval.scoring import score_doc, uses_bos
+from tinyqmoe.eval.scoring import make_record, uses_bos
 from tinyqmoe.eval.tasks import TASKS
 
 
@@ -71,21 +72,31 @@ def test_loglikelihood_equals_the_log_softmax_sum_from_logits(model):
         assert greedy == all(lg[len(c) - 1 + j].argmax() == k[j] for j in range(len(k)))
 
 
-class FixedScores(FakeModel):
-    def __init__(self, lls):
-        super().__init__()
-        self.lls = lls
-
-    def loglikelihood_ids(self, context_ids, continuations):
-        return [(x, False) for x in self.lls]
+def _record(task, doc, lls):
+    from tinyqmoe.eval.batched import Request, Scored
+    req = Request([1, 2], [[3]] * len(lls))
+    return make_record(task, doc, 7, req, "ctx", [" x"] * len(lls),
+                       Scored([(x, False) for x in lls], 2, 0.5), False)
 
 
 def test_acc_uses_loglik_and_acc_norm_divides_by_choice_characters():
     doc = Doc("d", "pick", ("a", "bbbbbbbbbb"), 1)
-    rec = score_doc(FixedScores([-3.0, -5.0]), TASKS["arc_easy"], doc, [])
-    assert (rec["pred"], rec["pred_norm"], rec["acc"], rec["acc_norm"]) == (0, 1, 0, 1)
-    assert rec["loglik"] == [-3.0, -5.0] and rec["gold"] == 1 and rec["seconds"] >= 0
+    rec = _record(TASKS["arc_easy"], doc, [-3.0, -5.0])
+    x = rec["tinyqmoe"]
+    assert (x["pred"], x["pred_norm"], rec["acc"], rec["acc_norm"]) == (0, 1, 0.0, 1.0)
+    assert x["loglik"] == [-3.0, -5.0] and rec["target"] == "1" and x["seconds"] == 0.5
     # ties go to the first choice, as np.argmax in lm-eval
-    rec = score_doc(FixedScores([-2.0, -2.0, -1.0, -1.0]), TASKS["mmlu"],
-                    Doc("s/0", "q", ("w", "x", "y", "z"), 2, "s"), [])
-    assert rec["pred"] == 2 and rec["acc"] == 1
+    rec = _record(TASKS["mmlu"], Doc("s/0", "q", ("w", "x", "y", "z"), 2, "s"), [-2.0, -2.0, -1.0, -1.0])
+    assert rec["tinyqmoe"]["pred"] == 2 and rec["acc"] == 1.0 and "acc_norm" not in rec
+
+
+def test_record_is_an_lm_eval_log_samples_line():
+    rec = _record(TASKS["arc_easy"], Doc("d", "pick", ("a", "b"), 0), [-1.5, -2.25])
+    assert rec["doc_id"] == 7 and isinstance(rec["doc_id"], int)
+    assert rec["arguments"] == {"gen_args_0": {"arg_0": "ctx", "arg_1": " x"},
+                                "gen_args_1": {"arg_0": "ctx", "arg_1": " x"}}
+    assert rec["resps"] == [[["-1.5", "False"]], [["-2.25", "False"]]]
+    assert rec["filtered_resps"] == [["-1.5", "False"], ["-2.25", "False"]] and rec["filter"] == "none"
+    assert rec["metrics"] == ["acc", "acc_norm"]
+    assert rec["prompt_hash"] == hashlib.sha256(b"ctx").hexdigest()
+    assert rec["target_hash"] == hashlib.sha256(b"0").hexdigest()

@@ -210,14 +210,14 @@ def test_negative_shots(tmp_path):
     one_line_exit_2(r, "--shots")
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe garbage\n", b"[1, 2]\n", b'{"header": {}}\n{"no_doc_id": 1}\n',
+@pytest.mark.parametrize("content", [b"\xff\xfe garbage\n", b"[1, 2]\n", b'{"doc_id": 0}\n{"no_doc_id": 1}\n',
                                      b"[" * 100000 + b"\n"])
 def test_damaged_samples_file(tmp_path, content):
     from tinyqmoe.eval.store import SampleStore
 
     (tmp_path / "s.jsonl").write_bytes(content)
     with pytest.raises(UsageError) as info:
-        SampleStore(tmp_path / "s.jsonl", {}).open()
+        SampleStore(tmp_path / "s.jsonl").open()
     assert "s.jsonl" in info.value.one_line() and "\n" not in info.value.one_line()
 
 

@@ -21,15 +21,19 @@ def register(subparsers) -> None:
     p.add_argument("--compare", nargs="+", metavar="VARIANT",
                    help=f"evaluate several variants on the same questions; {VARIANT_HELP}")
     p.add_argument("--tasks", default="mmlu,arc_easy,arc_challenge",
-                   help="comma-separated: mmlu, arc_easy, arc_challenge (default: all three)")
+                   help="comma-separated lm-eval names: mmlu (group), mmlu_stem|humanities|social_sciences|"
+                   "other, mmlu_<subject>, arc_easy, arc_challenge (default: mmlu,arc_easy,arc_challenge)")
     p.add_argument("--split", default="test", choices=("test", "validation"))
-    p.add_argument("--limit", help="score N questions per task (or TASK=N,TASK=N): the first N for "
-                   "ARC, a deterministic subject-stratified sample for MMLU")
+    p.add_argument("--limit", help="lm-eval's --limit: the first N documents of each task, or a fraction "
+                   "(0.1) of each; TASK=N,... per task; for a group it applies to each of its subjects")
+    p.add_argument("--sample", help="a deterministic sample of N questions stratified over a group's "
+                   "subjects (e.g. mmlu=150); N alone: for every task asked for")
+    p.add_argument("--max-rows", type=int, help="context tokens per batched forward (default 512)")
     p.add_argument("--shots", type=int, help="few-shot examples (default: 5 for MMLU, 0 for ARC)")
     p.add_argument("--weights", choices=("f32", "int8"), help="weights to run MODEL with")
     p.add_argument("--threads", type=int, help="engine threads")
     p.add_argument("--max-memory", help="engine memory budget, passed to tinyqmoe.load")
-    p.add_argument("--output", help="directory for samples, results.json/.md "
+    p.add_argument("--output", help="directory for samples_<task>.jsonl, run.json, results_<time>.json/.md "
                    "(default eval-out/<model>-<weights>, or eval-out/compare)")
     p.add_argument("--variants-dir", help="with --compare: where each variant's samples live "
                    "(<dir>/<LABEL>/, default --output), so tables over other limits reuse them")
@@ -44,13 +48,16 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from tinyqmoe.errors import UsageError
-    from tinyqmoe.eval.runner import ModelSpec, parse_limit
+    from tinyqmoe.eval.batched import MAX_ROWS
+    from tinyqmoe.eval.runner import parse_limit
+    from tinyqmoe.eval.spec import ModelSpec
 
     if args.shots is not None and args.shots < 0:
         raise UsageError(f"--shots {args.shots}: expected 0 or more few-shot examples")
     options = {"threads": args.threads, "max_memory": args.max_memory}
     common = dict(split=args.split, limit=parse_limit(args.limit), shots=args.shots, progress=not args.no_progress,
-                  workers=args.workers, ray_address=args.ray)
+                  workers=args.workers, ray_address=args.ray,
+                  sample=parse_limit(args.sample, "--sample", fractions=False), max_rows=args.max_rows or MAX_ROWS)
     if args.compare:
         if args.model:
             raise UsageError("give either MODEL or --compare VARIANT..., not both")

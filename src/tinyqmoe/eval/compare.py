@@ -16,15 +16,17 @@ from pathlib import Path
 from tinyqmoe.errors import UsageError
 from tinyqmoe.eval import stats
 from tinyqmoe.eval.report import ci, pct
-from tinyqmoe.eval.runner import ModelSpec, run, slug
+from tinyqmoe.eval.runner import run, slug
+from tinyqmoe.eval.spec import ModelSpec
 from tinyqmoe.eval.store import json_safe
+from tinyqmoe.eval.tasks import get_tasks, leaves_of
 from tinyqmoe.fileio import atomic_write_text
 
 
-def compare(specs: list[ModelSpec], tasks, split: str = "test", limit: int | None = None,
+def compare(specs: list[ModelSpec], tasks, split: str = "test", limit=None,
             shots: int | None = None, output: str | Path = "eval-out/compare", progress: bool = True,
             workers: int | None = None, ray_address: str | None = None, plot: bool = True,
-            variants_dir: str | Path | None = None) -> dict:
+            variants_dir: str | Path | None = None, sample=None, **options) -> dict:
     """Run (or resume) each variant in `variants_dir`/<title>/ (default: `output`), then write the
     tables and plot to `output`."""
     if len(specs) < 2:
@@ -37,10 +39,11 @@ def compare(specs: list[ModelSpec], tasks, split: str = "test", limit: int | Non
     for spec in specs:
         target = spec if (workers or ray_address) else spec.load()
         results, records = run(target, tasks, split, limit, shots, Path(variants_dir or out) / slug(spec.title),
-                               workers=workers, ray_address=ray_address, progress=progress)
+                               workers=workers, ray_address=ray_address, progress=progress, sample=sample,
+                               **options)
         del target  # one model in memory at a time
         variants.append({"title": spec.title, "results": results, "records": records})
-    table = paired_table(variants)
+    table = paired_table(variants, get_tasks(tasks))
     atomic_write_text(out / "compare.json", json.dumps(json_safe(table), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "compare.md", compare_markdown(table))
     if plot:
@@ -49,26 +52,31 @@ def compare(specs: list[ModelSpec], tasks, split: str = "test", limit: int | Non
     return table
 
 
-def paired_table(variants: list[dict]) -> dict:
-    """Per task: each variant's metrics, and each variant's paired difference to the first."""
+def _keyed(records: dict[str, list[dict]], name: str) -> dict[tuple[str, int], dict]:
+    return {(leaf, r["doc_id"]): r for leaf in leaves_of(name) for r in records[leaf]}
+
+
+def paired_table(variants: list[dict], names: list[str]) -> dict:
+    """Per task asked for: each variant's metrics, and each variant's paired difference to the first."""
     base = variants[0]
     table = {"variants": [], "tasks": {}}
     for v in variants:
-        c = v["results"]["config"]
+        c = v["results"]["tinyqmoe"]["config"]
         table["variants"].append({"title": v["title"], "model": c["model"], "weights": c["weights"],
                                   "bits_per_weight": c.get("bits_per_weight")})
-    for name in base["records"]:
+    for name in names:
         metrics = [m for m in ("acc", "acc_norm") if f"{m},none" in base["results"]["results"][name]]
-        entry = {"n": len(base["records"][name]), "metrics": metrics, "per_variant": [], "vs_first": []}
-        base_recs = {r["doc_id"]: r for r in base["records"][name]}
+        base_recs = _keyed(base["records"], name)
+        entry = {"n": len(base_recs), "metrics": metrics, "per_variant": [], "vs_first": []}
         for v in variants:
-            r = v["results"]["results"][name]
-            entry["per_variant"].append({k: r[f"{k},none"] for k in
-                                         [*metrics, *(f"{m}_ci95" for m in metrics), "latency_s", "tokens_per_s"]})
+            r, x = v["results"]["results"][name], v["results"]["tinyqmoe"]["tasks"][name]
+            entry["per_variant"].append({**{m: r[f"{m},none"] for m in metrics},
+                                         **{f"{m}_ci95": x[f"{m}_ci95"] for m in metrics},
+                                         "latency_s": x["latency_s"], "prefill_tokens": x["prefill_tokens"]})
         for v in variants[1:]:
-            recs = {r["doc_id"]: r for r in v["records"][name]}
+            recs = _keyed(v["records"], name)
             ids = [i for i in base_recs if i in recs]
-            if len(ids) != len(base_recs):
+            if len(ids) != len(base_recs) or len(recs) != len(base_recs):
                 raise UsageError(f"{v['title']} scored other {name} questions than {base['title']}")
             diffs = {}
             for m in metrics:

@@ -19,6 +19,7 @@ import functools
 import gzip
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from tinyqmoe.errors import FormatError, UsageError
@@ -162,27 +163,35 @@ def _rank(seed: int, doc_id: str) -> str:
     return hashlib.sha256(f"{seed}:{doc_id}".encode()).hexdigest()
 
 
-def select(docs: list[Doc], limit: int | None, stratified: bool, seed: int = 1234) -> list[Doc]:
-    """The questions a `--limit` run scores, deterministically.
-
-    Not stratified (ARC): the first `limit` questions, as lm-eval's --limit does.
-    Stratified (MMLU): proportional allocation over subjects by largest remainder, then within a
-    subject the questions with the smallest sha256("{seed}:{id}"); kept in data order. The micro
-    average over such a sample estimates the full test set's micro average without bias.
-    """
-    if limit is None or limit >= len(docs):
+def apply_limit(docs: list[Doc], limit: int | float | None) -> list[Doc]:
+    """lm-eval's --limit on one task: a float below 1 takes the first ceil(len * limit) documents,
+    anything else the first int(limit)."""
+    if limit is None:
         return list(docs)
     if limit <= 0:
         raise UsageError(f"--limit must be positive, got {limit}")
-    if not stratified:
-        return list(docs[:limit])
+    n = math.ceil(len(docs) * limit) if limit < 1.0 else int(limit)
+    return list(docs[:n])
+
+
+def stratified_sample(docs: list[Doc], n: int | None, seed: int = 1234) -> list[Doc]:
+    """`--sample N`: N questions chosen deterministically, proportionally over subjects.
+
+    Proportional allocation over subjects by largest remainder, then within a subject the
+    questions with the smallest sha256("{seed}:{id}"); kept in data order. The micro average over
+    such a sample estimates the full set's micro average without bias (ARC: one stratum).
+    """
+    if n is None or n >= len(docs):
+        return list(docs)
+    if n <= 0:
+        raise UsageError(f"--sample must be positive, got {n}")
     strata: dict[str, list[Doc]] = {}
     for d in docs:
         strata.setdefault(d.subject, []).append(d)
-    quotas = {s: limit * len(v) / len(docs) for s, v in strata.items()}
+    quotas = {s: n * len(v) / len(docs) for s, v in strata.items()}
     take = {s: int(q) for s, q in quotas.items()}
     by_remainder = sorted(strata, key=lambda s: (-(quotas[s] - take[s]), s))
-    for s in by_remainder[:limit - sum(take.values())]:
+    for s in by_remainder[:n - sum(take.values())]:
         take[s] += 1
     chosen = set()
     for s, v in strata.items():

@@ -11,12 +11,13 @@ Tokenization follows lm-evaluation-harness (v0.4 `HFLM._encode_pair`):
   4. if context + the longest continuation exceed the model's window (`model.max_context`, else `model.config.max_seq_len`),
      the context is cut from the left so that the forward pass holds at most max_seq_len tokens.
 
-The context's tokens are shared: the engine runs them once and continues each answer from a
-copy of the KV cache (`model.loglikelihood_ids`).
+`build_request` and `make_record` turn a question into ids for the batched scorer (batched.py) and its
+result into the lm-eval sample record.
 """
 from __future__ import annotations
 
-import time
+import hashlib
+import json
 
 import numpy as np
 
@@ -77,22 +78,49 @@ def loglikelihood(model, context: str, continuations: list[str],
     return [(float(ll), bool(g)) for ll, g in model.loglikelihood_ids(ctx, conts)]
 
 
-def score_doc(model, task: Task, doc: Doc, shots: list[Doc], add_bos: bool | None = None) -> dict:
-    """Score one question: the record that goes to the samples jsonl."""
-    t0 = time.perf_counter()
-    context = task.context(doc, shots)
-    continuations = task.continuations(doc)
+def build_request(model, task: Task, doc: Doc, shots: list[Doc], add_bos: bool | None = None,
+                  prefix_cache: dict | None = None):
+    """(Request, context, continuations, truncated) for one question; the request's `shared` ids are
+    the encoded description + shots (cached per text in `prefix_cache`)."""
+    from tinyqmoe.eval.batched import Request
+    context, continuations = task.context(doc, shots), task.continuations(doc)
     ctx, conts, truncated = encode_request(model, context, continuations, add_bos)
-    out = model.loglikelihood_ids(ctx, conts)
-    seconds = time.perf_counter() - t0
-    lls = np.array([float(ll) for ll, _ in out])
+    prefix = task.shared_prefix(doc, shots)
+    cache = {} if prefix_cache is None else prefix_cache
+    if prefix not in cache:
+        cache.clear()  # questions come subject by subject: keep one
+        cache[prefix] = encode_request(model, prefix, ["x"], add_bos)[0] if prefix else []
+    return Request(ctx, conts, cache[prefix]), context, continuations, truncated
+
+
+def hash_string(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_record(task: Task, doc: Doc, doc_id: int, request, context: str, continuations: list[str],
+                scored, truncated: bool) -> dict:
+    """One lm-eval `--log_samples` record (resps as strings, as lm-eval writes them), our extras
+    under "tinyqmoe"."""
+    lls = np.array([float(ll) for ll, _ in scored.results])
     lengths = np.array([float(len(c)) for c in task.choices(doc)])  # lm-eval: chars of the choice
     pred, pred_norm = int(np.argmax(lls)), int(np.argmax(lls / lengths))
+    metrics = {"acc": float(pred == doc.gold), "acc_norm": float(pred_norm == doc.gold)}
+    metrics = {m: metrics[m] for m in task.metrics}
+    fields = doc.fields()
+    pairs = [[str(float(ll)), str(bool(g))] for ll, g in scored.results]
     return {
-        "doc_id": doc.id, "subject": doc.subject, "gold": doc.gold,
-        "loglik": [round(float(x), 6) for x in lls], "greedy": [bool(g) for _, g in out],
-        "pred": pred, "pred_norm": pred_norm,
-        "acc": int(pred == doc.gold), "acc_norm": int(pred_norm == doc.gold),
-        "n_ctx_tokens": len(ctx), "n_cont_tokens": sum(len(c) for c in conts),
-        "truncated": truncated, "seconds": round(seconds, 6),
+        "doc_id": doc_id, "doc": fields, "target": str(doc.gold),
+        "arguments": {f"gen_args_{i}": {"arg_0": context, "arg_1": c} for i, c in enumerate(continuations)},
+        "resps": [[p] for p in pairs], "filtered_resps": pairs, "filter": "none",
+        "metrics": list(metrics),
+        "doc_hash": hash_string(json.dumps(fields, indent=2, ensure_ascii=False)),
+        "prompt_hash": hash_string(context), "target_hash": hash_string(str(doc.gold)),
+        **metrics,
+        "tinyqmoe": {
+            "loglik": [round(float(x), 6) for x in lls], "greedy": [bool(g) for _, g in scored.results],
+            "pred": pred, "pred_norm": pred_norm, "gold": doc.gold, "subject": doc.subject, "id": doc.id,
+            "n_ctx_tokens": len(request.ctx), "n_cont_tokens": sum(len(c) for c in request.conts),
+            "prefill_tokens": scored.prefill_tokens, "truncated": truncated,
+            "seconds": round(scored.seconds, 6),
+        },
     }

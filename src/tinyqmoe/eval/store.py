@@ -1,9 +1,12 @@
-"""Files of a run: the resumable per-question jsonl and atomic writes of reports.
+"""Files of a run directory: the resumable per-question jsonl, one per task, and the run settings.
 
-A samples file starts with one header line {"header": {...run settings...}} and then holds one
-record per scored question, appended and flushed as soon as it is scored. A run killed at any
-moment loses at most the question in flight: on restart the header must match (same model,
-task, split, shots...), a torn last line is cut off, and the questions already present are skipped.
+  run.json                 the settings every stored record was made with (model, weights, split,
+                           BOS, and per task its version and shots). A rerun with other settings is
+                           refused; a rerun with more tasks adds them.
+  samples_<task>.jsonl     one lm-eval `--log_samples` record per scored question (integer doc_id,
+                           no header), appended and flushed as soon as it is scored. A run killed at
+                           any moment loses at most the questions in flight: on restart a torn last
+                           line is cut off and the questions already present are skipped.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 from pathlib import Path
 
 from tinyqmoe.errors import UsageError
+from tinyqmoe.fileio import atomic_write_text
 
 
 def json_safe(x):
@@ -24,22 +28,33 @@ def json_safe(x):
     return x
 
 
-class SampleStore:
-    """Append-only jsonl of per-question records for one (model, task, split, shots) run."""
+def check_settings(out: Path, settings: dict) -> None:
+    """Refuse `out` if run.json holds other settings; add this run's tasks to it."""
+    path = out / "run.json"
+    stored = json.loads(path.read_text()) if path.exists() else {"tasks": {}}
+    diff = [k for k in settings if k != "tasks" and k in stored and stored[k] != settings[k]]
+    diff += [t for t, v in settings["tasks"].items() if stored["tasks"].get(t, v) != v]
+    if diff:
+        raise UsageError(f"the stored samples were made with other settings ({', '.join(diff)}); "
+                         "use another --output or delete it", path=path)
+    merged = {**stored, **{k: v for k, v in settings.items() if k != "tasks"},
+              "tasks": {**stored["tasks"], **settings["tasks"]}}
+    if merged != stored:
+        atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
 
-    def __init__(self, path: str | Path, header: dict):
+
+class SampleStore:
+    """Append-only jsonl of per-question records of one task, keyed by integer doc_id."""
+
+    def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.header = header
-        self.records: dict[str, dict] = {}
+        self.records: dict[int, dict] = {}
         self._file = None
 
     def open(self) -> "SampleStore":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self._load_existing()
-        else:
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.write(json.dumps({"header": self.header}) + "\n")
         self._file = open(self.path, "a", encoding="utf-8")
         return self
 
@@ -47,33 +62,26 @@ class SampleStore:
         raw = self.path.read_bytes()
         good_end = raw.rfind(b"\n") + 1  # a torn last line (killed mid-write) is dropped
         try:
-            self._read_lines(raw[:good_end])
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-            raise UsageError(f"samples file is damaged ({type(exc).__name__}: {str(exc)[:80]}); delete it "
-                             f"to start over", path=self.path) from None
+            lines = raw[:good_end].decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UsageError("samples file is not UTF-8 (damaged?); use another --output or delete it",
+                             path=self.path) from None
+        for i, line in enumerate(lines):
+            try:
+                rec = json.loads(line)
+                self.records[int(rec["doc_id"])] = rec
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                raise UsageError(f"line {i + 1} is not a samples record (damaged, or an older format?); "
+                                 "use another --output or delete the file", path=self.path) from None
         if good_end < len(raw):
             with open(self.path, "r+b") as f:
                 f.truncate(good_end)
 
-    def _read_lines(self, raw: bytes) -> None:
-        lines = raw.decode("utf-8").splitlines()
-        if not lines:
-            raise UsageError("samples file has no header line; delete it to start over", path=self.path)
-        header = json.loads(lines[0]).get("header")
-        if header != self.header:
-            diff = sorted(k for k in set(header or {}) | set(self.header)
-                          if (header or {}).get(k) != self.header.get(k))
-            raise UsageError(f"samples file was made with other settings ({', '.join(diff)}); "
-                             "use another --output or delete it", path=self.path)
-        for line in lines[1:]:
-            rec = json.loads(line)
-            self.records[rec["doc_id"]] = rec
-
-    def __contains__(self, doc_id: str) -> bool:
+    def __contains__(self, doc_id: int) -> bool:
         return doc_id in self.records
 
     def append(self, record: dict) -> None:
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
         self._file.flush()
         self.records[record["doc_id"]] = record
 

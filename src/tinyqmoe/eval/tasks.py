@@ -7,6 +7,10 @@ A prompt is built exactly as lm-eval builds it (ConfigurableTask + ContextSample
   continuation = target_delimiter + choice(doc, i)      for each answer i
 
 Templates are Jinja2 over the doc's fields (question, choices, subject, id), as in lm-eval.
+
+Names are lm-eval's: a leaf task is `arc_easy`, `arc_challenge` or `mmlu_<subject>` (57); groups are
+`mmlu` (its four categories) and `mmlu_stem`, `mmlu_humanities`, `mmlu_social_sciences`,
+`mmlu_other` (their subjects, as lm-eval's tasks/mmlu/default tags them).
 """
 from __future__ import annotations
 
@@ -27,7 +31,6 @@ class Task:
     doc_to_choice: tuple[str, ...] | None  # fixed answer strings (MMLU letters); None: doc.choices
     default_shots: int
     fewshot_source: str               # human-readable, for the report
-    stratified: bool                  # --limit samples by subject (MMLU) or takes the first N (ARC)
     target_delimiter: str = " "
     fewshot_delimiter: str = "\n\n"
     metrics: tuple[str, ...] = ("acc", "acc_norm")
@@ -49,13 +52,16 @@ class Task:
     def render(self, template: str, doc: Doc) -> str:
         return _template(template).render(**doc.fields())
 
-    def context(self, doc: Doc, shots: list[Doc]) -> str:
+    def shared_prefix(self, doc: Doc, shots: list[Doc]) -> str:
+        """The part of the context before the question: description and shots (same for a subject)."""
         parts = [self.render(self.description, doc)]
         for s in shots:
             parts.append(self.render(self.doc_to_text, s) + self.target_delimiter + self.target(s)
                          + self.fewshot_delimiter)
-        parts.append(self.render(self.doc_to_text, doc))
         return "".join(parts)
+
+    def context(self, doc: Doc, shots: list[Doc]) -> str:
+        return self.shared_prefix(doc, shots) + self.render(self.doc_to_text, doc)
 
     def continuations(self, doc: Doc) -> list[str]:
         return [self.target_delimiter + c for c in self.choices(doc)]
@@ -83,13 +89,12 @@ MMLU = Task(
                 "C. {{ choices[2] }}\nD. {{ choices[3] }}\nAnswer:",
     doc_to_choice=("A", "B", "C", "D"),
     default_shots=5, fewshot_source="dev split of the same subject, in order (first_n)",
-    stratified=True, metrics=("acc",))
+    metrics=("acc",))
 
 ARC_EASY = Task(
     name="arc_easy", version="1", description="",
     doc_to_text="Question: {{ question }}\nAnswer:", doc_to_choice=None,
-    default_shots=0, fewshot_source="OLMES curated ARC-Easy shots (from the train split)",
-    stratified=False)
+    default_shots=0, fewshot_source="OLMES curated ARC-Easy shots (from the train split)")
 
 ARC_CHALLENGE = dataclasses.replace(
     ARC_EASY, name="arc_challenge",
@@ -97,11 +102,64 @@ ARC_CHALLENGE = dataclasses.replace(
 
 TASKS: dict[str, Task] = {t.name: t for t in (MMLU, ARC_EASY, ARC_CHALLENGE)}
 
+# lm-eval's tasks/mmlu/default: each subject's `tag` (mmlu_<category>_tasks)
+MMLU_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "stem": ("abstract_algebra", "anatomy", "astronomy", "college_biology", "college_chemistry",
+             "college_computer_science", "college_mathematics", "college_physics", "computer_security",
+             "conceptual_physics", "electrical_engineering", "elementary_mathematics", "high_school_biology",
+             "high_school_chemistry", "high_school_computer_science", "high_school_mathematics",
+             "high_school_physics", "high_school_statistics", "machine_learning"),
+    "other": ("business_ethics", "clinical_knowledge", "college_medicine", "global_facts", "human_aging",
+              "management", "marketing", "medical_genetics", "miscellaneous", "nutrition",
+              "professional_accounting", "professional_medicine", "virology"),
+    "social_sciences": ("econometrics", "high_school_geography", "high_school_government_and_politics",
+                        "high_school_macroeconomics", "high_school_microeconomics", "high_school_psychology",
+                        "human_sexuality", "professional_psychology", "public_relations", "security_studies",
+                        "sociology", "us_foreign_policy"),
+    "humanities": ("formal_logic", "high_school_european_history", "high_school_us_history",
+                   "high_school_world_history", "international_law", "jurisprudence", "logical_fallacies",
+                   "moral_disputes", "moral_scenarios", "philosophy", "prehistory", "professional_law",
+                   "world_religions"),
+}
+SUBJECT_CATEGORY = {s: c for c, subjects in MMLU_CATEGORIES.items() for s in subjects}
 
-def get_tasks(names: str | list[str]) -> list[Task]:
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One lm-eval task that scores documents: `arc_easy`, or `mmlu_<subject>` (one subject of MMLU)."""
+    name: str
+    task: Task
+    subject: str = ""
+
+    def docs(self, split: str) -> list[Doc]:
+        docs = self.task.docs(split)
+        return [d for d in docs if d.subject == self.subject] if self.subject else docs
+
+
+# groups as lm-eval nests them: mmlu -> categories -> subjects
+GROUPS: dict[str, list[str]] = {"mmlu": [f"mmlu_{c}" for c in ("stem", "other", "social_sciences", "humanities")]}
+GROUPS.update({f"mmlu_{c}": [f"mmlu_{s}" for s in subjects] for c, subjects in MMLU_CATEGORIES.items()})
+LEAVES: dict[str, Leaf] = {"arc_easy": Leaf("arc_easy", ARC_EASY), "arc_challenge": Leaf("arc_challenge", ARC_CHALLENGE)}
+LEAVES.update({f"mmlu_{s}": Leaf(f"mmlu_{s}", MMLU, s) for s in SUBJECT_CATEGORY})
+
+
+def leaves_of(name: str) -> list[str]:
+    if name in LEAVES:
+        return [name]
+    return [leaf for sub in GROUPS[name] for leaf in leaves_of(sub)]
+
+
+def groups_of(name: str) -> list[str]:
+    """`name` and the groups under it, outermost first."""
+    return [name, *(g for sub in GROUPS[name] for g in groups_of(sub))] if name in GROUPS else []
+
+
+def get_tasks(names: str | list[str]) -> list[str]:
+    """The task and group names asked for, checked (comma-separated string or list)."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in TASKS]
+    unknown = [n for n in names if n not in LEAVES and n not in GROUPS]
     if unknown or not names:
-        raise UsageError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(TASKS)}")
-    return [TASKS[n] for n in names]
+        raise UsageError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; known: mmlu, "
+                         "mmlu_stem|humanities|social_sciences|other, mmlu_<subject>, arc_easy, arc_challenge")
+    return list(dict.fromkeys(names))

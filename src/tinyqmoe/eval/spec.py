@@ -1,6 +1,6 @@
-"""Who scores the questions: a model spec (how to load a model), and the in-process scorer.
+"""How to load a model for evaluation (`ModelSpec`), and what a loaded model says about itself.
 
-`eval/runner.py` drives tasks; `eval/distributed.py` scores on Ray workers; both build on this.
+Ray workers need the spec, not the model: each loads its own copy.
 """
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import dataclasses
 import importlib
 
 from tinyqmoe.errors import UsageError
-from tinyqmoe.eval.data import Doc
-from tinyqmoe.eval.scoring import score_doc, uses_bos
-from tinyqmoe.eval.tasks import Task
+from tinyqmoe.eval.scoring import uses_bos
 
 WEIGHT_KINDS = ("f32", "int8")
 
@@ -56,22 +54,5 @@ def describe(model) -> dict:
     return {"name": str(getattr(model, "name", type(model).__name__)),
             "weights_kind": str(getattr(model, "weights_kind", "unknown")),
             "bits_per_weight": getattr(model, "bits_per_weight", None),
+            "source": getattr(model, "source", None),
             "add_bos": uses_bos(model)}
-
-
-class LocalScorer:
-    """Scores questions in this process."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def describe(self) -> dict:
-        return describe(self.model)
-
-    def run(self, task: Task, docs: list[Doc], shots: int, add_bos: bool | None, on_record) -> None:
-        pool = task.fewshot_pool() if shots else {}
-        for d in docs:
-            on_record(score_doc(self.model, task, d, task.shots_for(d, pool, shots), add_bos))
-
-    def close(self) -> None:
-        pass
