@@ -104,17 +104,21 @@ def rans_table_kernel(slots, src, raw_size):
     return pos
 
 
+@njit(cache=True, nogil=True)
+def rans_decode_core(out, src):
+    # out uint8 [raw_size] <- src uint8 [stored], a whole §7.2 stream; -> 0, or a negative status (common.py)
+    slots = np.empty(RANS_M, np.uint32)
+    pos = rans_table_kernel(slots, src, out.size)
+    if pos < 0:
+        return pos
+    if out.size == 0:
+        return OK if pos == src.size else E_TRAILING
+    return rans_decode_kernel(out, src, pos, slots)
+
+
 def rans_decode_into(out: np.ndarray, src) -> None:
     """Decode a rANS stream (bytes-like) into out (uint8 [raw_size]); typed errors on bad input."""
-    s = np.frombuffer(src, np.uint8)
-    slots = np.empty(RANS_M, np.uint32)
-    pos = rans_table_kernel(slots, s, out.size)
-    raise_status(min(pos, 0), "rans")
-    if out.size == 0:
-        if pos != s.size:
-            raise_status(E_TRAILING, "rans")
-        return
-    raise_status(rans_decode_kernel(out, s, pos, slots), "rans")
+    raise_status(rans_decode_core(out, np.frombuffer(src, np.uint8)), "rans")
 
 
 def rans_decode(src, raw_size: int) -> np.ndarray:
