@@ -32,7 +32,7 @@ DEFAULT_GROUP = {8: 0, 4: 32, 2: 64}      # 0 = one scale per output channel
 class CompressOptions:
     bits: int = 8                   # 8 int8, 4 int4, 2 ternary
     group: int | None = None        # inputs per scale; None = the default for the bit width, 0 = per channel
-    codec: str = "auto"             # lzw | rans (ans) | zstd | raw | auto (smallest per tensor)
+    codec: str = "auto"             # lzw | rans (ans) | tans | zstd | raw | auto (see _choose_streams)
     lzw_max_bits: int = 16
     chunk_size: int = 256 * 1024    # target raw bytes per chunk, rounded to whole rows
     threads: int = 0                # 0 = os.cpu_count()
@@ -194,20 +194,28 @@ def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
     return header
 
 
+# auto: the fastest-decoding codec whose tensor is within AUTO_SLACK of the smallest. Decode speed order
+# measured on the default model's int8 chunks (docs/compression.md): raw > tans > zstd > lzw > rans.
+AUTO_BY_DECODE_SPEED = ("raw", "tans", "zstd", "lzw", "rans")
+AUTO_SLACK = 1.005
+
+
 def _choose_streams(rec, payload, blocks, opts, pool) -> tuple[str, list[bytes], dict[str, int]]:
-    """Encode with the asked codec, or with each and keep the smallest (auto). f32 tensors are stored raw.
-    -> (codec, streams, {codec tried: total bytes})"""
+    """Encode with the asked codec, or with each and keep the fastest-decoding one within 0.5% of the
+    smallest (auto). f32 tensors are stored raw. -> (codec, streams, {codec tried: total bytes})"""
     if opts.codec != "auto" and rec["qtype"] != "f32":
         streams = _encode_chunks(payload, blocks, opts.codec, opts, pool)
         return opts.codec, streams, {opts.codec: sum(map(len, streams))}
-    candidates = ("lzw", "rans", "zstd", "raw") if rec["qtype"] != "f32" else ("raw",)
-    best, sizes = None, {}
+    candidates = AUTO_BY_DECODE_SPEED if rec["qtype"] != "f32" else ("raw",)
+    sizes, kept = {}, {}                 # streams kept: the current choice's and the smallest's (memory)
     for name in candidates:
-        streams = _encode_chunks(payload, blocks, name, opts, pool)
-        sizes[name] = sum(map(len, streams))
-        if best is None or sizes[name] < best[0]:
-            best = (sizes[name], name, streams)
-    return best[1], best[2], sizes
+        kept[name] = _encode_chunks(payload, blocks, name, opts, pool)
+        sizes[name] = sum(map(len, kept[name]))
+        choice = next(n for n in sizes if sizes[n] <= AUTO_SLACK * min(sizes.values()))
+        kept = {n: v for n, v in kept.items() if n in (choice, min(sizes, key=sizes.get))}
+    if choice not in kept:               # dropped earlier, then the smallest moved
+        kept[choice] = _encode_chunks(payload, blocks, choice, opts, pool)
+    return choice, kept[choice], sizes
 
 
 def _pad_to(f, pos: int, target: int) -> int:
