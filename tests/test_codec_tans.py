@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinyqmoe.compress.common import TANS_R, normalize_freqs, read_freq_table, tans_positions
+from tinyqmoe.compress.common import TANS_R, normalize_freqs
 from tinyqmoe.compress.entropy import order0_entropy_bits
 from tinyqmoe.compress.tans_decode import tans_decode, tans_decode_core, tans_decode_reference
 from tinyqmoe.compress.tans_encode import tans_encode
@@ -32,19 +32,26 @@ def test_single_symbol_costs_the_table_and_the_states():
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.floats(0.3, 60.0))
-def test_positions_follow_the_spec(seed, spread):
-    # FORMAT.md §7.3.1: states are the (key, symbol) pairs in increasing order
+def test_state_table_follows_the_spec(seed, spread):
+    # FORMAT.md §7.3.1, written out in plain Python: the step spread, then k, nb and base per state
+    from tinyqmoe.compress.tans_decode import tans_table_kernel
+
     counts = np.bincount(np.clip(np.random.default_rng(seed).normal(128, spread, 5000), 0, 255).astype(np.uint8),
                          minlength=256)
     freq = normalize_freqs(counts)
-    pos = np.empty(TANS_R, np.int32)
-    tans_positions(pos, freq, np.empty(TANS_R + 1, np.int64))
-    pairs = sorted((((2 * j + 1) * (TANS_R // 2)) // int(f), s, j) for s, f in enumerate(freq) for j in range(int(f)))
-    cum = np.concatenate([[0], np.cumsum(freq)[:-1]])
-    expect = np.empty(TANS_R, np.int64)
-    for p, (_, s, j) in enumerate(pairs):
-        expect[cum[s] + j] = p
-    assert np.array_equal(pos, expect)
+    table = np.empty(TANS_R, np.uint32)
+    tans_table_kernel(table, freq)
+    symbols, p = [0] * TANS_R, 0
+    for s, f in enumerate(freq):
+        for _ in range(int(f)):
+            symbols[p] = s
+            p = (p + 2563) % TANS_R
+    k_next = [int(f) for f in freq]
+    for u, s in enumerate(symbols):
+        k = k_next[s]
+        k_next[s] += 1
+        nb = 12 - (k.bit_length() - 1)
+        assert int(table[u]) == nb | s << 8 | ((k << nb) - TANS_R) << 16
 
 
 @pytest.mark.parametrize("sigma", [3.0, 12.0, 30.0])

@@ -12,7 +12,7 @@ LZW_TOBE = bytes.fromhex("09 54 9e 08 29 f2 44 8a 93 27 54 02 0e 2c a8 90 a0 41 
 LZW_KWKWK = bytes.fromhex("0c 61 02 0a 0c 03")
 RANS_ABRA = bytes(12) + b"\x1e\x00\x04" + bytes(17) + bytes.fromhex(
     "c6 0e e9 05 f4 02 f4 02 e9 05" "9e 80 a2 22" "bd e7 a0 00" "22 13")
-TANS_ABRA = RANS_ABRA[:42] + bytes.fromhex("2f 08 3e 0e 33 08 9a 01 0b 06 9a 01 0c 06 9a 01" "15 00 00")
+TANS_ABRA = RANS_ABRA[:42] + bytes.fromhex("3c 08 47 0e 22 08 8a 01 0e 06 8a 01 0f 06 8a 01" "12 00 00")
 
 
 def test_lzw_tobeornot():

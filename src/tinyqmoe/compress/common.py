@@ -37,6 +37,7 @@ RANS_BITMAP_BYTES = 32
 TANS_LOG = RANS_SCALE_BITS
 TANS_R = RANS_M
 TANS_LANES = 8
+TANS_STEP = (TANS_R >> 1) + (TANS_R >> 3) + 3   # 2563
 
 
 def crc32(data) -> int:
@@ -214,42 +215,29 @@ def normalize_freqs(counts: np.ndarray) -> np.ndarray:
 
 
 # ---- tANS spread (FORMAT.md §7.3.1): shared by the encoder and the decoder
-@njit(cache=True, nogil=True, inline="always")
-def _spread_keys(f, half, R):
-    # first key half div f and the step R div f, R mod f of the keys ((2j + 1) * half) div f
-    return half // f, half % f, R // f, R % f
-
-
 @njit(cache=True, nogil=True)
-def tans_positions(pos, freq, count):
-    # pos int32 [R] <- freq int64 [256] summing to R = pos.size; count int64 [R + 1] scratch.
-    # Occurrence j of symbol s gets the key ((2j + 1) * R/2) div f[s]; the R (key, s) pairs in increasing
-    # order are the states 0..R-1. pos[cum[s] + j] = the state of occurrence j of s.
-    R = pos.size
-    count[:] = 0
+def tans_spread(table, freq):
+    # table uint32 [R] <- the symbol of each state: the symbols in increasing order, each f[s] times, placed at
+    # states 0, STEP, 2 STEP, ... (mod R); STEP is odd, so every state gets exactly one (zstd's FSE spread)
+    p = 0
     for s in range(256):
-        f = freq[s]
-        if f > 0:
-            key, rem, qs, rs = _spread_keys(f, R >> 1, R)
-            for j in range(f):
-                count[key + 1] += 1
-                key, rem = key + qs, rem + rs
-                if rem >= f:
-                    key, rem = key + 1, rem - f
-    for p in range(R):
-        count[p + 1] += count[p]
-    c = 0
-    for s in range(256):
-        f = freq[s]
-        if f > 0:
-            key, rem, qs, rs = _spread_keys(f, R >> 1, R)
-            for j in range(f):
-                pos[c + j] = count[key]
-                count[key] += 1
-                key, rem = key + qs, rem + rs
-                if rem >= f:
-                    key, rem = key + 1, rem - f
-            c += f
+        for _ in range(freq[s]):
+            table[p] = s
+            p = (p + TANS_STEP) & (TANS_R - 1)
+
+
+@intrinsic
+def floor_log2(typingctx, x):
+    """floor(log2(x)) of an integer x >= 1 (one lzcnt)."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.uint64)
+        lz = builder.ctlz(v, ir.Constant(ir.IntType(1), 1))
+        return builder.sub(ir.Constant(ir.IntType(64), 63), lz)
+
+    return types.int64(x), codegen
 
 
 @njit(cache=True, nogil=True)

@@ -14,31 +14,24 @@ import numpy as np
 from numba import njit
 
 from tinyqmoe.compress.common import (E_BAD_STATE, E_TRAILING, E_TRUNCATED, OK, TANS_LANES, TANS_LOG, TANS_R,
-                                      freq_table_kernel, load_u64, raise_status, read_freq_table, tans_positions)
+                                      TANS_STEP, floor_log2, freq_table_kernel, load_u64, raise_status,
+                                      read_freq_table, tans_spread)
 
 _ROUND_BYTES = TANS_LANES * TANS_LOG // 8           # a round of 8 symbols reads at most 96 bits
 
 
 @njit(cache=True, nogil=True)
 def tans_table_kernel(table, freq):
-    # table uint32 [R] <- freq int64 [256] summing to R: entry of state p = nb | symbol << 8 | base << 16, where
-    # occurrence j of symbol s (state p) has k = f + j, nb = LOG - floor(log2 k), base = k << nb - R (§7.3.1)
-    pos = np.empty(TANS_R, np.int32)
-    tans_positions(pos, freq, np.empty(TANS_R + 1, np.int64))
-    c = 0
-    for s in range(256):
-        f = freq[s]
-        if f == 0:
-            continue
-        nb, top = TANS_LOG + 1, 1                    # top = 2^(floor(log2 k) + 1) for the current k
-        while top <= f:
-            nb, top = nb - 1, top << 1
-        for j in range(f):
-            k = f + j
-            if k >= top:
-                nb, top = nb - 1, top << 1
-            table[pos[c + j]] = nb | (s << 8) | (((k << nb) - TANS_R) << 16)
-        c += f
+    # table uint32 [R] <- freq int64 [256] summing to R: entry of state u = nb | symbol << 8 | base << 16, where
+    # the j-th state of symbol s in increasing order has k = f + j, nb = LOG - floor(log2 k), base = k << nb - R
+    tans_spread(table, freq)
+    k_next = freq.copy()
+    for u in range(TANS_R):
+        s = table[u]
+        k = k_next[s]
+        k_next[s] = k + 1
+        nb = TANS_LOG - floor_log2(k)
+        table[u] = nb | (s << 8) | (((k << nb) - TANS_R) << 16)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -169,11 +162,15 @@ def tans_decode_reference(src: bytes, raw_size: int) -> bytes:
     freq, pos = read_freq_table(src, raw_size)
     if raw_size == 0:
         return b""
-    R, half = TANS_R, TANS_R // 2
-    keys = sorted((((2 * j + 1) * half) // int(f), s, j) for s, f in enumerate(freq) for j in range(int(f)))
-    entry = []                                       # state p -> (symbol, nb, base)
-    for _, s, j in keys:
-        k = int(freq[s]) + j
+    R, spread, p = TANS_R, [0] * TANS_R, 0
+    for s, f in enumerate(freq):
+        for _ in range(int(f)):
+            spread[p] = s
+            p = (p + TANS_STEP) % R
+    k_next, entry = [int(f) for f in freq], []       # state -> (symbol, nb, base)
+    for s in spread:
+        k = k_next[s]
+        k_next[s] += 1
         nb = TANS_LOG - (k.bit_length() - 1)
         entry.append((s, nb, (k << nb) - R))
     xs = [int.from_bytes(src[pos + 2 * k:pos + 2 * k + 2], "little") for k in range(TANS_LANES)]

@@ -9,14 +9,26 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tinyqmoe.compress.common import (TANS_LANES, TANS_LOG, TANS_R, normalize_freqs, put_bits, tans_positions,
+from tinyqmoe.compress.common import (TANS_LANES, TANS_LOG, TANS_R, normalize_freqs, put_bits, tans_spread,
                                       write_freq_table)
+
+
+@njit(cache=True, nogil=True)
+def tans_states_kernel(pos, freq, cum):
+    # pos int32 [R] <- pos[cum[s] + j] = the j-th state (in increasing order) that the spread gives symbol s
+    spread = np.empty(TANS_R, np.uint32)
+    tans_spread(spread, freq)
+    occ = cum.copy()
+    for u in range(TANS_R):
+        s = spread[u]
+        pos[occ[s]] = u
+        occ[s] += 1
 
 
 @njit(cache=True, nogil=True)
 def tans_encode_kernel(vals, nbs, src, freq, cum, pos):
     # vals uint16 [n], nbs uint8 [n] <- the bits byte i of src uint8 [n] emits; freq, cum int64 [256], pos int32 [R]
-    # (tans_positions); -> the final encoder states int64 [8], each in [R, 2R)
+    # (tans_states_kernel); -> the final encoder states int64 [8], each in [R, 2R)
     xs = np.full(TANS_LANES, TANS_R, np.int64)
     nb_hi = np.zeros(256, np.int64)                # LOG - floor(log2 f): the bits emitted from the top of [R, 2R)
     for s in range(256):
@@ -56,9 +68,9 @@ def tans_encode(data) -> bytes:
     table = write_freq_table(freq)
     if src.size == 0:
         return table
-    pos = np.empty(TANS_R, np.int32)
-    tans_positions(pos, freq, np.empty(TANS_R + 1, np.int64))
     cum = np.concatenate([[0], np.cumsum(freq)[:-1]]).astype(np.int64)
+    pos = np.empty(TANS_R, np.int32)
+    tans_states_kernel(pos, freq, cum)
     vals = np.empty(src.size, np.uint16)
     nbs = np.empty(src.size, np.uint8)
     xs = tans_encode_kernel(vals, nbs, src, freq, cum, pos)
