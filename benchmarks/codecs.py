@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -190,10 +191,10 @@ def run_table(args) -> None:
             t = time.perf_counter()
             write_container(ck, path, opts, progress=False)
             t_write = time.perf_counter() - t
-            with open_container(path) as c:
+            with open_container(path) as c, ThreadPoolExecutor(threads) as pool:
                 parts, trs = account(c), tensor_rows(c)
                 quant = sum(r.quant_bytes for r in trs)
-                t_dec = best_time(lambda: [c.read_payload(n, threads) for n in c.names], args.repeat)
+                t_dec = best_time(lambda: [c.read_payload(n, pool) for n in c.names], args.repeat)
             bf16 = sum(r.bf16_bytes for r in trs)
             qsize = quant + parts["scales"]
             n = sum(r.n_values for r in trs)

@@ -1,10 +1,10 @@
-"""`--codec auto`: the fastest-decoding codec within 0.5% of the smallest (container_write._choose_streams)."""
+"""`--codec auto`: the fastest-decoding codec within 0.5% of the smallest (writer._choose_streams)."""
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from tinyqmoe.compress import codecs
-from tinyqmoe.compress.container_write import AUTO_BY_DECODE_SPEED, AUTO_SLACK, CompressOptions, _choose_streams
+from tinyqmoe.compress.writer import AUTO_BY_DECODE_SPEED, AUTO_SLACK, CompressOptions, _choose_streams
 
 
 def choose(payload: np.ndarray, qtype: str = "int8"):

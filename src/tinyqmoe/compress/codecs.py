@@ -5,7 +5,7 @@
 
 and, for the fused reader, a numba core `core(out uint8[::1], src uint8[::1]) -> int64` (0 or a negative
 status of compress/common.py), `None` for raw (a copy). The container stores the codec id per chunk
-(docs/FORMAT.md §7); `auto` is a writer policy (container_write.py), not a codec.
+(docs/FORMAT.md §7); `auto` is a writer policy (writer.py), not a codec.
 """
 from __future__ import annotations
 
