@@ -95,3 +95,21 @@ def test_cores_reject_trailing_and_truncated():
         assert CORES[name](out, np.concatenate([enc, np.ones(1, np.uint8)])) == E_TRAILING
         assert CORES[name](out, enc[:-2]) < 0
         assert CORES[name](out, enc[:0]) == E_TRUNCATED
+
+
+def test_zstd_without_libzstd_uses_the_package(monkeypatch):
+    import zstandard
+
+    from tinyqmoe.compress import zstd_decode
+    from tinyqmoe.errors import CorruptionDetected
+
+    monkeypatch.setattr(zstd_decode, "LIBZSTD", None)
+    data = np.arange(3000, dtype=np.uint16).view(np.uint8)
+    frame = zstandard.ZstdCompressor(level=3).compress(data.tobytes())
+    out = np.empty(data.size, np.uint8)
+    zstd_decode.zstd_decode_into(out, frame)
+    assert np.array_equal(out, data)
+    with pytest.raises(CorruptionDetected):
+        zstd_decode.zstd_decode_into(out[:-1], frame)
+    with pytest.raises(CorruptionDetected):
+        zstd_decode.zstd_decode_into(out, frame[:-4])

@@ -64,5 +64,20 @@ def zstd_decode_core(out, src):
 
 
 def zstd_decode_into(out: np.ndarray, src) -> None:
-    """Decode one zstd frame (bytes-like) into out (uint8 [raw_size]); typed errors on bad input."""
-    raise_status(zstd_decode_core(out, np.frombuffer(src, np.uint8)), "zstd")
+    """Decode one zstd frame (bytes-like) into out (uint8 [raw_size]); typed errors on bad input.
+    Without a loadable libzstd (LIBZSTD is None) the zstandard package's API does it, with the same checks."""
+    if LIBZSTD is not None:
+        raise_status(zstd_decode_core(out, np.frombuffer(src, np.uint8)), "zstd")
+        return
+    import zstandard
+
+    src = bytes(src)
+    try:
+        if zstandard.frame_content_size(src) != out.size:
+            raise_status(E_LIBRARY, "zstd")
+        data = zstandard.ZstdDecompressor().decompress(src, max_output_size=out.size)
+    except zstandard.ZstdError:
+        raise_status(E_LIBRARY, "zstd")
+    if len(data) != out.size:
+        raise_status(E_LIBRARY, "zstd")
+    out[:] = np.frombuffer(data, np.uint8)
