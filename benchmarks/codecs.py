@@ -237,9 +237,9 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-size", type=int, default=256 * 1024)
     p.add_argument("--sample-mb", type=float, default=16)
     p.add_argument("--codecs", default="raw,tans,rans,lzw-16 old,lzw-16,lzw-12,zstd-3 lib,zstd-3,zstd-19 lib,zstd-19")
-    p.add_argument("--configs", default="8:raw,8:lzw-12,8:lzw-16,8:rans,8:zstd,8:auto,"
-                                        "4:raw,4:lzw-16,4:rans,4:zstd,4:auto,ternary:raw,ternary:lzw-16,"
-                                        "ternary:rans,ternary:zstd,ternary:auto")
+    p.add_argument("--configs", default="8:raw,8:lzw-12,8:lzw-16,8:rans,8:tans,8:zstd,8:auto,"
+                                        "4:raw,4:lzw-16,4:rans,4:tans,4:zstd,4:auto,ternary:raw,ternary:lzw-16,"
+                                        "ternary:rans,ternary:tans,ternary:zstd,ternary:auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--repeat", type=int, default=None, help="timing rounds (streams: 10, table: 2)")
     p.add_argument("--tmp", default=None, help="directory for the temporary containers")
