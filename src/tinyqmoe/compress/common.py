@@ -14,7 +14,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from tinyqmoe.errors import ChecksumWrong, CorruptionDetected, TruncatedInput, UnsupportedParameter
+from tinyqmoe.errors import CorruptionDetected, TruncatedInput, UnsupportedParameter
 
 # ---- codec ids, as stored in the chunk index (FORMAT.md §7)
 RAW, LZW, RANS, ZSTD, TANS = 0, 1, 2, 3, 4
@@ -53,7 +53,6 @@ E_OVERFLOW = -3       # a string would write past raw_size
 E_TRAILING = -4       # non-zero padding bits or bytes after the last code
 E_BAD_STATE = -5      # rANS: initial state out of range, or final state != L
 E_BAD_TABLE = -6      # rANS / tANS: a frequency table that breaks FORMAT.md §7.2
-E_CHECKSUM = -7       # a chunk's checksum does not match its bytes (the fused reader's code)
 E_LIBRARY = -8        # zstd: libzstd reported an error or a size other than raw_size
 
 _MESSAGES = {
@@ -63,7 +62,6 @@ _MESSAGES = {
     E_TRAILING: (CorruptionDetected, "non-zero padding or bytes after the end of the stream"),
     E_BAD_STATE: (CorruptionDetected, "ANS state out of range"),
     E_BAD_TABLE: (CorruptionDetected, "bad frequency table (zero, too large, non-minimal LEB128, or sum != M)"),
-    E_CHECKSUM: (ChecksumWrong, "checksum mismatch"),
     E_LIBRARY: (CorruptionDetected, "libzstd rejects the frame or it holds another size than raw_size"),
 }
 
