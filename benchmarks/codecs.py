@@ -1,8 +1,12 @@
 """Codec speed and size on the default model's real quantized weight streams.
 
-  .venv/bin/python benchmarks/codecs.py streams [--bits 8] [--sample-mb 24]
-      every codec on a sample of 256 KiB whole-row chunks of every 2-D weight: bits per byte, encode MB/s
-      (1 thread), decode MB/s of output (1 thread, and all threads over chunks). Side by side, one run.
+  .venv/bin/python benchmarks/codecs.py streams [--bits 8] [--sample-mb 16] [--repeat 10]
+      every codec on a sample of 256 KiB whole-row chunks of every 2-D weight, one thread, one run:
+      bits per byte, vs the per-chunk order-0 entropy, encode MB/s, decode MB/s of output through each
+      codec's numba core (what the fused reader calls), zstd also through the `zstandard` library's own
+      API; then XXH64 (numba) against zlib.crc32 in GB/s. Prints a markdown table naming the CPU.
+      Each chunk's decode time is the least over --repeat rounds, the codecs interleaved round by round,
+      so a shared machine's busy moments hit every codec alike.
   .venv/bin/python benchmarks/codecs.py table [--configs 8:auto,8:lzw,...]
       compress the whole model per (bits, codec) with the real writer; file size, ratio vs bf16 and vs the
       uncompressed quantized model, bits/weight, compress wall time, decode-all MB/s. Markdown to stdout.
@@ -33,10 +37,10 @@ from tinyqmoe.compress.entropy import order0_entropy_bits
 from tinyqmoe.compress.quant import quantize
 from tinyqmoe.formats.load import open_checkpoint
 
-STREAM_CODECS = {  # label -> (codec, params)
-    "raw": ("raw", {}), "lzw-12": ("lzw", {"max_bits": 12}), "lzw-16": ("lzw", {"max_bits": 16}),
-    "lzw-20": ("lzw", {"max_bits": 20}), "rans": ("rans", {}), "zstd-3": ("zstd", {"level": 3}),
-    "zstd-19": ("zstd", {"level": 19}),
+STREAM_CODECS = {  # label -> (codec, params); a " lib" suffix: decoded by the zstandard library's API,
+    "raw": ("raw", {}), "lzw-12": ("lzw", {"max_bits": 12}), "lzw-16": ("lzw", {"max_bits": 16}),  # " old":
+    "lzw-20": ("lzw", {"max_bits": 20}), "rans": ("rans", {}), "tans": ("tans", {}),      # the first LZW decoder
+    "zstd-3": ("zstd", {"level": 3}), "zstd-19": ("zstd", {"level": 19}),
 }
 
 
@@ -68,38 +72,102 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def cpu_name() -> str:
+    """CPU model, family and model numbers from /proc/cpuinfo (what lscpu prints)."""
+    info = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            k, _, v = line.partition(":")
+            info.setdefault(k.strip(), v.strip())
+    except OSError:
+        return "unknown CPU"
+    return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, "
+            f"{os.cpu_count()} cores)")
+
+
+def stream_decoders(chunks, labels):
+    """label -> (decode(out, stream), streams, encode seconds); zstd labels ending in "lib" use the
+    zstandard library's Python API, the others the numba cores."""
+    import zstandard
+
+    from tinyqmoe.compress.lzw_decode import lzw_decode_into_old
+
+    out = {}
+    for label in labels:
+        name, params = STREAM_CODECS[label.removesuffix(" lib").removesuffix(" old")]
+        c = codecs.codec_by_name(name)
+        c.encode(chunks[0][:4096], **params)                       # compile outside the timing
+        t = time.perf_counter()
+        streams = [np.frombuffer(c.encode(x, **params), np.uint8) for x in chunks]
+        t_enc = time.perf_counter() - t
+        if label.endswith(" lib"):
+            dctx = zstandard.ZstdDecompressor()
+            fn = lambda o, s, d=dctx: d.decompress(s)                # noqa: E731 (the library allocates its output)
+        elif label.endswith(" old"):
+            fn = lzw_decode_into_old
+        elif name == "raw":
+            fn = np.copyto
+        else:
+            fn = codecs.core_of(c.id)
+        out[label] = (fn, streams, t_enc)
+    return out
+
+
+def interleaved_best(fns: dict, chunks, repeat: int) -> dict:
+    """label -> least seconds per chunk summed over chunks; fns: label -> (fn(out, stream), streams)."""
+    outs = [np.empty(x.size, np.uint8) for x in chunks]
+    best = {k: np.full(len(chunks), np.inf) for k in fns}
+    for k, (fn, streams) in fns.items():                          # warm-up, and a correctness check
+        for o, s, x in zip(outs, streams, chunks):
+            fn(o, s)
+            assert k.endswith(" lib") or np.array_equal(o, x), k
+    for _ in range(repeat):
+        for k, (fn, streams) in fns.items():
+            b = best[k]
+            for j, (o, s) in enumerate(zip(outs, streams)):
+                t = time.perf_counter()
+                fn(o, s)
+                b[j] = min(b[j], time.perf_counter() - t)
+    return {k: float(v.sum()) for k, v in best.items()}
+
+
 def run_streams(args) -> None:
+    import zlib
+
+    from tinyqmoe.compress.xxh64 import xxh64_core
+
     chunks = sample_chunks(args.model, args.bits, args.group, args.chunk_size, args.sample_mb)
     raw = sum(c.size for c in chunks)
     h0_chunks = sum(order0_entropy_bits(c) for c in chunks) / 8
-    h0_all = order0_entropy_bits(np.concatenate(chunks)) / 8
-    threads = args.threads or os.cpu_count() or 1
-    print(f"# {len(chunks)} chunks, {raw / 2**20:.1f} MiB of {args.bits}-bit weights; order-0 entropy "
-          f"{8 * h0_all / raw:.3f} bits/byte over the sample, {8 * h0_chunks / raw:.3f} per chunk; "
-          f"{threads} threads for the parallel decode")
-    print(f"| codec | bits/byte | vs order-0 (per chunk) | encode MB/s (1 thread) | decode MB/s (1 thread) "
-          f"| decode MB/s ({threads} threads) |")
+    labels = args.codecs.split(",")
+    dec = stream_decoders(chunks, labels)
+    fns = {k: (fn, streams) for k, (fn, streams, _) in dec.items()}
+    fns["xxh64"] = (lambda o, s: xxh64_core(s, np.uint64(0)), chunks)
+    fns["crc32"] = (lambda o, s: zlib.crc32(s), chunks)
+    secs = interleaved_best(fns, chunks, args.repeat)
+    ref = secs.get("zstd-3 lib", secs.get("zstd-3"))
+    print(f"CPU: {cpu_name()}; machine shared with other agents (load average "
+          f"{os.getloadavg()[0]:.1f} at the end of the run)")
+    print(f"{len(chunks)} chunks, {raw / 2**20:.1f} MiB of {args.bits}-bit weights; order-0 entropy "
+          f"{8 * h0_chunks / raw:.3f} bits/byte per chunk; least of {args.repeat} interleaved rounds per chunk\n")
+    print("| codec | bits/byte | vs order-0 (per chunk) | encode MB/s | decode MB/s (1 thread) | decode vs zstd-3 |")
     print("|---|---|---|---|---|---|")
     rows = []
-    with ThreadPoolExecutor(threads) as pool:
-        for label in args.codecs.split(","):
-            name, params = STREAM_CODECS[label]
-            c = codecs.codec_by_name(name)
-            streams = [c.encode(x, **params) for x in chunks]
-            outs = [np.empty(x.size, np.uint8) for x in chunks]
-            t_enc = best_time(lambda: [c.encode(x, **params) for x in chunks], args.repeat)
-            t_dec = best_time(lambda: [c.decode_into(o, s) for o, s in zip(outs, streams)], args.repeat)
-            t_par = best_time(lambda: list(pool.map(c.decode_into, outs, streams)), args.repeat)
-            assert all(np.array_equal(o, x) for o, x in zip(outs, chunks))
-            size = sum(map(len, streams))
-            row = dict(codec=label, bits_per_byte=8 * size / raw, vs_h0=size / h0_chunks,
-                       enc_mbs=raw / t_enc / 1e6, dec_mbs=raw / t_dec / 1e6, dec_par_mbs=raw / t_par / 1e6)
-            rows.append(row)
-            print(f"| {label} | {row['bits_per_byte']:.3f} | {row['vs_h0']:.4f} | {row['enc_mbs']:.0f} | "
-                  f"{row['dec_mbs']:.0f} | {row['dec_par_mbs']:.0f} |", flush=True)
+    for label in labels:
+        _, streams, t_enc = dec[label]
+        size = sum(s.size for s in streams)
+        row = dict(codec=label, bits_per_byte=8 * size / raw, vs_h0=size / h0_chunks, enc_mbs=raw / t_enc / 1e6,
+                   dec_mbs=raw / secs[label] / 1e6, vs_zstd3=ref / secs[label] if ref else None)
+        rows.append(row)
+        vs = f"{row['vs_zstd3']:.2f}" if ref else "-"
+        print(f"| {label} | {row['bits_per_byte']:.3f} | {row['vs_h0']:.4f} | {row['enc_mbs']:.0f} | "
+              f"{row['dec_mbs']:.0f} | {vs} |")
+    print(f"\nchecksums on the same chunks: XXH64 (numba) {raw / secs['xxh64'] / 1e9:.2f} GB/s, "
+          f"zlib.crc32 {raw / secs['crc32'] / 1e9:.2f} GB/s ({secs['crc32'] / secs['xxh64']:.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"mode": "streams", "args": vars(args), "raw_bytes": raw, "rows": rows}, f, indent=1)
+            json.dump({"mode": "streams", "args": vars(args), "cpu": cpu_name(), "raw_bytes": raw, "rows": rows,
+                       "xxh64_gbs": raw / secs["xxh64"] / 1e9, "crc32_gbs": raw / secs["crc32"] / 1e9}, f, indent=1)
 
 
 def run_table(args) -> None:
@@ -123,10 +191,10 @@ def run_table(args) -> None:
             t = time.perf_counter()
             write_container(ck, path, opts, progress=False)
             t_write = time.perf_counter() - t
-            with open_container(path) as c:
+            with open_container(path) as c, ThreadPoolExecutor(threads) as pool:
                 parts, trs = account(c), tensor_rows(c)
                 quant = sum(r.quant_bytes for r in trs)
-                t_dec = best_time(lambda: [c.read_payload(n, threads) for n in c.names], args.repeat)
+                t_dec = best_time(lambda: [c.read_payload(n, pool) for n in c.names], args.repeat)
             bf16 = sum(r.bf16_bytes for r in trs)
             qsize = quant + parts["scales"]
             n = sum(r.n_values for r in trs)
@@ -167,16 +235,18 @@ def main(argv=None) -> int:
     p.add_argument("--bits", type=int, default=8, help="streams: 8, 4 or 2 (ternary)")
     p.add_argument("--group", type=int, default=None)
     p.add_argument("--chunk-size", type=int, default=256 * 1024)
-    p.add_argument("--sample-mb", type=float, default=24)
-    p.add_argument("--codecs", default="raw,lzw-12,lzw-16,lzw-20,rans,zstd-3,zstd-19")
-    p.add_argument("--configs", default="8:raw,8:lzw-12,8:lzw-16,8:rans,8:zstd,8:auto,"
-                                        "4:raw,4:lzw-16,4:rans,4:zstd,4:auto,ternary:raw,ternary:lzw-16,"
-                                        "ternary:rans,ternary:zstd,ternary:auto")
+    p.add_argument("--sample-mb", type=float, default=16)
+    p.add_argument("--codecs", default="raw,tans,rans,lzw-16 old,lzw-16,lzw-12,zstd-3 lib,zstd-3,zstd-19 lib,zstd-19")
+    p.add_argument("--configs", default="8:raw,8:lzw-12,8:lzw-16,8:rans,8:tans,8:zstd,8:auto,"
+                                        "4:raw,4:lzw-16,4:rans,4:tans,4:zstd,4:auto,ternary:raw,ternary:lzw-16,"
+                                        "ternary:rans,ternary:tans,ternary:zstd,ternary:auto")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=None, help="timing rounds (streams: 10, table: 2)")
     p.add_argument("--tmp", default=None, help="directory for the temporary containers")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 10 if args.mode == "streams" else 2
     {"streams": run_streams, "table": run_table, "shared-dict": run_shared_dict}[args.mode](args)
     return 0
 

@@ -7,7 +7,7 @@ from tinyqmoe.compress import codecs
 from tinyqmoe.compress.common import crc32
 from tinyqmoe.errors import CorruptionDetected, UnsupportedParameter, UsageError
 
-NAMES = ["raw", "lzw", "rans", "zstd"]
+NAMES = ["raw", "lzw", "rans", "zstd", "tans"]
 
 
 @settings(max_examples=40, deadline=None)
@@ -19,7 +19,7 @@ def test_every_codec_round_trips(data, name):
 
 
 def test_ids_and_aliases():
-    assert [codecs.codec_by_name(n).id for n in NAMES] == [0, 1, 2, 3]
+    assert [codecs.codec_by_name(n).id for n in NAMES] == [0, 1, 2, 3, 4]
     assert codecs.codec_by_name("ans").name == "rans"
     with pytest.raises(UsageError):
         codecs.codec_by_name("lz4")

@@ -3,8 +3,9 @@
   encode(data: bytes-like, **params) -> bytes          (params: lzw max_bits, zstd level)
   decode_into(out: uint8 [raw_size], src: bytes-like)  (raises typed FormatErrors)
 
-The container stores the codec id per chunk (docs/FORMAT.md §7); `auto` is a writer policy
-(smallest per tensor), not a codec.
+and, for the fused reader, a numba core `core(out uint8[::1], src uint8[::1]) -> int64` (0 or a negative
+status of compress/common.py), `None` for raw (a copy). The container stores the codec id per chunk
+(docs/FORMAT.md §7); `auto` is a writer policy (writer.py), not a codec.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from tinyqmoe.compress.common import (CODEC_ALIASES, CODEC_IDS, CODEC_NAMES, LZW, RANS, RAW, ZSTD,
+from tinyqmoe.compress.common import (CODEC_ALIASES, CODEC_IDS, CODEC_NAMES, LZW, RANS, RAW, TANS, ZSTD,
                                       check_codec_id)
 from tinyqmoe.errors import CorruptionDetected, UsageError
 
@@ -43,19 +44,9 @@ def zstd_encode(data, level: int = ZSTD_LEVEL, **_) -> bytes:
 
 
 def zstd_decode_into(out: np.ndarray, src) -> None:
-    import zstandard
+    from tinyqmoe.compress.zstd_decode import zstd_decode_into as dec
 
-    src = bytes(src)
-    try:
-        size = zstandard.frame_content_size(src)
-        if size != out.size:
-            raise CorruptionDetected(f"zstd frame announces {size} bytes, raw_size says {out.size}", field="zstd")
-        data = zstandard.ZstdDecompressor().decompress(src, max_output_size=out.size)
-    except zstandard.ZstdError as exc:
-        raise CorruptionDetected(f"zstd stream: {exc}", field="zstd") from None
-    if len(data) != out.size:
-        raise CorruptionDetected(f"zstd stream decodes to {len(data)} bytes, raw_size says {out.size}", field="zstd")
-    out[:] = np.frombuffer(data, np.uint8)
+    dec(out, src)
 
 
 # ---- lzw (id 1) and rans (id 2): numba, encoders and decoders in separate modules
@@ -83,21 +74,47 @@ def rans_decode_into(out: np.ndarray, src) -> None:
     dec(out, src)
 
 
+# ---- tans (id 4): 8-lane tANS, the fastest-decoding entropy coder of our own
+def tans_encode(data, **_) -> bytes:
+    from tinyqmoe.compress.tans_encode import tans_encode as enc
+
+    return enc(data)
+
+
+def tans_decode_into(out: np.ndarray, src) -> None:
+    from tinyqmoe.compress.tans_decode import tans_decode_into as dec
+
+    dec(out, src)
+
+
 @dataclasses.dataclass(frozen=True)
 class Codec:
     id: int
     name: str
     encode: Callable[..., bytes]
     decode_into: Callable[[np.ndarray, object], None]
+    core: str | None            # "module:function" of the numba core, imported on demand (core_of)
 
 
 REGISTRY: dict[int, Codec] = {
-    RAW: Codec(RAW, "raw", raw_encode, raw_decode_into),
-    LZW: Codec(LZW, "lzw", lzw_encode, lzw_decode_into),
-    RANS: Codec(RANS, "rans", rans_encode, rans_decode_into),
-    ZSTD: Codec(ZSTD, "zstd", zstd_encode, zstd_decode_into),
+    RAW: Codec(RAW, "raw", raw_encode, raw_decode_into, None),
+    LZW: Codec(LZW, "lzw", lzw_encode, lzw_decode_into, "lzw_decode:lzw_decode_core"),
+    RANS: Codec(RANS, "rans", rans_encode, rans_decode_into, "rans_decode:rans_decode_core"),
+    ZSTD: Codec(ZSTD, "zstd", zstd_encode, zstd_decode_into, "zstd_decode:zstd_decode_core"),
+    TANS: Codec(TANS, "tans", tans_encode, tans_decode_into, "tans_decode:tans_decode_core"),
 }
-CHOICES = ("lzw", "ans", "rans", "zstd", "raw", "auto")
+CHOICES = ("lzw", "ans", "rans", "tans", "zstd", "raw", "auto")
+
+
+def core_of(codec_id: int):
+    """The numba core `(out, src) -> int64` of a codec id (None for raw)."""
+    import importlib
+
+    c = codec_by_id(codec_id)
+    if c.core is None:
+        return None
+    module, name = c.core.split(":")
+    return getattr(importlib.import_module(f"tinyqmoe.compress.{module}"), name)
 
 
 def codec_by_name(name: str) -> Codec:
@@ -123,4 +140,5 @@ def decode(codec_id: int, src, raw_size: int, out: np.ndarray | None = None) -> 
     return out
 
 
-__all__ = ["Codec", "REGISTRY", "CHOICES", "CODEC_NAMES", "codec_by_name", "codec_by_id", "encode", "decode"]
+__all__ = ["Codec", "REGISTRY", "CHOICES", "CODEC_NAMES", "codec_by_name", "codec_by_id", "core_of", "encode",
+           "decode"]

@@ -2,20 +2,23 @@
 
 - codec ids (docs/FORMAT.md §7), checksums (§1), the LSB-first bit writer and reader (§7.1),
 - kernel status codes and how they turn into typed errors,
-- the rANS constants and frequency-table layout (§7.2).
+- the rANS constants and frequency-table layout (§7.2), shared by tANS (§7.3) with its spread,
+- `load_u64`: an unaligned little-endian 64-bit load for numba kernels.
 """
 from __future__ import annotations
 
 import zlib
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from tinyqmoe.errors import CorruptionDetected, TruncatedInput, UnsupportedParameter
 
 # ---- codec ids, as stored in the chunk index (FORMAT.md §7)
-RAW, LZW, RANS, ZSTD = 0, 1, 2, 3
-CODEC_IDS = {"raw": RAW, "lzw": LZW, "rans": RANS, "zstd": ZSTD}
+RAW, LZW, RANS, ZSTD, TANS = 0, 1, 2, 3, 4
+CODEC_IDS = {"raw": RAW, "lzw": LZW, "rans": RANS, "zstd": ZSTD, "tans": TANS}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
 CODEC_ALIASES = {"ans": "rans"}
 
@@ -30,6 +33,12 @@ RANS_M = 1 << RANS_SCALE_BITS        # frequencies sum to M (a 4096-entry decode
 RANS_L = 1 << 23                     # states live in [L, 256 L)
 RANS_BITMAP_BYTES = 32
 
+# ---- tANS (FORMAT.md §7.3): the same frequency table, R = M states, 8 lanes on one bit stream
+TANS_LOG = RANS_SCALE_BITS
+TANS_R = RANS_M
+TANS_LANES = 8
+TANS_STEP = (TANS_R >> 1) + (TANS_R >> 3) + 3   # 2563
+
 
 def crc32(data) -> int:
     """CRC-32 (zlib / PNG): crc32(b"123456789") == 0xCBF43926."""
@@ -43,15 +52,17 @@ E_BAD_CODE = -2       # a code the dictionary does not hold (or not CLEAR when t
 E_OVERFLOW = -3       # a string would write past raw_size
 E_TRAILING = -4       # non-zero padding bits or bytes after the last code
 E_BAD_STATE = -5      # rANS: initial state out of range, or final state != L
-E_BAD_TABLE = -6      # rANS: a frequency table that breaks FORMAT.md §7.2
+E_BAD_TABLE = -6      # rANS / tANS: a frequency table that breaks FORMAT.md §7.2
+E_LIBRARY = -8        # zstd: libzstd reported an error or a size other than raw_size
 
 _MESSAGES = {
     E_TRUNCATED: (TruncatedInput, "stream ends before its output is complete"),
     E_BAD_CODE: (CorruptionDetected, "invalid code"),
     E_OVERFLOW: (CorruptionDetected, "decodes to more bytes than raw_size"),
     E_TRAILING: (CorruptionDetected, "non-zero padding or bytes after the end of the stream"),
-    E_BAD_STATE: (CorruptionDetected, "rANS state out of range"),
+    E_BAD_STATE: (CorruptionDetected, "ANS state out of range"),
     E_BAD_TABLE: (CorruptionDetected, "bad frequency table (zero, too large, non-minimal LEB128, or sum != M)"),
+    E_LIBRARY: (CorruptionDetected, "libzstd rejects the frame or it holds another size than raw_size"),
 }
 
 
@@ -61,6 +72,37 @@ def raise_status(status: int, codec: str) -> None:
         return
     cls, msg = _MESSAGES.get(status, (CorruptionDetected, f"status {status}"))
     raise cls(f"{codec} stream: {msg}", field=codec)
+
+
+@intrinsic
+def load_u64(typingctx, buf, i):
+    """buf[i:i + 8] as a little-endian uint64, one unaligned load (the caller checks i + 8 <= buf.size)."""
+    if not (isinstance(buf, types.Array) and buf.dtype == types.uint8 and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        ptr = builder.gep(data, [context.cast(builder, args[1], sig.args[1], types.intp)])
+        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+
+    return types.uint64(buf, i), codegen
+
+
+@intrinsic
+def store_u64(typingctx, buf, i, v):
+    """buf[i:i + 8] = v as little-endian bytes, one unaligned store (the caller checks i + 8 <= buf.size)."""
+    if not (isinstance(buf, types.Array) and buf.dtype == types.uint8 and isinstance(i, types.Integer)
+            and isinstance(v, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        ptr = builder.gep(data, [context.cast(builder, args[1], sig.args[1], types.intp)])
+        value = context.cast(builder, args[2], sig.args[2], types.uint64)
+        builder.store(value, builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.none(buf, i, v), codegen
 
 
 # ---- bit I/O, LSB-first (FORMAT.md §7.1). State travels as (acc, nacc, pos).
@@ -145,6 +187,86 @@ def read_freq_table(src, raw_size: int) -> tuple[np.ndarray, int]:
     if raw_size > 0 and total != RANS_M:
         raise CorruptionDetected(f"rans stream: frequencies sum to {total}, not {RANS_M}", field="rans")
     return freq, pos
+
+
+def normalize_freqs(counts: np.ndarray) -> np.ndarray:
+    """Symbol counts [256] -> frequencies [256] summing to M, each present symbol >= 1 (the writer's choice,
+    shared by the rANS and tANS encoders)."""
+    total = int(counts.sum())
+    freq = np.zeros(256, np.int64)
+    if total == 0:
+        return freq
+    present = counts > 0
+    freq[present] = np.maximum(1, (counts[present] * RANS_M) // total)
+    diff = RANS_M - int(freq.sum())
+    if diff > 0:
+        # hand the rounding remainder to the symbols that lost the most (largest fractional parts)
+        frac = np.where(present, counts * RANS_M / total - freq, -1.0)
+        for s in np.argsort(-frac, kind="stable")[:diff]:
+            freq[s] += 1
+    while diff < 0:                  # too many symbols forced up to 1: take from the largest
+        s = int(np.argmax(freq))
+        take = min(-diff, int(freq[s]) - 1)
+        freq[s] -= take
+        diff += take
+    return freq
+
+
+# ---- tANS spread (FORMAT.md §7.3.1): shared by the encoder and the decoder
+@njit(cache=True, nogil=True)
+def tans_spread(table, freq):
+    # table uint32 [R] <- the symbol of each state: the symbols in increasing order, each f[s] times, placed at
+    # states 0, STEP, 2 STEP, ... (mod R); STEP is odd, so every state gets exactly one (zstd's FSE spread)
+    p = 0
+    for s in range(256):
+        for _ in range(freq[s]):
+            table[p] = s
+            p = (p + TANS_STEP) & (TANS_R - 1)
+
+
+@intrinsic
+def floor_log2(typingctx, x):
+    """floor(log2(x)) of an integer x >= 1 (one lzcnt)."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.uint64)
+        lz = builder.ctlz(v, ir.Constant(ir.IntType(1), 1))
+        return builder.sub(ir.Constant(ir.IntType(64), 63), lz)
+
+    return types.int64(x), codegen
+
+
+@njit(cache=True, nogil=True)
+def freq_table_kernel(freq, src, raw_size):
+    # freq int64 [256] <- the frequency table at the start of src uint8 (§7.2); -> bytes used, or a status < 0
+    n = src.size
+    if n < RANS_BITMAP_BYTES:
+        return E_TRUNCATED
+    freq[:] = 0
+    pos, total = RANS_BITMAP_BYTES, 0
+    for sym in range(256):
+        if not (src[sym >> 3] >> (sym & 7)) & 1:
+            continue
+        if pos >= n:
+            return E_TRUNCATED
+        f = np.int64(src[pos] & 0x7F)
+        if src[pos] & 0x80:                     # a second (and last) LEB128 byte, non-zero (minimal)
+            if pos + 1 >= n:
+                return E_TRUNCATED
+            if src[pos + 1] == 0 or src[pos + 1] & 0x80:
+                return E_BAD_TABLE
+            f |= np.int64(src[pos + 1]) << 7
+            pos += 1
+        pos += 1
+        if f == 0 or f > RANS_M or total + f > RANS_M:
+            return E_BAD_TABLE
+        freq[sym] = f
+        total += f
+    if total != (RANS_M if raw_size > 0 else 0):
+        return E_BAD_TABLE
+    return pos
 
 
 def check_codec_id(codec_id: int) -> str:

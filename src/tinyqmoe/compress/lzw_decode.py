@@ -3,6 +3,13 @@
 Every dictionary entry is a substring of the output already written, so an entry is an
 (offset, length) extent of the output and decoding a code is a forward copy: no prefix-chain
 walks. The entry table is sized to what the chunk can define, min(2^max_bits, raw_size + 258).
+
+`lzw_decode_core(out, src) -> status` is the numba entry point (the fused reader calls it): each code
+is one unaligned 64-bit load of the stream while 8 bytes remain, and each string one 8-byte over-copy
+per 8 bytes (the bytes written past the string's end are rewritten by the strings after it), except a
+string that overlaps itself (KwKwK) or would over-copy past the end of `out`: those go byte by byte.
+`lzw_decode_kernel` is the first, byte-at-a-time decoder, kept as the second implementation the
+tests compare against and as the benchmark's "old" row.
 """
 from __future__ import annotations
 
@@ -10,8 +17,8 @@ import numpy as np
 from numba import njit
 
 from tinyqmoe.compress.common import (E_BAD_CODE, E_OVERFLOW, E_TRAILING, E_TRUNCATED, LZW_CLEAR,
-                                      LZW_FIRST_CODE, LZW_MAX_BITS, LZW_MIN_BITS, OK, raise_status,
-                                      refill_bits)
+                                      LZW_FIRST_CODE, LZW_MAX_BITS, LZW_MIN_BITS, OK, load_u64, raise_status,
+                                      refill_bits, store_u64)
 from tinyqmoe.errors import CorruptionDetected, TruncatedInput
 
 
@@ -58,6 +65,77 @@ def lzw_decode_kernel(dst, src, ent):
     return OK
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _code_at(src, bit, width):
+    # the width-bit code at bit position `bit` of src (LSB-first); -1 if the stream ends first
+    byte, shift = bit >> 3, np.uint64(bit & 7)
+    if byte + 8 <= src.size:
+        return np.int64((load_u64(src, byte) >> shift) & np.uint64((1 << width) - 1))
+    if bit + width > 8 * src.size:
+        return -1
+    v = np.uint64(0)
+    for q in range(min(4, src.size - byte)):         # width <= 24 and shift <= 7: 4 bytes hold the code
+        v |= np.uint64(src[byte + q]) << np.uint64(8 * q)
+    return np.int64((v >> shift) & np.uint64((1 << width) - 1))
+
+
+@njit(cache=True, nogil=True)
+def lzw_decode_core(out, src):
+    # out uint8 [raw_size] <- src uint8 [stored], a whole §7.1 stream; -> 0, or a negative status (common.py)
+    cap, ns = out.size, src.size
+    if ns < 1:
+        return E_TRUNCATED
+    if src[0] < LZW_MIN_BITS or src[0] > LZW_MAX_BITS:
+        return E_BAD_CODE
+    limit = 1 << np.int64(src[0])
+    ent = np.empty(min(limit, cap + LZW_FIRST_CODE + 1), np.int64)   # code -> offset << 32 | length
+    ent[:256] = 0                                       # a literal: length 0 until its byte is first written,
+                                                        # then the extent of that byte in out
+    d_end = min(limit - 1, ent.size)                   # d may not reach it (a full dictionary needs CLEAR)
+    bit, o = 8, 0
+    d, width, have_prev, prev = LZW_FIRST_CODE, LZW_MIN_BITS, 0, 0
+    while o < cap:
+        if d + have_prev > (1 << width):                # w(d + 1) once a previous string exists
+            width += 1
+        k = _code_at(src, bit, width)
+        if k < 0:
+            return E_TRUNCATED
+        bit += width
+        if k == LZW_CLEAR:
+            d, width, have_prev = LZW_FIRST_CODE, LZW_MIN_BITS, 0
+            continue
+        if have_prev:                                   # define d = previous string + first byte of this one
+            if k > d or d >= d_end:
+                return E_BAD_CODE
+            ent[d] = prev + 1
+            d += 1
+        elif k > 255:
+            return E_BAD_CODE
+        off, ln = ent[k] >> 32, ent[k] & 0xFFFFFFFF
+        if ln == 0:                                     # a byte's first appearance
+            out[o] = k
+            ent[k] = (o << 32) | 1
+            ln = 1
+        elif o + ((ln + 7) & ~7) <= cap and k != d - 1:  # 8-byte over-copies
+            if o + ln > cap:
+                return E_OVERFLOW
+            store_u64(out, o, load_u64(out, off))
+            for j in range(8, ln, 8):
+                store_u64(out, o + j, load_u64(out, off + j))
+        else:                                           # KwKwK overlaps itself, or too near the end of out
+            if o + ln > cap:
+                return E_OVERFLOW
+            for j in range(ln):
+                out[o + j] = out[off + j]
+        prev, have_prev = (o << 32) | ln, 1
+        o += ln
+    if (bit + 7) >> 3 != ns:                            # no byte after the last code, padding bits zero
+        return E_TRAILING
+    if bit & 7 and src[ns - 1] >> (bit & 7) != 0:
+        return E_TRAILING
+    return OK
+
+
 def lzw_decode_reference(src: bytes, raw_size: int) -> bytes:
     """Plain-Python decoder with string tables: the reference the tests compare the kernel against."""
     limit, pos, acc, nacc = 1 << src[0], 1, 0, 0
@@ -96,7 +174,15 @@ def lzw_decode_into(out: np.ndarray, src) -> None:
     if not LZW_MIN_BITS <= max_bits <= LZW_MAX_BITS:
         raise CorruptionDetected(f"lzw stream: max_bits {max_bits} is not in {LZW_MIN_BITS}..{LZW_MAX_BITS}",
                                  field="lzw.max_bits")
-    ent = np.empty(min(1 << max_bits, out.size + LZW_FIRST_CODE + 1), np.int64)
+    raise_status(lzw_decode_core(out, s), "lzw")
+
+
+def lzw_decode_into_old(out: np.ndarray, src) -> None:
+    """The first decoder (lzw_decode_kernel), for the tests and the benchmark's comparison row."""
+    s = np.frombuffer(src, np.uint8)
+    if s.size < 1 or not LZW_MIN_BITS <= int(s[0]) <= LZW_MAX_BITS:
+        raise CorruptionDetected("lzw stream: bad max_bits byte", field="lzw.max_bits")
+    ent = np.empty(min(1 << int(s[0]), out.size + LZW_FIRST_CODE + 1), np.int64)
     raise_status(lzw_decode_kernel(out, s, ent), "lzw")
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tinyqmoe.compress.common import (E_BAD_STATE, E_BAD_TABLE, E_TRAILING, E_TRUNCATED, OK, RANS_BITMAP_BYTES,
-                                      RANS_L, RANS_M, RANS_SCALE_BITS, raise_status, read_freq_table)
+from tinyqmoe.compress.common import (E_BAD_STATE, E_TRAILING, E_TRUNCATED, OK, RANS_L, RANS_M, RANS_SCALE_BITS,
+                                      freq_table_kernel, raise_status, read_freq_table)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -75,46 +75,34 @@ def rans_decode_reference(src: bytes, raw_size: int) -> bytes:
 @njit(cache=True, nogil=True)
 def rans_table_kernel(slots, src, raw_size):
     # slots uint32 [M] <- the frequency table at the start of src uint8 (§7.2); -> bytes used, or a status < 0
-    # (the compiled twin of common.read_freq_table, which the tests compare it against)
-    n = src.size
-    if n < RANS_BITMAP_BYTES:
-        return E_TRUNCATED
-    pos, total = RANS_BITMAP_BYTES, 0
+    freq = np.empty(256, np.int64)
+    pos = freq_table_kernel(freq, src, raw_size)
+    if pos < 0:
+        return pos
+    total = 0
     for sym in range(256):
-        if not (src[sym >> 3] >> (sym & 7)) & 1:
-            continue
-        if pos >= n:
-            return E_TRUNCATED
-        f = np.int64(src[pos] & 0x7F)
-        if src[pos] & 0x80:                     # a second (and last) LEB128 byte, non-zero (minimal)
-            if pos + 1 >= n:
-                return E_TRUNCATED
-            if src[pos + 1] == 0 or src[pos + 1] & 0x80:
-                return E_BAD_TABLE
-            f |= np.int64(src[pos + 1]) << 7
-            pos += 1
-        pos += 1
-        if f == 0 or f > RANS_M or total + f > RANS_M:
-            return E_BAD_TABLE
+        f = freq[sym]
         for k in range(f):                      # slot -> sym | (freq - 1) << 8 | (slot - cum) << 20
             slots[total + k] = sym | ((f - 1) << 8) | (k << 20)
         total += f
-    if total != (RANS_M if raw_size > 0 else 0):
-        return E_BAD_TABLE
     return pos
+
+
+@njit(cache=True, nogil=True)
+def rans_decode_core(out, src):
+    # out uint8 [raw_size] <- src uint8 [stored], a whole §7.2 stream; -> 0, or a negative status (common.py)
+    slots = np.empty(RANS_M, np.uint32)
+    pos = rans_table_kernel(slots, src, out.size)
+    if pos < 0:
+        return pos
+    if out.size == 0:
+        return OK if pos == src.size else E_TRAILING
+    return rans_decode_kernel(out, src, pos, slots)
 
 
 def rans_decode_into(out: np.ndarray, src) -> None:
     """Decode a rANS stream (bytes-like) into out (uint8 [raw_size]); typed errors on bad input."""
-    s = np.frombuffer(src, np.uint8)
-    slots = np.empty(RANS_M, np.uint32)
-    pos = rans_table_kernel(slots, s, out.size)
-    raise_status(min(pos, 0), "rans")
-    if out.size == 0:
-        if pos != s.size:
-            raise_status(E_TRAILING, "rans")
-        return
-    raise_status(rans_decode_kernel(out, s, pos, slots), "rans")
+    raise_status(rans_decode_core(out, np.frombuffer(src, np.uint8)), "rans")
 
 
 def rans_decode(src, raw_size: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tinyqmoe.compress.common import RANS_L, RANS_M, RANS_SCALE_BITS, write_freq_table
+from tinyqmoe.compress.common import RANS_L, RANS_M, RANS_SCALE_BITS, normalize_freqs, write_freq_table
 
 _XMAX_UNIT = (RANS_L >> RANS_SCALE_BITS) << 8
 
@@ -67,28 +67,6 @@ def rans_encode_reference(data: bytes) -> bytes:
         xs[i % 2] = (x // f) * RANS_M + x % f + cum[s]
     states = xs[0].to_bytes(4, "little") + xs[1].to_bytes(4, "little")
     return table + states + bytes(reversed(emitted))
-
-
-def normalize_freqs(counts: np.ndarray) -> np.ndarray:
-    """Symbol counts [256] -> frequencies [256] summing to M, each present symbol >= 1."""
-    total = int(counts.sum())
-    freq = np.zeros(256, np.int64)
-    if total == 0:
-        return freq
-    present = counts > 0
-    freq[present] = np.maximum(1, (counts[present] * RANS_M) // total)
-    diff = RANS_M - int(freq.sum())
-    if diff > 0:
-        # hand the rounding remainder to the symbols that lost the most (largest fractional parts)
-        frac = np.where(present, counts * RANS_M / total - freq, -1.0)
-        for s in np.argsort(-frac, kind="stable")[:diff]:
-            freq[s] += 1
-    while diff < 0:                  # too many symbols forced up to 1: take from the largest
-        s = int(np.argmax(freq))
-        take = min(-diff, int(freq[s]) - 1)
-        freq[s] -= take
-        diff += take
-    return freq
 
 
 def rans_encode(data) -> bytes:

@@ -34,7 +34,7 @@ DEFAULT_GROUP = {8: 0, 4: 32, 2: 64}      # 0 = one scale per output channel
 class CompressOptions:
     bits: int = 8                   # 8 int8, 4 int4, 2 ternary
     group: int | None = None        # inputs per scale; None = the default for the bit width, 0 = per channel
-    codec: str = "auto"             # lzw | rans (ans) | zstd | raw | auto (smallest per tensor)
+    codec: str = "auto"             # lzw | rans (ans) | tans | zstd | raw | auto (see _choose_streams)
     lzw_max_bits: int = 16
     chunk_size: int = 256 * 1024    # target raw bytes per chunk, rounded to whole rows
     threads: int = 0                # 0 = os.cpu_count()
@@ -145,6 +145,17 @@ def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
 
 
 # ---- one tensor, streamed in row blocks
+
+# auto: the fastest-decoding codec whose tensor is within AUTO_SLACK of the smallest. Decode speed order
+# measured on the default model's int8 chunks (docs/compression.md): raw > tans > zstd > lzw > rans.
+AUTO_BY_DECODE_SPEED = ("raw", "tans", "zstd", "lzw", "rans")
+AUTO_SLACK = 1.005
+
+
+def auto_choice(sizes: dict[str, int]) -> str:
+    """The first codec of AUTO_BY_DECODE_SPEED (among those tried) within AUTO_SLACK of the smallest."""
+    smallest = min(sizes.values())
+    return next(c for c in AUTO_BY_DECODE_SPEED if c in sizes and sizes[c] <= AUTO_SLACK * smallest)
 
 STREAM_BLOCK_BYTES = 16 << 20     # float32 rows read, quantized and encoded at a time (whole chunks)
 KEEP_CANDIDATES_BYTES = 32 << 20  # `auto` keeps every codec's streams of a tensor up to this payload;
@@ -258,14 +269,14 @@ def _write_tensor(f, pos: int, ckpt, name: str, opts: CompressOptions, pool, chu
     elif opts.codec != "auto":
         candidates = (opts.codec,)
     else:
-        candidates = ("lzw", "rans", "zstd", "raw")
+        candidates = AUTO_BY_DECODE_SPEED
     want_z19 = opts.stats and not (len(candidates) > 1 and opts.zstd_level == 19)   # else reuse `auto`'s zstd
     sizes = dict.fromkeys(candidates, 0)
     if len(candidates) > 1 and plan.payload_bytes > KEEP_CANDIDATES_BYTES:
         for _, out, _ in _streams(ckpt, plan, _Quantized(plan, opts), candidates, opts, pool, False):
             for c in candidates:           # pass 1 measures every codec; pass 2 writes the smallest
                 sizes[c] += sum(map(len, out[c]))
-        candidates = (min(sizes, key=sizes.get),)
+        candidates = (auto_choice(sizes),)
     kept: dict[str, list[bytes]] = {c: [] for c in candidates}
     z19 = 0
     for idx, out, z in _streams(ckpt, plan, quant, candidates, opts, pool, want_z19):
@@ -277,7 +288,7 @@ def _write_tensor(f, pos: int, ckpt, name: str, opts: CompressOptions, pool, chu
                 kept[c] += out[c]
     if len(candidates) > 1:                # a small tensor with every codec's streams kept
         sizes = {c: sum(map(len, kept[c])) for c in candidates}
-        best = min(sizes, key=sizes.get)
+        best = auto_choice(sizes)
         pos = _write_chunks(f, pos, plan, range(len(plan.chunks)), kept[best], best, chunks_out)
         candidates = (best,)
     scale = quant.scale_bytes()
