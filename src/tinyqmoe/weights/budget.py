@@ -81,7 +81,7 @@ def estimate(container, source: str, context: int, threads: int, so_far: int | N
         weights = sum(int8_bytes(e) for e in entries) + scales + floats
     elif source == "streamed":
         weights = 2 * sum(int8_bytes(e) for e in layer0) + scales + floats + threads * (max_stored + 2 * max_raw)
-    elif source == "fused":   # per thread: stored + decoded chunk, widened rows, LZW entries, rANS table
+    elif source == "fused":   # per thread: stored + decoded chunk, widened rows, a codec's tables (LZW entries)
         wide = max((int(e.chunks["row_count"].max()) * e.shape[1] for e in entries if e.bits < 8), default=0)
         weights = 2 * scales + floats + threads * (max_stored + max_raw + wide + 8 * (max_raw + 260) + 16384)
     else:

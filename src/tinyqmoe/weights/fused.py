@@ -85,22 +85,21 @@ class FusedScratch:
         self.stored = np.empty((threads, max_stored), np.uint8)
         self.raw = np.empty((threads, max_raw), np.uint8)
         self.wide = np.empty((threads, max(wide, 1)), np.int8)
-        self.ent = np.empty((threads, max_raw + 260), np.int64)    # LZW entries: at most raw_size + 258
         self.slots = np.empty((threads, 4096), np.uint32)          # rANS decode table
 
     @property
     def nbytes(self) -> int:
-        return self.stored.nbytes + self.raw.nbytes + self.wide.nbytes + self.ent.nbytes + self.slots.nbytes
+        return self.stored.nbytes + self.raw.nbytes + self.wide.nbytes + self.slots.nbytes
 
 
 def fusable(reader, names) -> bool:
     """Whether the compiled loop can run these tensors stacked: codecs it decodes, one kind of payload
     (all f32 or all quantized with the same scale groups) and one input size."""
-    from tinyqmoe.compress.common import LZW, RANS, RAW, ZSTD
+    from tinyqmoe.compress.common import LZW, RANS, RAW, TANS, ZSTD
     from tinyqmoe.weights.fused_loop import HAVE_ZSTD
 
     entries = [reader.tensor(n) for n in names]
-    ok_codecs = {RAW, LZW, RANS} | ({ZSTD} if HAVE_ZSTD else set())
+    ok_codecs = {RAW, LZW, RANS, TANS} | ({ZSTD} if HAVE_ZSTD else set())
     if any(int(c) not in ok_codecs for e in entries for c in e.chunks["codec"]):
         return False
     if len({e.shape[1] for e in entries}) != 1 or len({e.qtype == "f32" for e in entries}) != 1:
@@ -145,7 +144,7 @@ class FusedLinear:
         s, r = self.scratch, self.reader
         t0 = time.perf_counter()
         fused_linear(y, np.ascontiguousarray(x), r.fd, r.cold, self.table, self.checks, self.scales, s.stored,
-                     s.raw, s.wide, s.ent, s.slots, status)
+                     s.raw, s.wide, s.slots, status)
         with r._lock:
             r.bytes_read += self.stored_total
         if r.storage is not None:

@@ -2,7 +2,7 @@
 
 `fused_linear` is a numba routine whose parallel loop walks a linear's chunks (several tensors
 stacked, e.g. q|k|v): each thread preads a chunk into its own buffer (libc `pread`, called from
-nopython code by symbol), checks its CRC-32 (zlib's, likewise), decodes it (raw, LZW, rANS,
+nopython code by symbol), checks its CRC-32 (zlib's, likewise), decodes it (raw, LZW, tANS, rANS,
 zstd via libzstd), widens 4-bit / ternary fields to int8 (refusing a ternary `10`, FORMAT §5) and
 multiplies its rows into the output. A chunk that fails sets its status; the Python side raises the
 typed error naming the tensor and the chunk, exactly as compress/reader.py would.
@@ -21,20 +21,20 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from tinyqmoe.compress.common import (E_TRAILING, E_TRUNCATED, LZW, LZW_FIRST_CODE, LZW_MAX_BITS, LZW_MIN_BITS, OK,
-                                      RANS, RAW, ZSTD)
-from tinyqmoe.compress.lzw_decode import lzw_decode_kernel
+from tinyqmoe.compress.common import E_TRAILING, E_TRUNCATED, LZW, OK, RANS, RAW, TANS, ZSTD
+from tinyqmoe.compress.lzw_decode import lzw_decode_core
 from tinyqmoe.compress.rans_decode import rans_decode_kernel, rans_table_kernel
+from tinyqmoe.compress.tans_decode import tans_decode_core
+from tinyqmoe.compress.zstd_decode import LIBZSTD, zstd_decode_core
 from tinyqmoe.kernels.matvec import q8_row_dot
 
 E_READ = -20          # pread returned fewer bytes than the chunk's stored size
 E_CHECKSUM = -21      # the chunk's bytes do not match its checksum
 E_UNSUPPORTED = -22   # a codec this loop cannot decode (the caller falls back to the reader)
 E_TERNARY = -23       # a ternary field holds 0b10 (FORMAT §5)
-E_CODEC_PARAM = -24   # an LZW max_bits byte outside 9..24, or a zstd frame of the wrong size
 
 # C functions called from nopython code by symbol name (so the compiled functions can be cached):
-# pread and posix_fadvise from libc, crc32 from zlib, ZSTD_decompress from libzstd when present.
+# pread and posix_fadvise from libc, crc32 from zlib.
 _I8P = ir.IntType(8).as_pointer()
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 
@@ -75,64 +75,32 @@ def _crc32(typingctx, buf, size):
     return types.uint64(buf, types.int64), codegen
 
 
-@intrinsic
-def _zstd_decompress(typingctx, dst, src):
-    """ZSTD_decompress(dst.data, dst.size, src.data, src.size) -> size_t (an error is a huge value)."""
-    def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(_I64, [_I8P, _I64, _I8P, _I64])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "ZSTD_decompress")
-        d = context.make_array(sig.args[0])(context, builder, args[0])
-        s = context.make_array(sig.args[1])(context, builder, args[1])
-        return builder.call(fn, [builder.bitcast(d.data, _I8P), d.nitems, builder.bitcast(s.data, _I8P), s.nitems])
-    return types.uint64(dst, src), codegen
-
-
-def _load_libraries() -> bool:
-    """Make zlib (and libzstd, if installed) visible to compiled code; True if zstd is available."""
+def _load_zlib() -> None:
+    """Make zlib's crc32 visible to compiled code (by symbol name, so the loop stays cacheable)."""
     import llvmlite.binding as llvm
 
     llvm.load_library_permanently(ctypes.util.find_library("z") or "libz.so.1")
-    name = ctypes.util.find_library("zstd")
-    if name is None:
-        return False
-    try:
-        llvm.load_library_permanently(name)
-    except RuntimeError:
-        return False
-    return True
 
 
-HAVE_ZSTD = _load_libraries()
-
-if HAVE_ZSTD:
-    @njit(nogil=True, cache=True)
-    def _zstd_into(dst, src) -> int:
-        return OK if _zstd_decompress(dst, src) == dst.size else E_CODEC_PARAM
-else:
-    @njit(nogil=True, cache=True)
-    def _zstd_no_library(dst, src) -> int:
-        return E_UNSUPPORTED
-    _zstd_into = _zstd_no_library
+_load_zlib()
+HAVE_ZSTD = LIBZSTD is not None
 
 POSIX_FADV_DONTNEED = 4
 
 
 @njit(nogil=True, cache=True)
-def decode_core(codec, dst, src, ent, slots) -> int:
-    """Decode one chunk's stored bytes src (uint8) into dst (uint8 [raw_size]) -> status (0 ok)."""
+def decode_core(codec, dst, src, slots) -> int:
+    """Decode one chunk's stored bytes src (uint8) into dst (uint8 [raw_size]) -> status (0 ok), with the
+    codec modules' own compiled cores (the same code the reader runs)."""
     if codec == RAW:
         if src.size != dst.size:
             return E_TRAILING if src.size > dst.size else E_TRUNCATED
         dst[:] = src
         return OK
     if codec == LZW:
-        if src.size < 1:
-            return E_TRUNCATED
-        max_bits = np.int64(src[0])
-        if max_bits < LZW_MIN_BITS or max_bits > LZW_MAX_BITS:
-            return E_CODEC_PARAM
-        n_ent = min(np.int64(1) << max_bits, dst.size + LZW_FIRST_CODE + 1)
-        return lzw_decode_kernel(dst, src, ent[:n_ent])
+        return lzw_decode_core(dst, src)
+    if codec == TANS:
+        return tans_decode_core(dst, src)
     if codec == RANS:
         pos = rans_table_kernel(slots, src, dst.size)
         if pos < 0:
@@ -140,8 +108,8 @@ def decode_core(codec, dst, src, ent, slots) -> int:
         if dst.size == 0:
             return OK if pos == src.size else E_TRAILING
         return rans_decode_kernel(dst, src, pos, slots)
-    if codec == ZSTD:
-        return _zstd_into(dst, src)
+    if codec == ZSTD and HAVE_ZSTD:
+        return zstd_decode_core(dst, src)
     return E_UNSUPPORTED
 
 
@@ -163,7 +131,7 @@ def widen_fields(out, packed, bits) -> bool:
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wide_buf, ent, slots, status):
+def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wide_buf, slots, status):
     """y (T, O) <- W x for the chunks of `table` int64 [n, 7] (offset, stored_size, raw_size, out_row,
     row_count, codec, bits); checks uint64 [n] CRC-32s; scales f32 (O, G) (unused for bits 32);
     per-thread buffers [threads, ...]; status int64 [n] <- 0 or the chunk's error."""
@@ -185,7 +153,7 @@ def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wid
         if cold:
             _fadvise(fd, off, size, POSIX_FADV_DONTNEED)
         if not direct:
-            st = decode_core(codec, dst, src, ent[tid], slots[tid])
+            st = decode_core(codec, dst, src, slots[tid])
             if st != OK:
                 status[i] = st
                 continue
