@@ -9,7 +9,7 @@ import struct
 import numpy as np
 
 MAGIC = b"TQMC\r\n\x1a\n"
-VERSION_MAJOR, VERSION_MINOR = 1, 0
+VERSION_MAJOR, VERSION_MINOR = 1, 1   # 1.1: codec 4 (tans) may appear (docs/FORMAT.md change log)
 ALIGN = 64
 FIXED_HEADER_SIZE = 64
 CHUNK_RECORD_SIZE = 32
