@@ -83,7 +83,7 @@ def test_header_is_a_complete_model(tmp_path, ckpt):
     with open(path, "rb") as f:
         blob = f.read()
     magic, major, minor, flags, io, isz, jo, jsz = struct.unpack_from("<8sHHIQQQQ", blob)
-    assert magic == b"TQMC\r\n\x1a\n" and (major, minor, flags) == (1, 0, 0)
+    assert magic == b"TQMC\r\n\x1a\n" and (major, minor, flags) == (1, 1, 0)
     assert io % 64 == 0 and jo == io + isz and jo + jsz == len(blob)
     header = json.loads(blob[jo:])
     assert header["config"]["hidden_size"] == 64 and header["tokenizer"]["chat_template"]
