@@ -5,14 +5,11 @@ header forgeries, flips, truncations, tokenizer garbage) go through load / gener
 subprocess with a 60 s timeout, across the resident, streamed, fused and in-memory paths. Only clean
 one-line errors and correct output are allowed: no traceback, signal, hang or silent wrong output.
 """
-import pytest
-
 from fuzz_runner import format_table, run_campaign
 
 CASES = 240
 
 
-@pytest.mark.timeout(900) if hasattr(pytest.mark, "timeout") else (lambda f: f)
 def test_fuzz_subset_has_only_clean_errors_or_correct_output():
     r = run_campaign(CASES, seed=0, timeout=60.0)
     assert sum(r["table"][k] for k in r["table"] if ":*" not in k[0]) == CASES

@@ -262,3 +262,16 @@ def test_config_with_nan_is_refused_not_divided_by():
     with pytest.raises(UnsupportedModel):
         LlamaConfig(vocab_size=8, dim=8, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=8, norm_eps=math.nan)
     assert np.isfinite(PRESETS["tiny"].rope_theta)
+
+
+def test_nan_weights_are_refused_before_compression(tmp_path, ckpt):
+    from tinyqmoe.compress.writer import CompressOptions, write_container
+    from tinyqmoe.formats.load import open_checkpoint
+
+    tensors = {n: ckpt.get(n).copy() for n in ckpt.names}
+    tensors["model.layers.1.mlp.down_proj.weight"][3, 5] = np.nan
+    d = write_hf(tmp_path / "hf", ckpt, tensors=tensors)
+    with open_checkpoint(d) as ck, pytest.raises(CorruptionDetected, match="down_proj.weight holds NaN"):
+        write_container(ck, tmp_path / "m.tqm", CompressOptions(codec="raw"), progress=False)
+    assert not list(tmp_path.glob("*.tqm")) and not list(tmp_path.glob(".*.tmp"))
+    refused(d, "NaN")
