@@ -35,8 +35,8 @@ def _requests(model, n_questions=6, seed=0):
 def test_batched_loglikelihoods_equal_the_one_question_scorer(model):
     reqs = _requests(model)
     want = [model.loglikelihood_ids(r.ctx, r.conts) for r in reqs]
-    for max_rows in (1, 64, 10_000):  # one question per forward, a few, all at once
-        got = dict(BatchScorer(model, max_rows=max_rows).score(reqs))
+    for path, max_rows in ((PATH, 1), ("stream", 64), ("blocked", 10_000)):  # one question per forward, a few, all
+        got = dict(BatchScorer(model, path, max_rows=max_rows).score(reqs))
         assert sorted(got) == list(range(len(reqs)))
         for i, r in enumerate(reqs):
             lls = [ll for ll, _ in got[i].results]
@@ -44,12 +44,18 @@ def test_batched_loglikelihoods_equal_the_one_question_scorer(model):
             assert [g for _, g in got[i].results] == [g for _, g in want[i]]
 
 
-@pytest.mark.parametrize("path", [PATH, "stream"])
-def test_a_question_does_not_depend_on_its_batch(model, path):
+def test_on_the_stream_path_a_question_does_not_depend_on_its_batch(model):
     reqs = _requests(model, seed=1)
-    alone = [BatchScorer(model, path, max_rows=1).score_batch([r])[0].results for r in reqs]
-    together = [s.results for s in BatchScorer(model, path, max_rows=10_000).score_batch(reqs)]
-    assert together == alone  # bit for bit: one arithmetic path whatever the batch holds
+    alone = [BatchScorer(model, "stream", max_rows=1).score_batch([r])[0].results for r in reqs]
+    together = [s.results for s in BatchScorer(model, "stream", max_rows=10_000).score_batch(reqs)]
+    assert together == alone  # bit for bit: per-row kernels whatever the batch holds
+
+
+def test_default_scorer_is_one_question_per_forward_on_a_fixed_path(model):
+    reqs = _requests(model, seed=3)
+    scorer = BatchScorer(model)
+    assert (scorer.path, scorer.max_rows) == (PATH, 1) and PATH in ("stream", "blocked")
+    assert list(scorer.batches(reqs)) == [(i, i + 1) for i in range(len(reqs))]
 
 
 def test_prefix_runs_once_and_prefill_counts_only_new_tokens(model):

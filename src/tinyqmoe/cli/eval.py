@@ -28,7 +28,7 @@ def register(subparsers) -> None:
                    "(0.1) of each; TASK=N,... per task; for a group it applies to each of its subjects")
     p.add_argument("--sample", help="a deterministic sample of N questions stratified over a group's "
                    "subjects (e.g. mmlu=150); N alone: for every task asked for")
-    p.add_argument("--max-rows", type=int, help="context tokens per batched forward (default 512)")
+    p.add_argument("--max-rows", type=int, help="new context tokens per forward; default 1: one question per forward (see docs/eval.md)")
     p.add_argument("--shots", type=int, help="few-shot examples (default: 5 for MMLU, 0 for ARC)")
     p.add_argument("--weights", choices=("f32", "int8"), help="weights to run MODEL with")
     p.add_argument("--threads", type=int, help="engine threads")

@@ -129,6 +129,7 @@ def run(model_or_spec, tasks, split="test", limit=None, shots=None, output=None,
         k = {leaf: LEAVES[leaf].task.default_shots if shots is None else shots for leaf in selection}
         check_settings(out, {"model": ident["name"], "weights": ident["weights_kind"], "split": split,
                              "add_bos": effective_bos, "path": PATH,
+                             "max_rows": max_rows if PATH != "stream" else None,
                              "tasks": {leaf: {"version": LEAVES[leaf].task.version, "num_fewshot": k[leaf]}
                                        for leaf in selection}})
         stores = {leaf: SampleStore(out / f"samples_{leaf}.jsonl").open() for leaf in selection}
