@@ -3,8 +3,8 @@
   .venv/bin/python benchmarks/codecs.py streams [--bits 8] [--sample-mb 16] [--repeat 10]
       every codec on a sample of 256 KiB whole-row chunks of every 2-D weight, one thread, one run:
       bits per byte, vs the per-chunk order-0 entropy, encode MB/s, decode MB/s of output through each
-      codec's numba core (what the fused reader calls), zstd also through the `zstandard` library's own
-      API; then XXH64 (numba) against zlib.crc32 in GB/s. Prints a markdown table naming the CPU.
+      codec's numba core (what the fused reader calls; LZW's with one reused dictionary buffer), zstd also
+      through the `zstandard` library's own API; then XXH64 (numba) against zlib.crc32 in GB/s. Prints a markdown table naming the CPU.
       Each chunk's decode time is the least over --repeat rounds, the codecs interleaved round by round,
       so a shared machine's busy moments hit every codec alike.
   .venv/bin/python benchmarks/codecs.py table [--configs 8:auto,8:lzw,...]
@@ -107,6 +107,11 @@ def stream_decoders(chunks, labels):
             fn = lzw_decode_into_old
         elif name == "raw":
             fn = np.copyto
+        elif name == "lzw":                                       # one reused dictionary, as the fused loop
+            from tinyqmoe.compress.lzw_decode import lzw_decode_scratch
+
+            ent = np.empty(1 << params["max_bits"], np.int64)
+            fn = lambda o, s, e=ent: lzw_decode_scratch(o, s, e)     # noqa: E731
         else:
             fn = codecs.core_of(c.id)
         out[label] = (fn, streams, t_enc)

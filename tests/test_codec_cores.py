@@ -113,3 +113,18 @@ def test_zstd_without_libzstd_uses_the_package(monkeypatch):
         zstd_decode.zstd_decode_into(out[:-1], frame)
     with pytest.raises(CorruptionDetected):
         zstd_decode.zstd_decode_into(out, frame[:-4])
+
+
+def test_lzw_scratch_dictionary_reused_across_chunks():
+    from tinyqmoe.compress.common import E_BAD_CODE
+    from tinyqmoe.compress.lzw_decode import lzw_decode_scratch
+
+    rng = np.random.default_rng(5)
+    ent = np.full(1 << 16, -1, np.int64)                  # one buffer, dirty from the previous chunk
+    for n, k, bits in ((5000, 4, 12), (70000, 200, 16), (300, 2, 9), (0, 2, 16)):
+        data = rng.integers(0, k, n, dtype=np.uint8)
+        enc = np.frombuffer(lzw_encode(data, bits), np.uint8)
+        out = np.empty(n, np.uint8)
+        assert lzw_decode_scratch(out, enc, ent) == OK and np.array_equal(out, data)
+    enc = np.frombuffer(lzw_encode(b"abcabc", 12), np.uint8)
+    assert lzw_decode_scratch(np.empty(6, np.uint8), enc, np.empty(100, np.int64)) == E_BAD_CODE

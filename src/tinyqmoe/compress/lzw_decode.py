@@ -82,13 +82,24 @@ def _code_at(src, bit, width):
 @njit(cache=True, nogil=True)
 def lzw_decode_core(out, src):
     # out uint8 [raw_size] <- src uint8 [stored], a whole §7.1 stream; -> 0, or a negative status (common.py)
-    cap, ns = out.size, src.size
-    if ns < 1:
+    if src.size < 1:
         return E_TRUNCATED
     if src[0] < LZW_MIN_BITS or src[0] > LZW_MAX_BITS:
         return E_BAD_CODE
-    limit = 1 << np.int64(src[0])
-    ent = np.empty(min(limit, cap + LZW_FIRST_CODE + 1), np.int64)   # code -> offset << 32 | length
+    return lzw_decode_scratch(out, src, np.empty(min(1 << np.int64(src[0]), out.size + LZW_FIRST_CODE + 1),
+                                                 np.int64))
+
+
+@njit(cache=True, nogil=True)
+def lzw_decode_scratch(out, src, ent):
+    # lzw_decode_core with the dictionary in a caller's buffer (the fused loop reuses one per thread):
+    # ent int64 [>= LZW_FIRST_CODE] scratch (entries past min(2^max_bits, raw_size + 258) go unused); -> status
+    cap, ns = out.size, src.size
+    if ns < 1:
+        return E_TRUNCATED
+    if src[0] < LZW_MIN_BITS or src[0] > LZW_MAX_BITS or ent.size < LZW_FIRST_CODE:
+        return E_BAD_CODE
+    limit = 1 << np.int64(src[0])                      # ent: code -> offset << 32 | length
     ent[:256] = 0                                       # a literal: length 0 until its byte is first written,
                                                         # then the extent of that byte in out
     d_end = min(limit - 1, ent.size)                   # d may not reach it (a full dictionary needs CLEAR)
