@@ -148,7 +148,7 @@ def _from_checkpoint(plan: LoadPlan, rt: Runtime) -> "Model":
     with open_checkpoint(plan.path) as ckpt:
         if ckpt.tokenizer is None:
             raise UsageError("model has no tokenizer (tokenizer.json)", plan.path)
-        tokenizer = Tokenizer(ckpt.tokenizer)
+        tokenizer = Tokenizer(ckpt.tokenizer, plan.path)
         bar = _progress_bar(ckpt.config.n_layers, f"loading {plan.path.name}") if plan.progress else None
         w = from_checkpoint(ckpt, plan.weights, plan.group, progress=bar)
         if bar:
@@ -161,7 +161,7 @@ def _from_checkpoint(plan: LoadPlan, rt: Runtime) -> "Model":
 def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
     from tinyqmoe.compress.reader import Container
     from tinyqmoe.weights import resident
-    from tinyqmoe.weights.budget import choose_source, estimate
+    from tinyqmoe.weights.budget import choose_source, estimate, mb
     from tinyqmoe.weights.fused import FusedSource
     from tinyqmoe.weights.streamed import StreamedSource
 
@@ -170,19 +170,18 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
     try:
         if reader.tokenizer is None:
             raise UsageError("container has no tokenizer", tqm)
-        tokenizer = Tokenizer(reader.tokenizer)  # before the budget: its memory is measured, not guessed
+        tokenizer = Tokenizer(reader.tokenizer, tqm)  # before the budget: its memory is measured, not guessed
         cfg = reader.config
         ctx = min(cfg.max_seq_len, plan.context or (1024 if plan.budget is not None else cfg.max_seq_len))
         source = plan.source
         if plan.budget is not None and source == "auto":
             allowed = tuple(s for s in SOURCES if not ((plan.cold or plan.storage_bw) and s == "resident"))
-            source = choose_source(reader, plan.budget, ctx, rt.threads, allowed).source
+            source = choose_source(reader, plan.budget, ctx, rt.threads, allowed, plan.name).source
         elif plan.budget is not None:
             forced = estimate(reader, source, ctx, rt.threads)
             if forced.total > plan.budget:
-                raise MemoryBudgetError(f"source {source} needs about {forced.total // 10**6} MB "
-                                        f"({forced.describe()}), over the budget of {plan.budget // 10**6} MB",
-                                        plan.name)
+                raise MemoryBudgetError(f"source {source} needs about {mb(forced.total)} "
+                                        f"({forced.describe()}), over the budget of {mb(plan.budget)}", plan.name)
         elif source == "auto":
             source = "resident"
         if source == "resident":

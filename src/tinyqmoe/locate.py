@@ -28,8 +28,11 @@ def model_kind(p: Path) -> str | None:
         return "hf"
     if not p.is_file():
         return None
-    with open(p, "rb") as f:
-        head = f.read(len(MAGIC))
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(MAGIC))
+    except OSError as exc:
+        raise ModelNotFound(f"cannot read: {exc.strerror}", p) from None
     if head == MAGIC:
         return "tqm"
     if head[:4] == b"GGUF":

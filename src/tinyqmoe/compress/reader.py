@@ -213,7 +213,7 @@ class Container:
         tok = header.get("tokenizer")
         if tok is not None and not (isinstance(tok, dict) and isinstance(tok.get("tokenizer_json"), str)):
             raise CorruptionDetected("tokenizer is not an object with tokenizer_json", p, field="tokenizer")
-        self.tokenizer = TokenizerSpec.from_dict(tok) if tok is not None else None
+        self.tokenizer = TokenizerSpec.from_dict(tok, p) if tok is not None else None
 
     # ---- §4.1.1 tensor records
     def _read_tensors(self) -> None:

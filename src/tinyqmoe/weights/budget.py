@@ -1,11 +1,12 @@
 """Memory budget: an explicit account of what a run keeps in RAM, and the fastest source that fits.
 
-Peak RSS = this process so far (measured: interpreter, numpy, numba/llvmlite, the tokenizer)
-+ kernels (loading the compiled numba kernels and the threads' stacks at the first forward pass)
+Peak RSS = max(this process's peak so far, what it holds now (measured: interpreter, numpy,
+numba/llvmlite, the tokenizer; memory a finished step freed, such as building the int8 cache, is not
+counted) + kernels (loading the compiled numba kernels and the threads' stacks at the first forward pass)
 + weights held by the source + KV cache for the context + activations. Page cache is not RSS: the
 streamed and fused sources read the file with pread, so its pages never count against the budget.
 
-"So far" is measured rather than assumed because it varies by tens of MB with how the kernel maps
+"Now" is measured rather than assumed because it varies by tens of MB with how the kernel maps
 the 179 MB libllvmlite.so: 98 MB after `import tinyqmoe.api` in one venv, 136 MB in a fresh one on
 the same machine, same packages.
 """
@@ -24,19 +25,37 @@ MB = 10**6  # sizes are shown and parsed in decimal megabytes, as users write th
 KERNELS = 72 * MB
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set so far (VmHWM). Not ru_maxrss: Linux carries that over from
-    the parent across fork + exec, so a small child of a big parent reports the parent's peak."""
+def _status_kb(field: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set so far (VmHWM). Not ru_maxrss: Linux carries that over from
+    the parent across fork + exec, so a small child of a big parent reports the parent's peak."""
+    peak = _status_kb("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss_bytes() -> int:
+    """This process's resident set now (VmRSS)."""
+    now = _status_kb("VmRSS")
+    return peak_rss_bytes() if now is None else now
+
+
+def mb(n: int) -> str:
+    """A size as users read budgets: decimal MB, or KB below one MB."""
+    return f"{n / MB:.0f} MB" if n >= MB else f"{n / 1000:.0f} KB"
 
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20,
@@ -57,18 +76,22 @@ def parse_size(text: str | int) -> int:
 class Estimate:
     source: str
     parts: dict[str, int]
+    floor: int = 0          # the process's peak so far: the run's peak is never below it
 
     @property
     def total(self) -> int:
-        return sum(self.parts.values())
+        return max(sum(self.parts.values()), self.floor)
 
     def describe(self) -> str:
-        return ", ".join(f"{k} {v / MB:.0f} MB" for k, v in self.parts.items() if v >= MB // 2)
+        text = ", ".join(f"{k} {mb(v)}" for k, v in self.parts.items() if v >= MB // 2)
+        return text + (f"; peak so far {mb(self.floor)}" if self.floor > sum(self.parts.values()) else "")
 
 
-def estimate(container, source: str, context: int, threads: int, so_far: int | None = None) -> Estimate:
-    """Peak RSS of running `container` with `source` for `context` tokens, on top of `so_far` (this
-    process's peak until now, measured when not given: call it after building the tokenizer)."""
+def estimate(container, source: str, context: int, threads: int, so_far: tuple[int, int] | None = None) -> Estimate:
+    """Peak RSS of running `container` with `source` for `context` tokens, on top of what the process
+    holds now; never below its peak so far. `so_far` = (resident now, peak so far), measured when not
+    given: call it after building the tokenizer. (Resident now, not the peak, is the base: memory a
+    step freed, e.g. building the int8 cache of a float checkpoint, is not held while running.)"""
     c = container.config
     entries = [container.tensor(n) for n in container.names]
     int8_bytes = lambda e: e.shape[0] * e.shape[1] if len(e.shape) == 2 else 0  # noqa: E731
@@ -88,22 +111,23 @@ def estimate(container, source: str, context: int, threads: int, so_far: int | N
         raise UsageError(f"unknown weight source {source!r}")
     kv = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * context
     acts = 4 * (3 * c.vocab_size + 16 * (2 * c.ffn_dim + 3 * c.dim + c.q_dim + 2 * c.kv_dim))
-    so_far = peak_rss_bytes() if so_far is None else so_far
-    return Estimate(source, {"process so far": so_far, "kernels": KERNELS, "weights": weights, "kv cache": kv,
-                             "activations": acts})
+    now, peak = (rss_bytes(), peak_rss_bytes()) if so_far is None else so_far
+    return Estimate(source, {"process now": now, "kernels": KERNELS, "weights": weights, "kv cache": kv,
+                             "activations": acts}, floor=peak)
 
 
 def choose_source(container, max_memory: int, context: int, threads: int,
-                  sources: tuple[str, ...] = SOURCES) -> Estimate:
-    """The fastest of `sources` whose estimate fits `max_memory`, or MemoryBudgetError naming the minimum."""
-    so_far = peak_rss_bytes()
+                  sources: tuple[str, ...] = SOURCES, name: str | None = None) -> Estimate:
+    """The fastest of `sources` whose estimate fits `max_memory`, or MemoryBudgetError naming the minimum
+    (and the model as the user named it)."""
+    so_far = (rss_bytes(), peak_rss_bytes())
     estimates = [estimate(container, s, context, threads, so_far) for s in sources]  # fastest first
     for est in estimates:
         if est.total <= max_memory:
             return est
     least = min(estimates, key=lambda e: e.total)
-    others = ", ".join(f"{e.source} {e.total / MB:.0f} MB" for e in estimates if e is not least)
+    others = ", ".join(f"{e.source} {mb(e.total)}" for e in estimates if e is not least)
     raise MemoryBudgetError(
-        f"a budget of {max_memory / MB:.0f} MB is too small: the smallest run ({least.source}, "
-        f"context {context}) needs about {least.total / MB:.0f} MB ({least.describe()}; {others}); "
-        f"a shorter context (--context) shrinks the KV cache", container.path)
+        f"a budget of {mb(max_memory)} is too small: the smallest run ({least.source}, "
+        f"context {context}) needs about {mb(least.total)} ({least.describe()}; {others}); "
+        f"a shorter context (--context) shrinks the KV cache", name or container.path)
