@@ -113,3 +113,27 @@ def test_rolling_and_generation_on_a_fake_model():
     ids = lm.model.tokenizer.encode("Question: The end")
     want = lm.model.loglikelihood_ids([0], [ids])[0][0]  # one window: BOS, then every token
     assert ll == pytest.approx(want, abs=1e-9)
+
+
+def test_generation_and_rolling_on_a_tiny_model(tmp_path):
+    pytest.importorskip("torch")
+    from tinymodels import save_tiny_hf_llama
+    from tinyqmoe.eval.lmeval import TinyQMoELM
+    model = tinyqmoe.load(str(save_tiny_hf_llama(tmp_path / "tiny", seed=7)), weights="f32", cache=False)
+    lm = TinyQMoELM(model=model)
+    prompt = "The capital of France is"
+
+    def req(*args):
+        r = type("Req", (), {})()
+        r.args = args
+        return r
+    full = model.tokenizer.decode(list(model.stream_ids(model.tokenizer.encode(prompt), max_new_tokens=12)))
+    (free,) = lm.generate_until([req(prompt, {"until": [], "max_gen_toks": 12})])
+    assert free == full  # greedy, no stop string: the engine's own generation
+    stop = next(ch for ch in full[1:] if ch != "\ufffd")
+    (cut,) = lm.generate_until([req(prompt, {"until": [stop], "max_gen_toks": 12})])
+    assert cut == full.split(stop)[0]
+    ids = model.tokenizer.encode("Llamas live in the Andes.", add_bos=False)
+    (ll,) = lm.loglikelihood_rolling([req("Llamas live in the Andes.")])
+    prefix = model.tokenizer.bos_id if model.tokenizer.bos_id is not None else min(model.tokenizer.stop_ids)
+    assert ll == pytest.approx(model.loglikelihood_ids([prefix], [ids])[0][0], abs=1e-4)

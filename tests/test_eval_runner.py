@@ -87,6 +87,8 @@ def test_other_settings_in_the_same_output_are_refused(tmp_path):
                  output=tmp_path, progress=False)
     with pytest.raises(UsageError, match="arc_easy"):
         evaluate(FakeModel(), "arc_easy", split="validation", limit=3, shots=2, output=tmp_path, progress=False)
+    with pytest.raises(UsageError, match="max_rows"):  # other batches, other rounding on the blocked path
+        evaluate(FakeModel(), "arc_easy", split="validation", limit=3, max_rows=64, output=tmp_path, progress=False)
 
 
 KILLED_RUN = """
@@ -94,8 +96,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from eval_fakes import FakeModel
 from tinyqmoe.eval import evaluate
-evaluate(FakeModel(delay=0.05), "arc_easy", split="validation", limit=60, output={out!r}, progress=False,
-         max_rows=16)
+evaluate(FakeModel(delay=0.05), "arc_easy", split="validation", limit=60, output={out!r}, progress=False)
 """
 
 

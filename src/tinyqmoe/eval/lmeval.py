@@ -74,7 +74,8 @@ class TinyQMoELM(LM):
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
         tok = self.model.tokenizer
         window = getattr(self.model, "max_context", None) or self.model.config.max_seq_len
-        prefix = tok.bos_id if tok.bos_id is not None else (tok.stop_ids[0] if getattr(tok, "stop_ids", None) else 0)
+        stops = sorted(getattr(tok, "stop_ids", None) or [0])
+        prefix = tok.bos_id if tok.bos_id is not None else stops[0]  # lm-eval: BOS, else end-of-text
         out = []
         for r in requests:
             ids = tok.encode(r.args[0], add_bos=False)
