@@ -117,3 +117,16 @@ def _tile_4x2(y, wq, ws, xq, xs, o, t, G, gs):
         f31 += np.float32(a31) * ws[o + 3, g] * s1
     y[t, o], y[t, o + 1], y[t, o + 2], y[t, o + 3] = f00, f10, f20, f30
     y[t + 1, o], y[t + 1, o + 1], y[t + 1, o + 2], y[t + 1, o + 3] = f01, f11, f21, f31
+
+
+def linear_q8q8(x: np.ndarray, wq: np.ndarray, ws: np.ndarray, block_bytes: int = 1 << 19) -> np.ndarray:
+    """Convenience: x (T,I) f32 quantized per token and weight group, then gemm_q8q8 -> new (T,O)
+    float32 (allocates). Weight blocks of about `block_bytes` (half the L2: docs/tiling.md)."""
+    T, I = x.shape
+    G = ws.shape[1]
+    xq = np.empty((T, I), np.int8)
+    xs = np.empty((T, G), np.float32)
+    quantize_rows_i8(xq, xs, np.ascontiguousarray(x, dtype=np.float32))
+    y = np.empty((T, wq.shape[0]), np.float32)
+    gemm_q8q8(y, wq, ws, xq, xs, max(4, block_bytes // I // 4 * 4))
+    return y
