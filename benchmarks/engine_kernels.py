@@ -43,21 +43,19 @@ def timed(fn, reps: int = 1) -> float:
 
 
 def bench_decode(model, rounds: int, n: int) -> list[tuple]:
-    from tinyqmoe.kernels.decode import FusedDecode
-    from tinyqmoe.model.forward import forward
-
-    fused = FusedDecode(model.weights, model.config)
     prompt = list(range(100, 116))
 
-    def per_call():
+    def run(path):
+        model.decode_path = path
         s = model.new_state(256)
-        forward(model.weights, s, prompt)
-        return timed(lambda: forward(model.weights, s, [7]), n)
+        model._forward(s, prompt)
+        return timed(lambda: model._forward(s, [7]), n)
+
+    def per_call():
+        return run("reference")
 
     def one_call():
-        s = model.new_state(256)
-        fused.step(s, prompt)
-        return timed(lambda: fused.step(s, [7]), n)
+        return run("fused")
 
     per_call(), one_call()  # compile, warm
     a, b = [], []
@@ -74,13 +72,16 @@ class GemmLinear:
     def __init__(self, lin, block_bytes):
         self.lin, self.block_bytes = lin, block_bytes
 
-    def __call__(self, x, block_bytes=0):
+    def __call__(self, x, rt, out=None, stream=True):
         from tinyqmoe.kernels.gemm_i8 import linear_q8q8
-        from tinyqmoe.model.weights import SMALL_BATCH
 
-        if x.shape[0] <= SMALL_BATCH:
-            return self.lin(x, block_bytes)
-        return linear_q8q8(x, self.lin.q, self.lin.scale, self.block_bytes)
+        if stream:
+            return self.lin(x, rt, out, stream)
+        y = linear_q8q8(x, self.lin.q, self.lin.scale, self.block_bytes)
+        if out is None:
+            return y
+        out[:] = y
+        return out
 
 
 def gemm_weights(weights, block_bytes):
@@ -94,12 +95,14 @@ def bench_prefill(model, rounds: int, n_prompt: int, block_bytes: int) -> list[t
     from tinyqmoe.kernels.gemm_i8 import linear_q8q8
     from tinyqmoe.model.forward import forward
 
+    rt = model.runtime
+    rt.activate()
     ids = [(37 * i + 11) % model.config.vocab_size for i in range(n_prompt)]
     wg = gemm_weights(model.weights, block_bytes)
     rows = []
 
     def run(w):
-        return timed(lambda: forward(w, model.new_state(n_prompt), ids, block_bytes=block_bytes))
+        return timed(lambda: forward(w, model.new_state(n_prompt), ids, rt))
 
     run(model.weights), run(wg)
     a, b = [], []
@@ -114,10 +117,10 @@ def bench_prefill(model, rounds: int, n_prompt: int, block_bytes: int) -> list[t
         lin = getattr(layer, name)
         O, I = lin.shape
         x = rng.standard_normal((n_prompt, I)).astype(np.float32)
-        lin(x, block_bytes), linear_q8q8(x, lin.q, lin.scale, block_bytes)
+        lin(x, rt, None, False), linear_q8q8(x, lin.q, lin.scale, block_bytes)
         a, b = [], []
         for _ in range(rounds):
-            a.append(2 * O * I * n_prompt / timed(lambda: lin(x, block_bytes), 3) / 1e9)
+            a.append(2 * O * I * n_prompt / timed(lambda: lin(x, rt, None, False), 3) / 1e9)
             b.append(2 * O * I * n_prompt / timed(lambda: linear_q8q8(x, lin.q, lin.scale, block_bytes), 3) / 1e9)
         rows.append((f"  {name} {O}x{I}, T={n_prompt}: GOP/s", "f32 sgemm", statistics.median(a),
                      "int8 GEMM", statistics.median(b)))
@@ -186,7 +189,8 @@ def main() -> int:
     if "prefill" in parts:
         rows += bench_prefill(model, a.rounds, a.prompt_tokens, a.block_bytes)
     if "q4" in parts:
-        rows += bench_q4(model.config, a.rounds)
+        for group in (32, 64):
+            rows += bench_q4(model.config, a.rounds, group)
     print("\n| measure | A | A | B | B | B / A |\n|---|---|---:|---|---:|---:|")
     for what, na, va, nb, vb in rows:
         print(f"| {what} | {na} | {va:.1f} | {nb} | {vb:.1f} | {vb / va:.2f}x |")

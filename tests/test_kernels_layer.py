@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 
+from tinyqmoe.formats.checkpoint import MemoryCheckpoint, expected_tensors
 from tinyqmoe.kernels.decode import FusedDecode
-from tinyqmoe.model.checkpoint import MemoryCheckpoint, expected_tensors
 from tinyqmoe.model.config import PRESETS
-from tinyqmoe.model.forward import RunState, forward
-from tinyqmoe.model.weights import weights_from_checkpoint
+from tinyqmoe.model.forward import forward
+from tinyqmoe.model.state import RunState
+from tinyqmoe.weights.resident import from_checkpoint
 
 IDS = [5, 17, 200, 3, 99, 42, 7, 250, 11, 64, 128, 1, 77, 150, 33, 290, 8, 8, 8, 19]
 
@@ -20,28 +21,27 @@ def random_weights(group, tie, seed=0):
     tensors = {name: ((1.0 + 0.1 * rng.standard_normal(shape)) if len(shape) == 1
                       else 0.08 * rng.standard_normal(shape)).astype(np.float32)
                for name, shape in expected_tensors(cfg).items()}
-    return cfg, weights_from_checkpoint(MemoryCheckpoint(cfg, tensors), "int8", group)
+    return cfg, from_checkpoint(MemoryCheckpoint(cfg, tensors), "int8", group)
 
 
 @pytest.mark.parametrize("group, tie", [(None, False), (32, True)])
 def test_fused_decode_equals_forward(group, tie):
     cfg, w = random_weights(group, tie)
     fused = FusedDecode(w, cfg)
-    s_ref, s_fast = RunState(cfg, capacity=4), RunState(cfg, capacity=4)  # growth while decoding
+    s_ref, s_fast = RunState(cfg, capacity=len(IDS)), RunState(cfg, capacity=len(IDS))
     for token in IDS:
         ref = forward(w, s_ref, [token])
         fast = fused.step(s_fast, [token])
         np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     assert s_fast.pos == s_ref.pos == len(IDS)
-    for l in range(cfg.n_layers):
-        np.testing.assert_allclose(s_fast.k[l][:, : len(IDS)], s_ref.k[l][:, : len(IDS)], rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(s_fast.v[l][:, : len(IDS)], s_ref.v[l][:, : len(IDS)], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s_fast.k, s_ref.k, rtol=1e-4, atol=1e-5)   # the KV caches too
+    np.testing.assert_allclose(s_fast.v, s_ref.v, rtol=1e-4, atol=1e-5)
 
 
 def test_fused_short_prompt_then_greedy_tokens_identical():
     cfg, w = random_weights(None, False, seed=1)
-    fused = FusedDecode(w, cfg, max_tokens=8)
-    s_ref, s_fast = RunState(cfg), RunState(cfg)
+    fused = FusedDecode(w, cfg)
+    s_ref, s_fast = RunState(cfg, 64), RunState(cfg, 64)
     ref = forward(w, s_ref, IDS[:7], all_logits=True)
     fast = fused.step(s_fast, IDS[:7])
     np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
@@ -54,3 +54,22 @@ def test_fused_short_prompt_then_greedy_tokens_identical():
         t_fast = int(fused.step(s_fast, [t_fast])[0].argmax())
     assert fast_stream == ref_stream
     assert len(set(ref_stream)) > 2  # the stream is not a constant
+
+
+def test_model_decode_path_switch(tmp_path):
+    """Model.decode_path = "fused": the same greedy tokens and logits through the public API."""
+    import tinyqmoe
+    from tinyqmoe.errors import UsageError
+    from tinymodels import save_tiny_hf_llama
+
+    pytest.importorskip("transformers")
+    d = save_tiny_hf_llama(tmp_path / "tiny", seed=3)
+    model = tinyqmoe.load(str(d), cache=False)        # resident int8
+    model.tokenizer.stop_ids = frozenset()
+    ref_tokens = list(model.stream_ids(IDS[:6], max_new_tokens=20))
+    ref_logits = model.logits(IDS[:12])
+    model.decode_path = "fused"
+    assert list(model.stream_ids(IDS[:6], max_new_tokens=20)) == ref_tokens
+    np.testing.assert_allclose(model.logits(IDS[:12]), ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
+    with pytest.raises(UsageError):
+        model.decode_path = "fast"

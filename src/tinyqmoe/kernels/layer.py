@@ -131,11 +131,11 @@ def logits_q8(out, x, h, norm, head_q, head_s, eps):
 @njit(fastmath=True, cache=True, nogil=True)
 def model_q8(out, x, h, q, att, f, scores,
              attn_norm, wqkv_q, wqkv_s, wo_q, wo_s, ffn_norm, wgu_q, wgu_s, wd_q, wd_s,
-             k_caches, v_caches, pos0, cos, sin, eps, norm, head_q, head_s):
-    """All L layers then the logits of every row of x: out (T,V). Per-layer arguments are tuples of
-    L arrays (attn_norm, ffn_norm (L,D) stacked); one call per token."""
+             k_cache, v_cache, pos0, cos, sin, eps, norm, head_q, head_s):
+    """All L layers, then the logits of every row of x: out (T,V); one call per token.
+    The linears' q and scale are tuples of L arrays; attn_norm, ffn_norm (L,D); k/v_cache (L,K,S,E)."""
     for l in range(len(wqkv_q)):
         layer_q8(x, h, q, att, f, scores,
                  attn_norm[l], wqkv_q[l], wqkv_s[l], wo_q[l], wo_s[l], ffn_norm[l], wgu_q[l], wgu_s[l],
-                 wd_q[l], wd_s[l], k_caches[l], v_caches[l], pos0, cos, sin, eps)
+                 wd_q[l], wd_s[l], k_cache[l], v_cache[l], pos0, cos, sin, eps)
     logits_q8(out, x, h, norm, head_q, head_s, eps)
