@@ -4,7 +4,7 @@ import pytest
 
 from tinyqmoe.compress.quant import pack_bits, quantize_int4, unpack_bits
 from tinyqmoe.kernels import reference as ref
-from tinyqmoe.kernels.gemm_i8 import gemm_q8q8, quantize_rows_i8
+from tinyqmoe.kernels.gemm_i8 import HAS_AVX2, gemm_q8q8, gemm_q8q8_avx2, linear_q8q8, quantize_rows_i8
 from tinyqmoe.kernels.matvec import matmul_q8
 from tinyqmoe.kernels.matvec_q4 import matmul_q4_f32
 
@@ -27,10 +27,13 @@ def test_quantize_rows_and_gemm_q8q8(T, G):
     wq = rng.integers(-127, 128, (O, I)).astype(np.int8)
     ws = rng.random((O, G)).astype(np.float32)
     expect = ref.gemm_q8q8(wq, ws, xq, xs)
-    for block_rows in (8, 13, O):
-        y = np.full((T, O), np.nan, np.float32)
-        gemm_q8q8(y, wq, ws, xq, xs, block_rows)
-        np.testing.assert_allclose(y, expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
+    kernels = [gemm_q8q8] + ([gemm_q8q8_avx2] if HAS_AVX2 else [])   # I // G is a multiple of 16
+    for kernel in kernels:
+        for block_rows in (8, 13, O):
+            y = np.full((T, O), np.nan, np.float32)
+            kernel(y, wq, ws, xq, xs, block_rows)
+            np.testing.assert_allclose(y, expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
+    np.testing.assert_allclose(linear_q8q8(x, wq, ws, 1024), expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
 
 
 def test_gemm_q8q8_int32_sums_exact():
@@ -40,9 +43,10 @@ def test_gemm_q8q8_int32_sums_exact():
     wq[1::2] = -127
     xq = np.full((T, I), -127, np.int8)
     ones = np.ones((O, 1), np.float32)
-    y = np.empty((T, O), np.float32)
-    gemm_q8q8(y, wq, ones, xq, np.ones((T, 1), np.float32), O)
-    assert y[0, 0] == -127 * 127 * I and y[0, 1] == 127 * 127 * I
+    for kernel in [gemm_q8q8] + ([gemm_q8q8_avx2] if HAS_AVX2 else []):
+        y = np.empty((T, O), np.float32)
+        kernel(y, wq, ones, xq, np.ones((T, 1), np.float32), O)
+        assert y[0, 0] == -127 * 127 * I and y[0, 1] == 127 * 127 * I
 
 
 @pytest.mark.parametrize("group", [32, 64, 96, None])
