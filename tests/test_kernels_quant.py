@@ -11,29 +11,32 @@ from tinyqmoe.kernels.matvec_q4 import matmul_q4_f32
 rng = np.random.default_rng(0)
 
 
-@pytest.mark.parametrize("T, G", [(1, 1), (7, 1), (16, 2), (33, 4)])
-def test_quantize_rows_and_gemm_q8q8(T, G):
+@pytest.mark.parametrize("T, G, GX", [(1, 1, 1), (7, 1, 4), (16, 2, 2), (16, 2, 4), (33, 4, 4)])
+def test_quantize_rows_and_gemm_q8q8(T, G, GX):
+    """G weight groups, GX activation blocks (I/GX = 32 is what linear_q8q8 uses)."""
     O, I = 39, 128                                  # O not a multiple of the 4-row tile, T odd
     x = rng.standard_normal((T, I)).astype(np.float32)
-    x[-1, : I // G] = 0.0                           # an all-zero group (the whole row when T = G = 1)
+    x[-1, : I // GX] = 0.0                          # an all-zero block (the whole row when T = GX = 1)
     xq = np.empty((T, I), np.int8)
-    xs = np.empty((T, G), np.float32)
+    xs = np.empty((T, GX), np.float32)
     quantize_rows_i8(xq, xs, x)
-    rq, rs = ref.quantize_rows_i8(x, G)
+    rq, rs = ref.quantize_rows_i8(x, GX)
     np.testing.assert_allclose(xs, rs, rtol=1e-6)
     assert np.abs(xq.astype(int) - rq).max() <= 1   # x / s at a rounding tie may round either way
-    assert np.abs(xq[0, -(I // G):]).max() == 127 or T == G == 1
-    assert not xq[-1, : I // G].any()
+    assert np.abs(xq[0, -(I // GX):]).max() == 127 or T == GX == 1
+    assert not xq[-1, : I // GX].any()
     wq = rng.integers(-127, 128, (O, I)).astype(np.int8)
     ws = rng.random((O, G)).astype(np.float32)
     expect = ref.gemm_q8q8(wq, ws, xq, xs)
-    kernels = [gemm_q8q8] + ([gemm_q8q8_avx2] if HAS_AVX2 else [])   # I // G is a multiple of 16
+    kernels = [gemm_q8q8] + ([gemm_q8q8_avx2] if HAS_AVX2 and I // GX == 32 else [])
     for kernel in kernels:
         for block_rows in (8, 13, O):
             y = np.full((T, O), np.nan, np.float32)
             kernel(y, wq, ws, xq, xs, block_rows)
             np.testing.assert_allclose(y, expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
-    np.testing.assert_allclose(linear_q8q8(x, wq, ws, 1024), expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
+    if I // GX == 32:
+        np.testing.assert_allclose(linear_q8q8(x, wq, ws, 1024), expect, rtol=1e-5,
+                                   atol=1e-5 * np.abs(expect).max())
 
 
 def test_gemm_q8q8_int32_sums_exact():
@@ -43,9 +46,9 @@ def test_gemm_q8q8_int32_sums_exact():
     wq[1::2] = -127
     xq = np.full((T, I), -127, np.int8)
     ones = np.ones((O, 1), np.float32)
-    for kernel in [gemm_q8q8] + ([gemm_q8q8_avx2] if HAS_AVX2 else []):
+    for kernel, GX in [(gemm_q8q8, 1)] + ([(gemm_q8q8_avx2, I // 32)] if HAS_AVX2 else []):
         y = np.empty((T, O), np.float32)
-        kernel(y, wq, ones, xq, np.ones((T, 1), np.float32), O)
+        kernel(y, wq, ones, xq, np.ones((T, GX), np.float32), O)
         assert y[0, 0] == -127 * 127 * I and y[0, 1] == 127 * 127 * I
 
 

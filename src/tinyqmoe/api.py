@@ -276,6 +276,20 @@ class Model:
         weights only), equal to the reference within float rounding (tests/test_kernels_layer.py)."""
         return self._decode_path
 
+    @property
+    def prefill_path(self) -> str:
+        """How resident int8 linears multiply more than 16 rows (long prompts): "f32" dequantizes
+        cache-sized row blocks for BLAS sgemm; "int8" quantizes the activations per token and runs
+        int8 x int8 products with int32 sums (kernels/gemm_i8.py), faster and within the int8
+        tolerance of tests/test_kernels_layer.py."""
+        return "int8" if self.runtime.int8_prefill else "f32"
+
+    @prefill_path.setter
+    def prefill_path(self, path: str) -> None:
+        if path not in ("f32", "int8"):
+            raise UsageError(f"unknown prefill path {path!r} (choose f32, int8)")
+        self.runtime.int8_prefill = path == "int8"
+
     @decode_path.setter
     def decode_path(self, path: str) -> None:
         if path not in self.DECODE_PATHS:

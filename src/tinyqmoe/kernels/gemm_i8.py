@@ -17,6 +17,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 HAS_AVX2 = "+avx2" in binding.get_host_cpu_features().flatten().split(",")
+ACT_BLOCK = 32   # inputs per activation scale in linear_q8q8 (and the only block tile_dot_4x2 takes)
 
 
 @intrinsic
@@ -53,55 +54,59 @@ def quantize_rows_i8(xq, xs, x):
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def gemm_q8q8(y, wq, ws, xq, xs, block_rows):
-    """(wq (O,I) int8 * ws (O,G)) @ (xq (T,I) int8 * xs (T,G))^T -> y (T,O), int32 sums per group.
+    """(wq (O,I) int8 * ws (O,G)) @ (xq (T,I) int8 * xs (T,GX))^T -> y (T,O): int32 sums over each
+    activation block of I//GX inputs, scaled by that block's xs and its weight group's ws (a weight
+    group, I//G inputs, must hold whole activation blocks).
 
     Threads take blocks of `block_rows` weight rows (size them to half the L2: the block stays in
     cache while every token passes over it); inside a block, tiles of 4 rows x 2 tokens."""
     O, I = wq.shape
     T = xq.shape[0]
-    G = ws.shape[1]
-    gs = I // G
+    G = xs.shape[1]            # the helpers loop over activation blocks
+    ab = I // G
+    gs = I // ws.shape[1]
     for blk in prange((O + block_rows - 1) // block_rows):
         r0 = blk * block_rows
         r1 = min(O, r0 + block_rows)
         for t in range(0, T - 1, 2):
             o = r0
             while o + 4 <= r1:
-                _tile_4x2(y, wq, ws, xq, xs, o, t, G, gs)
+                _tile_4x2(y, wq, ws, xq, xs, o, t, G, ab, gs)
                 o += 4
             for oo in range(o, r1):
                 for tt in range(t, t + 2):
-                    y[tt, oo] = _dot_q8q8(wq, ws, xq, xs, oo, tt, G, gs)
+                    y[tt, oo] = _dot_q8q8(wq, ws, xq, xs, oo, tt, G, ab, gs)
         if T % 2:
             for oo in range(r0, r1):
-                y[T - 1, oo] = _dot_q8q8(wq, ws, xq, xs, oo, T - 1, G, gs)
+                y[T - 1, oo] = _dot_q8q8(wq, ws, xq, xs, oo, T - 1, G, ab, gs)
 
 
 @njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _dot_q8q8(wq, ws, xq, xs, o, t, G, gs):
-    """y[t, o] of gemm_q8q8, alone"""
+def _dot_q8q8(wq, ws, xq, xs, o, t, G, ab, gs):
+    """y[t, o] of gemm_q8q8, alone: G activation blocks of ab inputs, weight groups of gs inputs"""
     w = wq[o]
     x = xq[t]
     acc = np.float32(0.0)
     for g in range(G):
-        b = g * gs
+        b = g * ab
         a = np.int32(0)
-        for i in range(gs):
+        for i in range(ab):
             a = madd_i32(a, w[b + i], x[b + i])
-        acc += np.float32(a) * ws[o, g] * xs[t, g]
+        acc += np.float32(a) * ws[o, b // gs] * xs[t, g]
     return acc
 
 
 @njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _tile_4x2(y, wq, ws, xq, xs, o, t, G, gs):
+def _tile_4x2(y, wq, ws, xq, xs, o, t, G, ab, gs):
     """y[t:t+2, o:o+4] of gemm_q8q8: 8 int32 sums sharing each load of 4 weight and 2 token rows"""
     w0, w1, w2, w3 = wq[o], wq[o + 1], wq[o + 2], wq[o + 3]
     x0, x1 = xq[t], xq[t + 1]
     f00 = f10 = f20 = f30 = f01 = f11 = f21 = f31 = np.float32(0.0)
     for g in range(G):
-        b = g * gs
+        b = g * ab
+        wg = b // gs
         a00 = a10 = a20 = a30 = a01 = a11 = a21 = a31 = np.int32(0)
-        for ii in range(gs):
+        for ii in range(ab):
             i = b + ii
             a00 = madd_i32(a00, w0[i], x0[i])
             a10 = madd_i32(a10, w1[i], x0[i])
@@ -112,86 +117,114 @@ def _tile_4x2(y, wq, ws, xq, xs, o, t, G, gs):
             a21 = madd_i32(a21, w2[i], x1[i])
             a31 = madd_i32(a31, w3[i], x1[i])
         s0, s1 = xs[t, g], xs[t + 1, g]
-        f00 += np.float32(a00) * ws[o, g] * s0
-        f10 += np.float32(a10) * ws[o + 1, g] * s0
-        f20 += np.float32(a20) * ws[o + 2, g] * s0
-        f30 += np.float32(a30) * ws[o + 3, g] * s0
-        f01 += np.float32(a01) * ws[o, g] * s1
-        f11 += np.float32(a11) * ws[o + 1, g] * s1
-        f21 += np.float32(a21) * ws[o + 2, g] * s1
-        f31 += np.float32(a31) * ws[o + 3, g] * s1
+        f00 += np.float32(a00) * ws[o, wg] * s0
+        f10 += np.float32(a10) * ws[o + 1, wg] * s0
+        f20 += np.float32(a20) * ws[o + 2, wg] * s0
+        f30 += np.float32(a30) * ws[o + 3, wg] * s0
+        f01 += np.float32(a01) * ws[o, wg] * s1
+        f11 += np.float32(a11) * ws[o + 1, wg] * s1
+        f21 += np.float32(a21) * ws[o + 2, wg] * s1
+        f31 += np.float32(a31) * ws[o + 3, wg] * s1
     y[t, o], y[t, o + 1], y[t, o + 2], y[t, o + 3] = f00, f10, f20, f30
     y[t + 1, o], y[t + 1, o + 1], y[t + 1, o + 2], y[t + 1, o + 3] = f01, f11, f21, f31
 
 
 def linear_q8q8(x: np.ndarray, wq: np.ndarray, ws: np.ndarray, block_bytes: int = 1 << 19,
                 out: np.ndarray | None = None) -> np.ndarray:
-    """x (T,I) f32 quantized per token and weight group, then the int8 GEMM -> (T,O) float32 (into
-    `out` if given). Weight blocks of about `block_bytes` (half the L2: docs/tiling.md)."""
+    """x (T,I) f32 quantized per token and block of 32 inputs (as llama.cpp's Q8 activations; one
+    block per weight group if groups are not multiples of 32), then the int8 GEMM -> (T,O) float32
+    (into `out` if given). Weight blocks of about `block_bytes` (half the L2: docs/tiling.md)."""
     T, I = x.shape
-    G = ws.shape[1]
+    gs = I // ws.shape[1]
+    ab = ACT_BLOCK if gs % ACT_BLOCK == 0 else gs
     xq = np.empty((T, I), np.int8)
-    xs = np.empty((T, G), np.float32)
+    xs = np.empty((T, I // ab), np.float32)
     quantize_rows_i8(xq, xs, np.ascontiguousarray(x, dtype=np.float32))
     y = np.empty((T, wq.shape[0]), np.float32) if out is None else out
-    gemm = gemm_q8q8_avx2 if HAS_AVX2 and (I // G) % 16 == 0 else gemm_q8q8
+    gemm = gemm_q8q8_avx2 if HAS_AVX2 and ab == ACT_BLOCK else gemm_q8q8
     gemm(y, wq, ws, xq, xs, max(4, block_bytes // I // 4 * 4))
     return y
 
 
 @intrinsic
-def tile_dot_4x2(typingctx, w0, w1, w2, w3, x0, x1, b, n):
-    """int32 sums over i in [b, b+n), n a multiple of 16, of w_r[i] * x_c[i] for four int8 weight
-    rows and two int8 token rows -> (w0.x0, w1.x0, w2.x0, w3.x0, w0.x1, w1.x1, w2.x1, w3.x1).
-    AVX2 vector code: 16 int8 loaded and sign-extended to int16 per row, vpmaddwd, vpaddd into eight
-    vector accumulators, summed across lanes at the end."""
+def tile_dot_4x2(typingctx, w0, w1, w2, w3, x0, x1, s0, s1, b, n):
+    """For four int8 weight rows w_r and two int8 token rows x_c whose scales s_c hold one value per
+    32 inputs: sum over blocks k of [b, b+n) (b, n multiples of 32) of s_c[k] * sum_{i in k} w_r[i] x_c[i]
+    -> float32 (w0.x0, w1.x0, w2.x0, w3.x0, w0.x1, w1.x1, w2.x1, w3.x1).
+    AVX2 vector code: per block, 2 x 16 int8 per row sign-extended to int16 (vpmovsxbw), vpmaddwd
+    and vpaddd into int32 lanes, converted and multiplied by the block's scale into f32 lanes."""
     def codegen(context, builder, signature, args):
         i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-        v16i8, v16i16, v8i32 = ir.VectorType(i8, 16), ir.VectorType(i16, 16), ir.VectorType(i32, 8)
-        b, n = (builder.sext(v, i64) if v.type.width < 64 else v for v in args[6:8])
-        rows = [builder.gep(context.make_array(ty)(context, builder, val).data, [b])
-                for ty, val in zip(signature.args[:6], args[:6])]
+        f32 = ir.FloatType()
+        v16i8, v16i16, v8i32, v8f32 = (ir.VectorType(i8, 16), ir.VectorType(i16, 16), ir.VectorType(i32, 8),
+                                       ir.VectorType(f32, 8))
+        b, n = (builder.sext(v, i64) if v.type.width < 64 else v for v in args[8:10])
+        data = [context.make_array(ty)(context, builder, val).data for ty, val in zip(signature.args[:8], args[:8])]
+        rows = [builder.gep(p, [b]) for p in data[:6]]
+        scales = [builder.gep(p, [builder.ashr(b, ir.Constant(i64, 5))]) for p in data[6:8]]
         pmadd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]),
                                                "llvm.x86.avx2.pmadd.wd")
-        hsum = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [v8i32]),
-                                              "llvm.vector.reduce.add.v8i32")
-        zero = ir.Constant(v8i32, None)
+        zero = ir.Constant(v8f32, None)
+        fast = ("fast",)
         entry = builder.basic_block
         loop = builder.append_basic_block("tile.loop")
         done = builder.append_basic_block("tile.done")
         builder.cbranch(builder.icmp_signed(">", n, ir.Constant(i64, 0)), loop, done)
         builder.position_at_end(loop)
         i = builder.phi(i64)
-        accs = [builder.phi(v8i32) for _ in range(8)]
-        v = [builder.sext(builder.load(builder.bitcast(builder.gep(p, [i]), v16i8.as_pointer()), align=1), v16i16)
-             for p in rows]
-        sums = [builder.add(accs[4 * c + r], builder.call(pmadd, [v[r], v[4 + c]])) for c in range(2) for r in range(4)]
-        i_next = builder.add(i, ir.Constant(i64, 16))
+        accs = [builder.phi(v8f32) for _ in range(8)]
+
+        def load16(p, off):
+            q = builder.bitcast(builder.gep(p, [builder.add(i, ir.Constant(i64, off))]), v16i8.as_pointer())
+            return builder.sext(builder.load(q, align=1), v16i16)
+
+        lo = [load16(p, 0) for p in rows]
+        hi = [load16(p, 16) for p in rows]
+        k = builder.ashr(i, ir.Constant(i64, 5))
+        sv = []
+        for p in scales:
+            sc = builder.load(builder.gep(p, [k]))
+            one = builder.insert_element(ir.Constant(v8f32, ir.Undefined), sc, ir.Constant(i32, 0))
+            sv.append(builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, 8), [0] * 8)))
+        sums = []
+        for c in range(2):
+            for r in range(4):
+                isum = builder.add(builder.call(pmadd, [lo[r], lo[4 + c]]), builder.call(pmadd, [hi[r], hi[4 + c]]))
+                f = builder.fmul(builder.sitofp(isum, v8f32), sv[c], flags=fast)
+                sums.append(builder.fadd(accs[4 * c + r], f, flags=fast))
+        i_next = builder.add(i, ir.Constant(i64, 32))
         i.add_incoming(ir.Constant(i64, 0), entry)
         i.add_incoming(i_next, loop)
-        for acc, s in zip(accs, sums):
+        for acc, v in zip(accs, sums):
             acc.add_incoming(zero, entry)
-            acc.add_incoming(s, loop)
+            acc.add_incoming(v, loop)
         builder.cbranch(builder.icmp_signed("<", i_next, n), loop, done)
         builder.position_at_end(done)
         finals = []
-        for s in sums:
-            f = builder.phi(v8i32)
+        for v in sums:
+            f = builder.phi(v8f32)
             f.add_incoming(zero, entry)
-            f.add_incoming(s, loop)
+            f.add_incoming(v, loop)
             finals.append(f)
-        return context.make_tuple(builder, signature.return_type, [builder.call(hsum, [f]) for f in finals])
+        outs = []
+        for f in finals:
+            lanes = [builder.extract_element(f, ir.Constant(i32, j)) for j in range(8)]
+            while len(lanes) > 1:
+                lanes = [builder.fadd(lanes[j], lanes[j + 1], flags=fast) for j in range(0, len(lanes), 2)]
+            outs.append(lanes[0])
+        return context.make_tuple(builder, signature.return_type, outs)
 
-    return types.UniTuple(types.int32, 8)(w0, w1, w2, w3, x0, x1, b, n), codegen
+    return types.UniTuple(types.float32, 8)(w0, w1, w2, w3, x0, x1, s0, s1, b, n), codegen
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def gemm_q8q8_avx2(y, wq, ws, xq, xs, block_rows):
-    """gemm_q8q8's contract, AVX2 only, (I // G) % 16 == 0: the 4x2 tiles run tile_dot_4x2."""
+    """gemm_q8q8's contract, AVX2 only, activation blocks of 32 (xs (T, I/32)): tiles run tile_dot_4x2."""
     O, I = wq.shape
     T = xq.shape[0]
     G = ws.shape[1]
     gs = I // G
+    GX = xs.shape[1]
     for blk in prange((O + block_rows - 1) // block_rows):
         r0 = blk * block_rows
         r1 = min(O, r0 + block_rows)
@@ -201,22 +234,21 @@ def gemm_q8q8_avx2(y, wq, ws, xq, xs, block_rows):
                 f00 = f10 = f20 = f30 = f01 = f11 = f21 = f31 = np.float32(0.0)
                 for g in range(G):
                     a00, a10, a20, a30, a01, a11, a21, a31 = tile_dot_4x2(
-                        wq[o], wq[o + 1], wq[o + 2], wq[o + 3], xq[t], xq[t + 1], g * gs, gs)
-                    s0, s1 = xs[t, g], xs[t + 1, g]
-                    f00 += np.float32(a00) * ws[o, g] * s0
-                    f10 += np.float32(a10) * ws[o + 1, g] * s0
-                    f20 += np.float32(a20) * ws[o + 2, g] * s0
-                    f30 += np.float32(a30) * ws[o + 3, g] * s0
-                    f01 += np.float32(a01) * ws[o, g] * s1
-                    f11 += np.float32(a11) * ws[o + 1, g] * s1
-                    f21 += np.float32(a21) * ws[o + 2, g] * s1
-                    f31 += np.float32(a31) * ws[o + 3, g] * s1
+                        wq[o], wq[o + 1], wq[o + 2], wq[o + 3], xq[t], xq[t + 1], xs[t], xs[t + 1], g * gs, gs)
+                    f00 += a00 * ws[o, g]
+                    f10 += a10 * ws[o + 1, g]
+                    f20 += a20 * ws[o + 2, g]
+                    f30 += a30 * ws[o + 3, g]
+                    f01 += a01 * ws[o, g]
+                    f11 += a11 * ws[o + 1, g]
+                    f21 += a21 * ws[o + 2, g]
+                    f31 += a31 * ws[o + 3, g]
                 y[t, o], y[t, o + 1], y[t, o + 2], y[t, o + 3] = f00, f10, f20, f30
                 y[t + 1, o], y[t + 1, o + 1], y[t + 1, o + 2], y[t + 1, o + 3] = f01, f11, f21, f31
                 o += 4
             for oo in range(o, r1):
                 for tt in range(t, t + 2):
-                    y[tt, oo] = _dot_q8q8(wq, ws, xq, xs, oo, tt, G, gs)
+                    y[tt, oo] = _dot_q8q8(wq, ws, xq, xs, oo, tt, GX, 32, gs)
         if T % 2:
             for oo in range(r0, r1):
-                y[T - 1, oo] = _dot_q8q8(wq, ws, xq, xs, oo, T - 1, G, gs)
+                y[T - 1, oo] = _dot_q8q8(wq, ws, xq, xs, oo, T - 1, GX, 32, gs)

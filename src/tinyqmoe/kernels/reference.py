@@ -54,7 +54,7 @@ def quantize_rows_i8(x, G):
 
 
 def gemm_q8q8(wq, ws, xq, xs):
-    """(wq (O,I) int8 * ws (O,G)) @ (xq (T,I) int8 * xs (T,G))^T -> (T,O)"""
+    """(wq (O,I) int8 * ws (O,G)) @ (xq (T,I) int8 * xs (T,GX))^T -> (T,O); GX activation blocks"""
     T, I = xq.shape
     G = xs.shape[1]
     x = (xq.reshape(T, G, I // G).astype(np.float64) * xs[:, :, None]).reshape(T, I)
