@@ -1,4 +1,4 @@
-"""int8 x int8 products for prefill: activations quantized per token and weight group, int32 sums.
+"""int8 x int8 products for prefill: activations quantized per token and block, int32 sums.
 
 y[t, o] = sum_g ws[o, g] * xs[t, g] * sum_{i in group g} wq[o, i] * xq[t, i]
 
@@ -17,7 +17,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 HAS_AVX2 = "+avx2" in binding.get_host_cpu_features().flatten().split(",")
-ACT_BLOCK = 32   # inputs per activation scale in linear_q8q8 (and the only block tile_dot_4x2 takes)
+ACT_BLOCK = 32   # inputs per activation scale in linear_q8q8 (the block tile_dot_4x2 takes: a power of 2, 16 | ACT_BLOCK)
 
 
 @intrinsic
@@ -149,9 +149,10 @@ def linear_q8q8(x: np.ndarray, wq: np.ndarray, ws: np.ndarray, block_bytes: int 
 @intrinsic
 def tile_dot_4x2(typingctx, w0, w1, w2, w3, x0, x1, s0, s1, b, n):
     """For four int8 weight rows w_r and two int8 token rows x_c whose scales s_c hold one value per
-    32 inputs: sum over blocks k of [b, b+n) (b, n multiples of 32) of s_c[k] * sum_{i in k} w_r[i] x_c[i]
+    ACT_BLOCK inputs: sum over blocks k of [b, b+n) (b, n multiples of ACT_BLOCK) of
+    s_c[k] * sum_{i in k} w_r[i] x_c[i]
     -> float32 (w0.x0, w1.x0, w2.x0, w3.x0, w0.x1, w1.x1, w2.x1, w3.x1).
-    AVX2 vector code: per block, 2 x 16 int8 per row sign-extended to int16 (vpmovsxbw), vpmaddwd
+    AVX2 vector code: per block, 16 int8 at a time per row sign-extended to int16 (vpmovsxbw), vpmaddwd
     and vpaddd into int32 lanes, converted and multiplied by the block's scale into f32 lanes."""
     def codegen(context, builder, signature, args):
         i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
@@ -161,7 +162,8 @@ def tile_dot_4x2(typingctx, w0, w1, w2, w3, x0, x1, s0, s1, b, n):
         b, n = (builder.sext(v, i64) if v.type.width < 64 else v for v in args[8:10])
         data = [context.make_array(ty)(context, builder, val).data for ty, val in zip(signature.args[:8], args[:8])]
         rows = [builder.gep(p, [b]) for p in data[:6]]
-        scales = [builder.gep(p, [builder.ashr(b, ir.Constant(i64, 5))]) for p in data[6:8]]
+        shift = ir.Constant(i64, ACT_BLOCK.bit_length() - 1)
+        scales = [builder.gep(p, [builder.ashr(b, shift)]) for p in data[6:8]]
         pmadd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]),
                                                "llvm.x86.avx2.pmadd.wd")
         zero = ir.Constant(v8f32, None)
@@ -178,9 +180,8 @@ def tile_dot_4x2(typingctx, w0, w1, w2, w3, x0, x1, s0, s1, b, n):
             q = builder.bitcast(builder.gep(p, [builder.add(i, ir.Constant(i64, off))]), v16i8.as_pointer())
             return builder.sext(builder.load(q, align=1), v16i16)
 
-        lo = [load16(p, 0) for p in rows]
-        hi = [load16(p, 16) for p in rows]
-        k = builder.ashr(i, ir.Constant(i64, 5))
+        parts = [[load16(p, off) for p in rows] for off in range(0, ACT_BLOCK, 16)]
+        k = builder.ashr(i, shift)
         sv = []
         for p in scales:
             sc = builder.load(builder.gep(p, [k]))
@@ -189,10 +190,12 @@ def tile_dot_4x2(typingctx, w0, w1, w2, w3, x0, x1, s0, s1, b, n):
         sums = []
         for c in range(2):
             for r in range(4):
-                isum = builder.add(builder.call(pmadd, [lo[r], lo[4 + c]]), builder.call(pmadd, [hi[r], hi[4 + c]]))
+                isum = builder.call(pmadd, [parts[0][r], parts[0][4 + c]])
+                for v in parts[1:]:
+                    isum = builder.add(isum, builder.call(pmadd, [v[r], v[4 + c]]))
                 f = builder.fmul(builder.sitofp(isum, v8f32), sv[c], flags=fast)
                 sums.append(builder.fadd(accs[4 * c + r], f, flags=fast))
-        i_next = builder.add(i, ir.Constant(i64, 32))
+        i_next = builder.add(i, ir.Constant(i64, ACT_BLOCK))
         i.add_incoming(ir.Constant(i64, 0), entry)
         i.add_incoming(i_next, loop)
         for acc, v in zip(accs, sums):
@@ -219,7 +222,8 @@ def tile_dot_4x2(typingctx, w0, w1, w2, w3, x0, x1, s0, s1, b, n):
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def gemm_q8q8_avx2(y, wq, ws, xq, xs, block_rows):
-    """gemm_q8q8's contract, AVX2 only, activation blocks of 32 (xs (T, I/32)): tiles run tile_dot_4x2."""
+    """gemm_q8q8's contract, AVX2 only, activation blocks of ACT_BLOCK (xs (T, I/ACT_BLOCK)), weight
+    groups holding whole blocks: the 4x2 tiles run tile_dot_4x2."""
     O, I = wq.shape
     T = xq.shape[0]
     G = ws.shape[1]
@@ -248,7 +252,7 @@ def gemm_q8q8_avx2(y, wq, ws, xq, xs, block_rows):
                 o += 4
             for oo in range(o, r1):
                 for tt in range(t, t + 2):
-                    y[tt, oo] = _dot_q8q8(wq, ws, xq, xs, oo, tt, GX, 32, gs)
+                    y[tt, oo] = _dot_q8q8(wq, ws, xq, xs, oo, tt, GX, I // GX, gs)
         if T % 2:
             for oo in range(r0, r1):
-                y[T - 1, oo] = _dot_q8q8(wq, ws, xq, xs, oo, T - 1, GX, 32, gs)
+                y[T - 1, oo] = _dot_q8q8(wq, ws, xq, xs, oo, T - 1, GX, I // GX, gs)
