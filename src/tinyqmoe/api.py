@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyqmoe.errors import MemoryBudgetError, UsageError
+from tinyqmoe.kernels.matvec import SMALL_BATCH
 from tinyqmoe.model.config import LlamaConfig
 from tinyqmoe.model.forward import forward_batch
 from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, prefill
@@ -263,6 +264,41 @@ class Model:
         self.load_seconds = 0.0
         self.last_stats = GenerationStats()
         self._acts = Activations(config)
+        self._decode_path = "reference"
+        self._fused = None                  # kernels.decode.FusedDecode, made when first asked for
+
+    DECODE_PATHS = ("reference", "fused")
+
+    @property
+    def decode_path(self) -> str:
+        """How single sequences of up to 16 tokens run (decode, short prompts): "reference" is
+        model/forward.py; "fused" is one compiled call per token (kernels/layer.py, resident int8
+        weights only), equal to the reference within float rounding (tests/test_kernels_layer.py)."""
+        return self._decode_path
+
+    @property
+    def prefill_path(self) -> str:
+        """How resident int8 linears multiply more than 16 rows (long prompts): "f32" dequantizes
+        cache-sized row blocks for BLAS sgemm; "int8" quantizes the activations per token and runs
+        int8 x int8 products with int32 sums (kernels/gemm_i8.py), faster and within the int8
+        tolerance of tests/test_kernels_layer.py."""
+        return "int8" if self.runtime.int8_prefill else "f32"
+
+    @prefill_path.setter
+    def prefill_path(self, path: str) -> None:
+        if path not in ("f32", "int8"):
+            raise UsageError(f"unknown prefill path {path!r} (choose f32, int8)")
+        self.runtime.int8_prefill = path == "int8"
+
+    @decode_path.setter
+    def decode_path(self, path: str) -> None:
+        if path not in self.DECODE_PATHS:
+            raise UsageError(f"unknown decode path {path!r} (choose {', '.join(self.DECODE_PATHS)})")
+        if path == "fused" and self._fused is None:
+            from tinyqmoe.kernels.decode import FusedDecode
+
+            self._fused = FusedDecode(self.weights, self.config)
+        self._decode_path = path
 
     @property
     def threads(self) -> int:
@@ -288,6 +324,9 @@ class Model:
 
     def _forward(self, state: RunState, ids, all_logits: bool = False) -> np.ndarray:
         self.runtime.activate()
+        if self._decode_path == "fused" and len(ids) <= SMALL_BATCH:
+            logits = self._fused.step(state, ids)
+            return (logits if all_logits else logits[-1:]).copy()
         return forward_batch(self.weights, [state], [ids], self.runtime, self._acts, all_logits)[0]
 
     def close(self) -> None:

@@ -75,6 +75,7 @@ class Runtime:
     wait_policy: str                # 'spin' | 'passive' | 'user'
     block_bytes: int                # prefill row-block size (bytes of f32 weights)
     pool: ThreadPoolExecutor | None  # None when threads == 1
+    int8_prefill: bool = False      # long prompts: int8 x int8 GEMM (kernels/gemm_i8.py), not f32 BLAS
 
     @classmethod
     def create(cls, threads: int | None = None, block_bytes: int | None = None) -> "Runtime":

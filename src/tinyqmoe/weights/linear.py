@@ -16,6 +16,7 @@ import numpy as np
 
 from tinyqmoe.compress.quant import QuantizedTensor, quantize_int8, unpack_bits
 from tinyqmoe.errors import UsageError
+from tinyqmoe.kernels.gemm_i8 import linear_q8q8
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
 from tinyqmoe.runtime import SERIAL, Runtime
 
@@ -80,6 +81,9 @@ class Linear:
             else:
                 matmul_q8(y, self.q, self.scale, x)
             return y
+        if self.q is not None and rt.int8_prefill:
+            # activations quantized per token, int8 x int8 products with int32 sums (numba threads)
+            return linear_q8q8(x, self.q, self.scale, rt.block_bytes, y)
         # Long prompts: blocks of rows that fit the cache, dequantized and multiplied (single-threaded
         # BLAS) by the threads of the runtime's pool, one block per task.
         R = max(1, min(-(-O // rt.threads), rt.block_bytes // (4 * I)))  # >= one block per thread

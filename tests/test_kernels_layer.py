@@ -1,0 +1,96 @@
+"""The fused decode path (kernels.layer via kernels.decode) against the readable forward pass."""
+import numpy as np
+import pytest
+
+from tinyqmoe.formats.checkpoint import MemoryCheckpoint, expected_tensors
+from tinyqmoe.kernels.decode import FusedDecode
+from tinyqmoe.model.config import PRESETS
+from tinyqmoe.model.forward import forward
+from tinyqmoe.model.state import RunState
+from tinyqmoe.weights.resident import from_checkpoint
+
+IDS = [5, 17, 200, 3, 99, 42, 7, 250, 11, 64, 128, 1, 77, 150, 33, 290, 8, 8, 8, 19]
+
+
+def random_weights(group, tie, seed=0):
+    """int8 weights of a random tiny Llama (GQA 4/2 heads) whose logits are far from zero."""
+    import dataclasses
+
+    cfg = dataclasses.replace(PRESETS["tiny"], tie_embeddings=tie)
+    rng = np.random.default_rng(seed)
+    tensors = {name: ((1.0 + 0.1 * rng.standard_normal(shape)) if len(shape) == 1
+                      else 0.08 * rng.standard_normal(shape)).astype(np.float32)
+               for name, shape in expected_tensors(cfg).items()}
+    return cfg, from_checkpoint(MemoryCheckpoint(cfg, tensors), "int8", group)
+
+
+@pytest.mark.parametrize("group, tie", [(None, False), (32, True)])
+def test_fused_decode_equals_forward(group, tie):
+    cfg, w = random_weights(group, tie)
+    fused = FusedDecode(w, cfg)
+    s_ref, s_fast = RunState(cfg, capacity=len(IDS)), RunState(cfg, capacity=len(IDS))
+    for token in IDS:
+        ref = forward(w, s_ref, [token])
+        fast = fused.step(s_fast, [token])
+        np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert s_fast.pos == s_ref.pos == len(IDS)
+    np.testing.assert_allclose(s_fast.k, s_ref.k, rtol=1e-4, atol=1e-5)   # the KV caches too
+    np.testing.assert_allclose(s_fast.v, s_ref.v, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_short_prompt_then_greedy_tokens_identical():
+    cfg, w = random_weights(None, False, seed=1)
+    fused = FusedDecode(w, cfg)
+    s_ref, s_fast = RunState(cfg, 64), RunState(cfg, 64)
+    ref = forward(w, s_ref, IDS[:7], all_logits=True)
+    fast = fused.step(s_fast, IDS[:7])
+    np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    t_ref = t_fast = int(ref[-1].argmax())
+    ref_stream, fast_stream = [], []
+    for _ in range(24):
+        ref_stream.append(t_ref)
+        fast_stream.append(t_fast)
+        t_ref = int(forward(w, s_ref, [t_ref])[0].argmax())
+        t_fast = int(fused.step(s_fast, [t_fast])[0].argmax())
+    assert fast_stream == ref_stream
+    assert len(set(ref_stream)) > 2  # the stream is not a constant
+
+
+def test_model_decode_path_switch(tmp_path):
+    """Model.decode_path = "fused": the same greedy tokens and logits through the public API."""
+    import tinyqmoe
+    from tinyqmoe.errors import UsageError
+    from tinymodels import save_tiny_hf_llama
+
+    pytest.importorskip("transformers")
+    d = save_tiny_hf_llama(tmp_path / "tiny", seed=3)
+    model = tinyqmoe.load(str(d), cache=False)        # resident int8
+    model.tokenizer.stop_ids = frozenset()
+    ref_tokens = list(model.stream_ids(IDS[:6], max_new_tokens=20))
+    ref_logits = model.logits(IDS[:12])
+    model.decode_path = "fused"
+    assert list(model.stream_ids(IDS[:6], max_new_tokens=20)) == ref_tokens
+    np.testing.assert_allclose(model.logits(IDS[:12]), ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
+    with pytest.raises(UsageError):
+        model.decode_path = "fast"
+
+
+def test_int8_prefill_within_int8_tolerance(tmp_path):
+    """model.prefill_path = "int8" (int8 activations in long prompts): top-1 agreement >= 90% with
+    f32 weights and mean KL < 0.01 nats, as tests/test_engine_reference.py asks of int8 weights."""
+    import tinyqmoe
+    from tinymodels import save_tiny_hf_llama
+
+    pytest.importorskip("transformers")
+    ids = IDS * 3                                            # 60 rows: the blocked (long-prompt) path
+    d = save_tiny_hf_llama(tmp_path / "tiny", seed=4)
+    ref = tinyqmoe.load(str(d), weights="f32").logits(ids).astype(np.float64)
+    model = tinyqmoe.load(str(d), cache=False)
+    blas = model.logits(ids)
+    model.prefill_path = "int8"
+    q = model.logits(ids).astype(np.float64)
+    assert np.abs(q - blas).max() > 0                        # the int8 path did run
+    lp = ref - np.log(np.exp(ref - ref.max(1, keepdims=True)).sum(1, keepdims=True)) - ref.max(1, keepdims=True)
+    lq = q - np.log(np.exp(q - q.max(1, keepdims=True)).sum(1, keepdims=True)) - q.max(1, keepdims=True)
+    assert np.mean(ref.argmax(1) == q.argmax(1)) >= 0.9
+    assert np.mean(np.sum(np.exp(lp) * (lp - lq), axis=1)) < 0.01
