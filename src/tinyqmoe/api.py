@@ -369,7 +369,7 @@ class Model:
         self._check_ids(ids)
         if not ids:
             raise UsageError("empty prompt")
-        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed).resolved()
+        params = SamplingParams(temperature, top_k, top_p, seed, min_p, repeat_penalty, repeat_last_n).resolved()
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
                 or max_new_tokens < -1:
             raise UsageError(f"max_new_tokens (-n) {max_new_tokens!r}: expected an integer >= 0, or -1 for no limit")

@@ -133,8 +133,8 @@ def sampling_kwargs(args) -> dict:
 
     if args.max_new_tokens < -1:
         raise UsageError(f"-n {args.max_new_tokens}: expected N >= 0, or -1 for no limit")
-    SamplingParams(args.temperature, args.top_k, args.top_p, args.min_p, args.repeat_penalty,
-                   args.repeat_last_n, args.seed).check()
+    SamplingParams(args.temperature, args.top_k, args.top_p, args.seed, args.min_p, args.repeat_penalty,
+                   args.repeat_last_n).check()
     stops = [unescape(s) for s in args.stop or []]
     if any(s == "" for s in stops):
         raise UsageError("-r/--stop: a stop string must not be empty")

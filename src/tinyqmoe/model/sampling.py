@@ -19,10 +19,10 @@ class SamplingParams:
     temperature: float = 0.0     # <= 0: greedy
     top_k: int = 0               # 0: off
     top_p: float = 1.0           # 1: off
+    seed: int | None = None      # None or -1: a random seed (drawn by resolved())
     min_p: float = 0.0           # 0: off
     repeat_penalty: float = 1.0  # 1: off
     repeat_last_n: int = 64      # tokens the penalty looks back over; 0 = off, -1 = all
-    seed: int | None = None      # None or -1: a random seed (drawn by resolved())
 
     def check(self) -> "SamplingParams":
         """Raise UsageError for a value outside the ranges of docs/conventions.md."""
