@@ -141,8 +141,8 @@ def run(model_or_spec, tasks, split="test", limit=None, shots=None, output=None,
             total = sum(len(items) for _, items in selection.values())
             label = (model_or_spec.title if isinstance(model_or_spec, ModelSpec)
                      else f"{ident['name']} {ident['weights_kind']}")
-            names = ",".join(selection) if len(selection) <= 3 else f"{len(selection)} tasks"
-            bar = _progress(f"eval {names} [{label}]", total, total - sum(len(j.items) for j in jobs), progress)
+            shown = ",".join(selection) if len(selection) <= 3 else f"{len(selection)} tasks"
+            bar = _progress(f"eval {shown} [{label}]", total, total - sum(len(j.items) for j in jobs), progress)
 
             def on_record(leaf, rec):
                 stores[leaf].append(rec)
