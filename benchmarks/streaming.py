@@ -59,7 +59,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"streaming-{label}.json").write_text(json.dumps({"model": a.model, "args": vars(a), "rows": rows},
                                                             indent=1))
-    md = ["| run | source | storage | gen tok/s | peak RSS MiB | read from storage / token MB | decode share |",
+    md = ["| run | source | storage | gen tok/s | peak RSS MB | read from storage / token MB | decode share |",
           "|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         run = r.get("budget", "") if r["kind"] == "budget" else "forced"
@@ -77,7 +77,7 @@ def main() -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from tinyqmoe.weights.budget import parse_size
+        from tinyqmoe.units import parse_size
 
         fig, ax = plt.subplots(figsize=(6, 3.5))
         xs = [parse_size(r["budget"]) / 1e6 for r in budgets]

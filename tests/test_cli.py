@@ -50,7 +50,7 @@ def test_bench_json(tiny):
 
 @pytest.mark.parametrize("args, needle", [
     (["generate", "/no/such/model", "-p", "x"], "/no/such/model"),
-    (["generate", "{tiny}", "-p", "x", "--top-p", "0"], "--top-p"),
+    (["generate", "{tiny}", "-p", "x", "--top-p", "1.5"], "--top-p"),
     (["generate", "{tiny}", "-p", "x", "--group", "7"], "group size 7"),
     (["generate", "{bad}", "-p", "x"], "config.json"),
     (["fetch", "nonsense"], "unknown asset"),

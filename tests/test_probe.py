@@ -106,7 +106,7 @@ def test_corrupt_hw_json_is_a_typed_error(tmp_cache):
 def test_cache_sizes_uses_hw_json(tmp_cache, monkeypatch):
     monkeypatch.setattr(sysinfo, "cpu_model", lambda: "cpu-x")
     store.save(fake_result(l3=8 << 20))
-    assert cache_sizes() == CacheSizes(45 << 10, 1 << 20, 8 << 20, "hw.json (quick)")
+    assert cache_sizes() == CacheSizes(45 << 10, 1 << 20, 8 << 20, "hw.json, quick probe")
 
 
 def test_missing_levels_fall_back_and_say_so():

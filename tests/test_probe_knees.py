@@ -97,3 +97,30 @@ def test_noisy_staircase_knees_within_one_grid_step(a, gap, r1, r2, seed):
     assert len(found) == 2
     for got, want in zip(found, (c1, c2)):
         assert want / 2 ** 0.25 - 1 <= got <= want
+
+
+def victim_hierarchy(sizes, l1=32 * KIB, l2=512 * KIB, l3=8 * MIB, ns=(1.2, 4.0, 10.0, 90.0)):
+    """Random-access latency over an inclusive L1 -> L2 -> exclusive victim L3 -> DRAM (AMD Zen):
+    past the L2 a growing share of the working set lives in L3, so latency climbs gradually."""
+    ws = sizes.astype(np.float64)
+    in_l2 = np.minimum(1.0, l2 / ws)
+    in_cache = np.minimum(1.0, (l2 + l3) / ws)
+    beyond_l1 = in_l2 * ns[1] + (in_cache - in_l2) * ns[2] + (1.0 - in_cache) * ns[3]
+    return np.where(ws <= l1, ns[0], beyond_l1)
+
+
+def test_gradual_climb_behind_a_victim_l3_is_the_l2_knee():
+    """The AMD failure: a climb past the L2 that reaches 1.3x only an octave later was skipped,
+    and the L3 share's knee (~2.5 MB) reported as L2."""
+    sizes = grid()
+    knees = [k.size for k in detect_knees(sizes, victim_hierarchy(sizes))]
+    assert knees[:2] == [32 * KIB, 512 * KIB]
+    assert len(knees) < 3 or knees[2] >= 4 * MIB
+
+
+def test_a_blip_an_octave_before_the_knee_is_not_a_knee():
+    sizes = grid()
+    lat = staircase(sizes, [(32 * KIB, 4.0), (1 * MIB, 14.0)])
+    i = np.searchsorted(sizes, 512 * KIB)
+    lat[i:i + 2] *= 1.25  # noise just below the real knee: falls back before it
+    assert [k.size for k in detect_knees(sizes, lat)] == [32 * KIB, 1 * MIB]

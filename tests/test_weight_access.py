@@ -174,7 +174,7 @@ def test_load_refuses_contradictions(tiny_hf, tmp_path):
         with pytest.raises(UsageError, match=message):
             plan_load(path, **kwargs)
     plan = plan_load(tqm, source="fused", context=0)
-    assert plan.weights == "stored" and plan.context is None and plan.reads_container
+    assert plan.weights == "stored" and plan.context == 0 and plan.reads_container  # 0: the model's own
 
 
 def test_batched_rows_equal_each_sequence_alone(tiny_hf, tmp_path):

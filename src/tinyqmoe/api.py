@@ -17,7 +17,7 @@ from tinyqmoe.errors import MemoryBudgetError, UsageError
 from tinyqmoe.kernels.matvec import SMALL_BATCH
 from tinyqmoe.model.config import LlamaConfig
 from tinyqmoe.model.forward import forward_batch
-from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, prefill
+from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, decode_text, prefill
 from tinyqmoe.model.sampling import SamplingParams
 from tinyqmoe.model.state import Activations, RunState
 from tinyqmoe.model.tokenizer import Tokenizer
@@ -38,7 +38,7 @@ class LoadPlan:
     cache: bool             # keep a float checkpoint's int8 weights as a raw .tqm in the cache
     source: str             # "auto" | resident | fused | streamed
     budget: int | None      # peak-RSS budget in bytes
-    context: int | None     # positions to hold (None: 1024 under a budget, else the model's maximum)
+    context: int | None     # positions to hold (None: 1024 under a budget, else the model's maximum; 0: the maximum)
     threads: int | None
     cold: bool
     progress: bool
@@ -56,7 +56,7 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
               context: int | None = None, storage_bw: int | str | None = None) -> LoadPlan:
     """Resolve and check the arguments of `load` (see there) into a LoadPlan."""
     from tinyqmoe.locate import model_kind, resolve
-    from tinyqmoe.weights.budget import parse_size
+    from tinyqmoe.units import parse_size
 
     if weights is not None and weights not in WEIGHTS:
         raise UsageError(f"unknown weights kind {weights!r} (choose from {', '.join(WEIGHTS)})")
@@ -68,8 +68,8 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
         raise UsageError(f"group must be >= 1, got {group}")
     if context is not None and context < 0:
         raise UsageError(f"context must be >= 0 (0: the model's own), got {context}")
-    budget = None if max_memory is None else parse_size(max_memory)
-    bw = None if storage_bw is None else parse_size(str(storage_bw).removesuffix("/s"))
+    budget = None if max_memory is None else parse_size(max_memory, "max_memory")
+    bw = None if storage_bw is None else parse_size(str(storage_bw).removesuffix("/s"), "storage_bw")
     if bw is not None and bw <= 0:
         raise UsageError(f"storage bandwidth must be positive, got {storage_bw!r}")
     path = resolve(path_or_name)
@@ -87,7 +87,7 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
                              path)
         weights = "stored"
     weights = weights or "int8"
-    plan = LoadPlan(str(path_or_name), path, kind, weights, group, cache, source, budget, context or None,
+    plan = LoadPlan(str(path_or_name), path, kind, weights, group, cache, source, budget, context,
                     threads, cold, progress, bw)
     chunked = budget is not None or source in ("streamed", "fused")
     if chunked and weights == "f32":
@@ -142,6 +142,17 @@ def build(plan: LoadPlan) -> "Model":
     return model
 
 
+def _context(context: int | None, own: int, budget: int | None) -> int:
+    """Positions the KV cache may hold (docs/conventions.md): 0 = the model's own; None = the model's own,
+    or 1024 under a memory budget; more than the model's own is an error."""
+    if context is not None and not 0 <= context <= own:
+        raise UsageError(f"context {context}: expected 1..{own} (the positions this model has), "
+                         f"or 0 for all of them")
+    if context:
+        return context
+    return min(own, 1024) if context is None and budget is not None else own
+
+
 def _from_checkpoint(plan: LoadPlan, rt: Runtime) -> "Model":
     from tinyqmoe.formats.load import open_checkpoint
     from tinyqmoe.weights.resident import from_checkpoint
@@ -154,7 +165,7 @@ def _from_checkpoint(plan: LoadPlan, rt: Runtime) -> "Model":
         w = from_checkpoint(ckpt, plan.weights, plan.group, progress=bar)
         if bar:
             bar(None, None)
-        ctx = min(ckpt.config.max_seq_len, plan.context or ckpt.config.max_seq_len)
+        ctx = _context(plan.context, ckpt.config.max_seq_len, None)
         return Model(plan.name, ckpt.config, tokenizer, w, rt, weights_kind=plan.weights, source="resident",
                      max_context=ctx, bits_per_weight=_weights_bits(w))
 
@@ -173,7 +184,7 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
             raise UsageError("container has no tokenizer", tqm)
         tokenizer = Tokenizer(reader.tokenizer, tqm)  # before the budget: its memory is measured, not guessed
         cfg = reader.config
-        ctx = min(cfg.max_seq_len, plan.context or (1024 if plan.budget is not None else cfg.max_seq_len))
+        ctx = _context(plan.context, cfg.max_seq_len, plan.budget)
         source = plan.source
         if plan.budget is not None and source == "auto":
             allowed = tuple(s for s in SOURCES if not ((plan.cold or plan.storage_bw) and s == "resident"))
@@ -383,44 +394,95 @@ class Model:
 
         return loglikelihood(self, context, continuations)
 
-    # ---- generation
+    # ---- generation (option meanings: docs/conventions.md)
     def stream_ids(self, ids: list[int], max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
-                   top_p: float = 1.0, seed: int | None = None, state: RunState | None = None) -> Iterator[int]:
-        """Generate after `ids`. With `state`, `ids` continue the sequence already in its KV cache."""
+                   top_p: float = 1.0, seed: int | None = None, state: RunState | None = None, *,
+                   min_p: float = 0.0, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
+                   ignore_eos: bool = False, history: list[int] | None = None) -> Iterator[int]:
+        """Token ids generated after `ids` (checked now; generated as the iterator is consumed).
+
+        With `state`, `ids` continue the sequence already in its KV cache (`history`: the ids it holds,
+        for the repeat penalty). max_new_tokens -1 = until end of sequence or a full context.
+        Why generation ended is in `self.last_stats.stop_reason` once the iterator is exhausted."""
         self._check_ids(ids)
         if not ids:
             raise UsageError("empty prompt")
-        params = SamplingParams(temperature, top_k, top_p, seed)
+        params = SamplingParams(temperature, top_k, top_p, seed, min_p, repeat_penalty, repeat_last_n).resolved()
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens < -1:
+            raise UsageError(f"max_new_tokens (-n) {max_new_tokens!r}: expected an integer >= 0, or -1 for no limit")
+        start, limit = (0, self.max_context) if state is None else (state.pos, state.capacity)
+        room = limit - start - len(ids)
+        if room < 0:
+            raise UsageError(f"prompt of {start + len(ids)} tokens does not fit the context of {limit}")
+        if max_new_tokens == -1 or max_new_tokens > room:
+            n, limit_reason = room, "context"
+        else:
+            n, limit_reason = int(max_new_tokens), "length"
         stats = self.last_stats = GenerationStats()
+        stats.seed, stats.max_new_tokens = params.seed, max_new_tokens
         if state is None:
-            state = self.new_state(len(ids) + max_new_tokens)
-        n = min(max_new_tokens, state.capacity - state.pos - len(ids))
-        if n < 0:
-            raise UsageError(f"prompt of {state.pos + len(ids)} tokens exceeds the context of {state.capacity}")
+            state = self.new_state(len(ids) + n)
+        history = list(history or []) + list(ids)
+        return self._generate_ids(state, ids, n, params, stats, history, ignore_eos, limit_reason)
+
+    def _generate_ids(self, state, ids, n, params, stats, history, ignore_eos, limit_reason) -> Iterator[int]:
+        start = state.pos
         t0 = time.perf_counter()
         logits = prefill(self._forward, state, ids)
         stats.prompt_tokens, stats.prompt_seconds = len(ids), time.perf_counter() - t0
-        yield from decode_n_tokens(self._forward, state, logits, n, params, self.tokenizer.stop_ids, stats)
+        try:
+            yield from decode_n_tokens(self._forward, state, logits, n, params, self.tokenizer.stop_ids, stats,
+                                       history, ignore_eos, limit_reason)
+        finally:
+            stats.context_tokens = start + len(ids) + stats.generated
 
     def chat_session(self, system: str | None = None) -> "ChatSession":
         return ChatSession(self, system)
 
     def stream(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
-               top_p: float = 1.0, seed: int | None = None, chat: bool = False) -> Iterator[str]:
-        """Yield text pieces as tokens are generated. `chat=True` wraps the prompt in the chat template."""
+               top_p: float = 1.0, seed: int | None = None, chat: bool = False, *, stop: str | list[str] | None = None,
+               min_p: float = 0.0, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
+               ignore_eos: bool = False) -> Iterator[str]:
+        """Yield text pieces as tokens are generated. `chat=True` wraps the prompt in the chat template.
+
+        `stop`: strings that end generation; the output ends right before the first one to appear, and
+        text that could begin one is held back until decided (a partial match is never yielded)."""
+        if not isinstance(prompt, str):
+            raise UsageError(f"prompt must be a string, not {type(prompt).__name__} (generate() takes a list)")
+        stops = _stop_list(stop)
         if chat:
             ids = self.tokenizer.encode_chat([{"role": "user", "content": prompt}])
         else:
             ids = self.tokenizer.encode(prompt)
-        dec = self.tokenizer.stream_decoder()
-        for token in self.stream_ids(ids, max_new_tokens, temperature, top_k, top_p, seed):
-            piece = dec.push(token)
-            if piece:
-                yield piece
+        tokens = self.stream_ids(ids, max_new_tokens, temperature, top_k, top_p, seed, min_p=min_p,
+                                 repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, ignore_eos=ignore_eos)
+        return decode_text(tokens, self.tokenizer.stream_decoder(), stops, self.last_stats)
 
-    def generate(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int | None = None, chat: bool = False) -> str:
-        return "".join(self.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, chat))
+    def generate(self, prompt: str | list[str], max_new_tokens: int = 128, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None, chat: bool = False, *,
+                 stop: str | list[str] | None = None, min_p: float = 0.0, repeat_penalty: float = 1.0,
+                 repeat_last_n: int = 64, ignore_eos: bool = False) -> str | list[str]:
+        """The completion of `prompt` (a string), or a list of completions for a list of prompts, each
+        generated as if alone (the same options and seed for each). Stats: `self.last_stats` (for a
+        list, `self.last_stats_list` holds one per prompt)."""
+        options = dict(chat=chat, stop=stop, min_p=min_p, repeat_penalty=repeat_penalty,
+                       repeat_last_n=repeat_last_n, ignore_eos=ignore_eos)
+        if isinstance(prompt, str):
+            return "".join(self.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, **options))
+        if not isinstance(prompt, (list, tuple)) or not all(isinstance(p, str) for p in prompt):
+            raise UsageError("prompt must be a string or a list of strings")
+        texts, stats = [], []
+        for p in prompt:
+            texts.append("".join(self.stream(p, max_new_tokens, temperature, top_k, top_p, seed, **options)))
+            stats.append(self.last_stats)
+        self.last_stats_list = stats
+        return texts
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"<tinyqmoe.Model {self.name!r}: {c.n_layers} layers, dim {c.dim}, vocab {c.vocab_size}; "
+                f"{self.weights_kind} weights, {self.source}, context {self.max_context}, {self.threads} threads>")
 
     def _check_ids(self, ids) -> None:
         V = self.config.vocab_size
@@ -438,8 +500,13 @@ class ChatSession:
         self.state = model.new_state()
         self.cached: list[int] = []  # the ids whose keys and values are in self.state
 
-    def send(self, text: str, **sampling) -> Iterator[str]:
-        """Add a user turn and stream the assistant's reply."""
+    def send(self, text: str, stop: str | list[str] | None = None, **sampling) -> Iterator[str]:
+        """Add a user turn and stream the assistant's reply (sampling options as in Model.stream).
+
+        The reply kept in `messages` is the text streamed out (cut before a stop string)."""
+        if not isinstance(text, str):
+            raise UsageError(f"a chat turn must be a string, not {type(text).__name__}")
+        stops = _stop_list(stop)
         tok = self.model.tokenizer
         self.messages.append({"role": "user", "content": text})
         ids = tok.encode_chat(self.messages)
@@ -449,27 +516,48 @@ class ChatSession:
                 break
             common += 1
         common = min(common, len(ids) - 1)  # prefill at least one token to get logits
-        self.state.pos = common
+        self.state.truncate(common)
+        try:
+            tokens = self.model.stream_ids(ids[common:], state=self.state, history=ids[:common], **sampling)
+        except BaseException:
+            self.messages.pop()
+            raise
+        return self._reply(ids, tokens, stops)
+
+    def _reply(self, ids, tokens, stops) -> Iterator[str]:
         reply: list[int] = []
-        dec = tok.stream_decoder()
-        for token in self.model.stream_ids(ids[common:], state=self.state, **sampling):
-            reply.append(token)
-            piece = dec.push(token)
-            if piece:
+        pieces: list[str] = []
+
+        def recorded():
+            try:
+                for token in tokens:
+                    reply.append(token)
+                    yield token
+            finally:
+                tokens.close()
+
+        try:
+            for piece in decode_text(recorded(), self.model.tokenizer.stream_decoder(), stops, self.model.last_stats):
+                pieces.append(piece)
                 yield piece
-        self.cached = (ids + reply)[: self.state.pos]
-        self.messages.append({"role": "assistant", "content": tok.decode(reply)})
+        finally:
+            self.cached = (ids + reply)[: self.state.pos]
+            self.messages.append({"role": "assistant", "content": "".join(pieces)})
+
+
+def _stop_list(stop) -> list[str]:
+    """`stop=` as a list of non-empty strings (None, a string, or a list of strings)."""
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) for s in stops):
+        raise UsageError("stop must be a string or a list of strings")
+    if any(s == "" for s in stops):
+        raise UsageError("a stop string must not be empty")
+    return list(stops)
 
 
 def _progress_bar(total: int, desc: str):
-    from tqdm import tqdm
+    from tinyqmoe.progress import layer_callback
 
-    bar = tqdm(total=total, desc=desc, unit="layer", leave=False, file=None)
-
-    def update(done, _total):
-        if done is None:
-            bar.close()
-        else:
-            bar.update(done - bar.n)
-
-    return update
+    return layer_callback(total, desc)

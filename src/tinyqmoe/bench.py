@@ -28,7 +28,7 @@ class BenchResult:
     gen_tps: float           # median over repeats
     weight_bytes: int        # bytes of weights read per decoded token
     gen_gbps: float          # weight_bytes * gen_tps
-    peak_rss_mb: float
+    peak_rss_mb: float       # decimal MB (10^6 bytes), as budgets are written
     source: str = "resident"
     cold: bool = False
     storage_read_per_token: int = 0  # bytes the kernel read from storage per forward pass (/proc/self/io)
@@ -47,22 +47,18 @@ def prompt_ids(tokenizer, n: int) -> list[int]:
 
 def run_bench(model, prompt_tokens: int = 128, gen_tokens: int = 128, repeats: int = 3) -> BenchResult:
     ids = prompt_ids(model.tokenizer, prompt_tokens)
-    stop_ids, model.tokenizer.stop_ids = model.tokenizer.stop_ids, frozenset()  # always generate gen_tokens
     w = model.weights
-    try:
-        list(model.stream_ids(ids[:8], max_new_tokens=4))  # warm-up: numba cache load / first touch
-        p, g = [], []
-        io0, dec0, t0 = storage_read_bytes(), getattr(w, "decode_seconds", 0.0), time.perf_counter()
-        for _ in range(repeats):
-            for _tok in model.stream_ids(ids, max_new_tokens=gen_tokens):
-                pass
-            p.append(model.last_stats.prompt_tps)
-            g.append(model.last_stats.gen_tps)
-        wall, passes = time.perf_counter() - t0, repeats * gen_tokens  # a prefill and gen_tokens-1 decodes
-        read = (storage_read_bytes() - io0) // passes
-        share = (getattr(w, "decode_seconds", 0.0) - dec0) / wall
-    finally:
-        model.tokenizer.stop_ids = stop_ids
+    list(model.stream_ids(ids[:8], max_new_tokens=4))  # warm-up: numba cache load / first touch
+    p, g = [], []
+    io0, dec0, t0 = storage_read_bytes(), getattr(w, "decode_seconds", 0.0), time.perf_counter()
+    for _ in range(repeats):
+        for _tok in model.stream_ids(ids, max_new_tokens=gen_tokens, ignore_eos=True):  # always gen_tokens
+            pass
+        p.append(model.last_stats.prompt_tps)
+        g.append(model.last_stats.gen_tps)
+    wall, passes = time.perf_counter() - t0, repeats * gen_tokens  # a prefill and gen_tokens-1 decodes
+    read = (storage_read_bytes() - io0) // passes
+    share = (getattr(w, "decode_seconds", 0.0) - dec0) / wall
     gen_tps = statistics.median(g)
     if hasattr(w, "stored_bytes"):      # streamed / fused: what is read from the file per token
         wbytes = w.stored_bytes
@@ -90,4 +86,5 @@ def storage_read_bytes() -> int:
 
 
 def peak_rss_mb() -> float:
-    return peak_rss_bytes() / 2**20
+    """Peak RSS in decimal MB (10^6 bytes), the unit --max-memory is written in."""
+    return peak_rss_bytes() / 1e6

@@ -320,11 +320,10 @@ def write_synthetic_model(shape: str, out_dir: str | Path, seed: int = 0, dtype:
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shards = plan_shards(config, kind, shard_bytes)
     total = sum((2 if kind == "BF16" else 4) * math.prod(s) for sh in shards for s in sh.values())
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from tinyqmoe.progress import bar as progress_bar
 
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"synth {shape}", leave=False)
+    bar = progress_bar(total=total, unit="B", unit_scale=True, desc=f"synth {shape} bytes written", leave=False,
+                       enabled=progress)
     try:
         tmp.mkdir()
         _write_text(tmp / "config.json", json.dumps(config_json(config, kind), indent=2) + "\n")

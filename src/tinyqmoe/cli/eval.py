@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tinyqmoe.cli.common import add_model_argument, add_progress_option, add_threads_option
+
 VARIANT_HELP = "[LABEL=]MODEL[:f32|int8], e.g. Original=default:f32 8-bit=default:int8 Compressed=smol.tqm"
 
 
@@ -17,7 +19,8 @@ def register(subparsers) -> None:
         description="Score multiple-choice questions by log-likelihood with lm-evaluation-harness "
                     "prompts. Per-question results go to a jsonl in --output as they finish, so an "
                     "interrupted run continues where it stopped. See docs/eval.md.")
-    p.add_argument("model", nargs="?", help="model path or name (default), optionally MODEL:f32|int8")
+    add_model_argument(p, help="model path or name (default, ORG/NAME[:QUANT]), optionally MODEL:f32|int8",
+                       required=False)
     p.add_argument("--compare", nargs="+", metavar="VARIANT",
                    help=f"evaluate several variants on the same questions; {VARIANT_HELP}")
     p.add_argument("--tasks", default="mmlu,arc_easy,arc_challenge",
@@ -31,8 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-rows", type=int, help="new context tokens per forward; default 1: one question per forward (see docs/eval.md)")
     p.add_argument("--shots", type=int, help="few-shot examples (default: 5 for MMLU, 0 for ARC)")
     p.add_argument("--weights", choices=("f32", "int8"), help="weights to run MODEL with")
-    p.add_argument("--threads", type=int, help="engine threads")
-    p.add_argument("--max-memory", help="engine memory budget, passed to tinyqmoe.load")
+    add_threads_option(p, "engine threads")
+    p.add_argument("--max-memory", metavar="SIZE", help="peak-RSS budget of each model run (e.g. 300MB), "
+                                                        "passed to tinyqmoe.load")
     p.add_argument("--output", help="directory for samples_<task>.jsonl, run.json, results_<time>.json/.md "
                    "(default eval-out/<model>-<weights>, or eval-out/compare)")
     p.add_argument("--variants-dir", help="with --compare: where each variant's samples live "
@@ -42,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, help="shard over N Ray actors on a local Ray cluster "
                    "(pip install 'tinyqmoe[distributed]')")
     p.add_argument("--ray", metavar="ADDRESS", help="join an existing Ray cluster instead")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -52,10 +56,15 @@ def run(args) -> int:
     from tinyqmoe.eval.runner import parse_limit
     from tinyqmoe.eval.spec import ModelSpec
 
+    from tinyqmoe.cli.common import show_progress, threads_arg
+
     if args.shots is not None and args.shots < 0:
         raise UsageError(f"--shots {args.shots}: expected 0 or more few-shot examples")
-    options = {"threads": args.threads, "max_memory": args.max_memory}
-    common = dict(split=args.split, limit=parse_limit(args.limit), shots=args.shots, progress=not args.no_progress,
+    if args.max_memory is not None:
+        from tinyqmoe.units import parse_size
+        parse_size(args.max_memory, "--max-memory")
+    options = {"threads": threads_arg(args.threads), "max_memory": args.max_memory}
+    common = dict(split=args.split, limit=parse_limit(args.limit), shots=args.shots, progress=show_progress(args),
                   workers=args.workers, ray_address=args.ray,
                   sample=parse_limit(args.sample, "--sample", fractions=False), max_rows=args.max_rows or MAX_ROWS)
     if args.compare:

@@ -15,7 +15,9 @@ def run(args) -> int:
     for name in args.names:
         key = assets.MODEL_ALIASES.get(name.lower(), name)
         if key not in assets.ASSETS:
-            raise UsageError(f"unknown asset {name!r} (known: default, {', '.join(assets.ASSETS)})")
+            hub = (f"; an ORG/NAME model is read from the local Hugging Face cache, never downloaded by tinyqmoe "
+                   f"(`hf download {name}` fetches it there)" if "/" in name else "")
+            raise UsageError(f"unknown asset {name!r} (known: default, {', '.join(assets.ASSETS)}){hub}")
         path = assets.model_path(name) if name.lower() in assets.MODEL_ALIASES else assets.ensure(key)
         print(path)
     return 0

@@ -1,6 +1,8 @@
 """`tinyqmoe probe`: cache sizes from latency probes, next to what the OS states."""
 from __future__ import annotations
 
+from tinyqmoe.cli.common import add_progress_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,11 +19,12 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--plot", metavar="PNG", default=None, help="write latency-vs-size plot here")
     p.add_argument("--curve", action="store_true", help="also print the latency of every size")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
 def format_table(result, source: str) -> str:
-    from tinyqmoe.hw.plot import human
+    from tinyqmoe.units import format_binary as human
 
     lines = [f"cpu      {result.cpu_model}",
              f"pages    transparent huge pages: {result.thp_mode}; probe buffers got "
@@ -51,7 +54,9 @@ def run(args) -> int:
 
     from tinyqmoe.errors import UsageError
     from tinyqmoe.hw import probe_cached, store
-    from tinyqmoe.hw.plot import human, plot_probe
+    from tinyqmoe.cli.common import info, show_progress
+    from tinyqmoe.hw.plot import plot_probe
+    from tinyqmoe.units import format_binary as human
     from tinyqmoe.hw.probe import FULL, QUICK, run_probe
 
     if args.max_mib is not None or args.repeats is not None:
@@ -65,12 +70,17 @@ def run(args) -> int:
             if not 1 <= args.repeats <= 100:
                 raise UsageError(f"--repeats {args.repeats}: expected 1..100")
             cfg = dataclasses.replace(cfg, repeats=args.repeats)
-        result = run_probe(cfg, progress=True, quick=args.quick)
+        result = run_probe(cfg, progress=show_progress(args), quick=args.quick)
         store.save(result)
         fresh = True
     else:
-        result, fresh = probe_cached(refresh=args.refresh, quick=args.quick, progress=True)
+        result, fresh = probe_cached(refresh=args.refresh, quick=args.quick, progress=show_progress(args))
     source = "fresh probe" if fresh else f"cached in {store.default_path()}"
+    if fresh:
+        kept = store.load(result.cpu_model)
+        if kept is not None and kept.measured_at != result.measured_at:
+            source += f", not stored: {store.default_path()} keeps the full probe of {kept.measured_at}"
+            info(args, "probe: a quick probe never replaces a full one in hw.json")
     if args.plot:
         plot_probe(result, args.plot)
     if args.json:

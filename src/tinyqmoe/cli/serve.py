@@ -38,7 +38,10 @@ def run(args) -> int:
     if args.max_memory is not None:
         # the budget must hold the KV caches of --parallel sequences
         per_sequence = per_sequence or 1024
-    model = tinyqmoe.load(args.model, weights=args.weights, threads=args.threads, group=args.group,
+    from tinyqmoe.cli.common import check_model_options, threads_arg
+
+    check_model_options(args)
+    model = tinyqmoe.load(args.model, weights=args.weights, threads=threads_arg(args.threads), group=args.group,
                           progress=sys.stderr.isatty(), max_memory=args.max_memory, source=args.source,
                           cold=args.cold, cache=not args.no_cache,
                           context=per_sequence and per_sequence * args.parallel)

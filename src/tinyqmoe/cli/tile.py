@@ -2,6 +2,8 @@
 speedup they give (optionally against a small exhaustive autotune)."""
 from __future__ import annotations
 
+from tinyqmoe.cli.common import add_progress_option
+
 KERNEL_NAMES = ("gemm", "2mm", "3mm", "syrk", "syr2k", "doitgen", "trmm")
 
 
@@ -26,15 +28,23 @@ def register(subparsers) -> None:
     p.add_argument("--no-run", action="store_true", help="only select; do not compile or time")
     p.add_argument("--source", action="store_true", help="print the generated tiled source")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_progress_option(p)
     p.set_defaults(func=run)
+
+
+def _cache_json(cache) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(cache)
 
 
 def run(args) -> int:
     import json
 
     from tinyqmoe.errors import UsageError
+    from tinyqmoe.cli.common import show_progress
     from tinyqmoe.hw import cache_sizes
-    from tinyqmoe.hw.plot import human
+    from tinyqmoe.units import format_binary as human
     from tinyqmoe.tiling.evaluate import compare, select_all
     from tinyqmoe.tiling.polybench import KERNELS
 
@@ -48,7 +58,7 @@ def run(args) -> int:
     if args.no_run:
         plans, sel_s, leg_s = select_all(kernel, params, cache, args.level, args.fraction)
         out = {"kernel": kernel.name, "size": args.size, "params": params,
-               "cache": cache.__dict__,
+               "cache": _cache_json(cache),
                "plans": {k: {"order": p.order, "tiles": p.tile,
                              "footprint_bytes": p.footprint_bytes,
                              "capacity_bytes": p.capacity_bytes, "level": p.level}
@@ -62,9 +72,9 @@ def run(args) -> int:
     else:
         result = compare(kernel, params, cache, repeats=args.repeats,
                          do_autotune=args.autotune, level=args.level, fraction=args.fraction,
-                         progress=True)
+                         progress=show_progress(args))
         plans, sel_s, leg_s = result.plans, result.selection_seconds, result.legality_seconds
-        out = result.to_dict() | {"size": args.size, "cache": cache.__dict__}
+        out = result.to_dict() | {"size": args.size, "cache": _cache_json(cache)}
         from tinyqmoe.tiling.codegen import Program, program_vector_widths
         prog = Program(kernel, plans)
         widths = program_vector_widths(prog, kernel.init(params), params)
@@ -73,9 +83,7 @@ def run(args) -> int:
             print(json.dumps(out, indent=1))
             return 0
     print(f"{kernel.name} {args.size} {' '.join(f'{k}={v}' for k, v in params.items())}")
-    l3 = human(cache.l3) if cache.l3 else "-"
-    print(f"cache    L1 {human(cache.l1)}, L2 {human(cache.l2)}, L3 {l3} ({cache.source}); "
-          f"tiles fit {args.fraction:g} x {args.level}")
+    print(f"cache    {cache.describe()}; tiles fit {args.fraction:g} x {args.level}")
     for name, plan in plans.items():
         print(f"nest     {name}: order {','.join(plan.order)}  tiles {plan.describe()}  "
               f"footprint {human(plan.footprint_bytes)} of {human(plan.capacity_bytes)}  "

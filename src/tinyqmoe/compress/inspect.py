@@ -71,6 +71,51 @@ def account(c: Container) -> dict:
     return parts
 
 
+@dataclasses.dataclass
+class SizeSummary:
+    """A container's size in the one vocabulary of docs/conventions.md ("Sizes of compressed models")."""
+    file_bytes: int
+    n_weights: int          # every tensor's values (norms included)
+    quantized_bytes: int    # quantized payload + scales, before the codec
+    uncoded_bytes: int      # the same file with every chunk stored raw (codec "raw"), padding aside
+    bf16_bytes: int         # every weight as bf16
+    qtypes: str             # e.g. "int8", "int4", "int4,int8"
+
+    @property
+    def stored_bits_per_weight(self) -> float:
+        """All in: 8 x file bytes / weights (header, index, scales, padding, tokenizer included)."""
+        return 8.0 * self.file_bytes / self.n_weights
+
+    @property
+    def quantized_bits_per_weight(self) -> float:
+        """Before the codec: 8 x (quantized payload + scales) / weights."""
+        return 8.0 * self.quantized_bytes / self.n_weights
+
+    def describe(self) -> str:
+        """'150,061,426 bytes, 8.77 bits/weight as stored (all in); 1.09x larger than raw int8, 1.82x smaller
+        than bf16'."""
+        from tinyqmoe.units import ratio_words
+
+        return (f"{self.file_bytes:,} bytes, {self.stored_bits_per_weight:.2f} bits/weight as stored (all in); "
+                f"{ratio_words(self.file_bytes, self.uncoded_bytes, 'raw ' + self.qtypes)}, "
+                f"{ratio_words(self.file_bytes, self.bf16_bytes, 'bf16')}")
+
+
+def size_summary(c: Container) -> SizeSummary:
+    parts, rows = account(c), tensor_rows(c)
+    quantized = sum(r.quant_bytes + r.scale_bytes for r in rows)
+    uncoded = parts["file"] - parts["padding"] - parts["payload"] - parts["scales"] + quantized
+    qtypes = ",".join(sorted({r.qtype for r in rows if r.qtype != "f32"})) or "f32"
+    return SizeSummary(parts["file"], sum(r.n_values for r in rows), quantized, uncoded,
+                       sum(r.bf16_bytes for r in rows), qtypes)
+
+
+def stored_bits_per_weight(path) -> float:
+    """Bits per weight of a .tqm file as stored, all in: 8 x file bytes / weights (every tensor counted)."""
+    with open_container(path) as c:
+        return size_summary(c).stored_bits_per_weight
+
+
 def verify(path, threads: int = 0) -> dict:
     """Open (the reader checks headers, index, records and padding), then read every chunk and scale
     through the same reader the engine uses. Returns the accounting; raises on any fault."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -108,18 +107,17 @@ def write_container(ckpt, path: str | Path, options: CompressOptions | None = No
 
 
 def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
-    from tqdm import tqdm
+    from tinyqmoe.progress import bar as progress_bar
 
     f.write(b"\0" * FIXED_HEADER_SIZE)
     pos = FIXED_HEADER_SIZE
     records, chunks = [], []
-    bar = tqdm(list(ckpt.names), desc="compress", unit="tensor", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(list(ckpt.names), desc="compress tensors", unit="tensor", enabled=progress)
     for name in bar:
         pos, rec = _write_tensor(f, pos, ckpt, name, opts, pool, chunks)
         records.append(rec)
-        stored = sum(c[1] for c in chunks[rec["first_chunk"]:])
-        bar.set_postfix_str(f"{rec['codec']} {stored / max(rec['rows'] * rec['row_bytes'], 1):.3f}x")
+        stored = sum(c[1] for c in chunks[rec["first_chunk"]:]) + rec.get("scale_size", 0)
+        bar.set_postfix_str(f"{rec['codec']} {8 * stored / max(int(np.prod(rec['shape'])), 1):.2f} bits/weight stored")
     index = np.zeros(len(chunks), CHUNK_DTYPE)
     for i, c in enumerate(chunks):
         index[i]["offset"], index[i]["stored_size"], index[i]["raw_size"] = c[0], c[1], c[2]

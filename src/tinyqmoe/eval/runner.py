@@ -14,7 +14,6 @@ Selection (per leaf task; a limit given for a group applies to each of its tasks
 from __future__ import annotations
 
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -139,7 +138,10 @@ def run(model_or_spec, tasks, split="test", limit=None, shots=None, output=None,
                 todo = [(i, d) for i, d in items if i not in stores[leaf]]
                 jobs += [Job(leaf, k[leaf], todo[j:j + CHUNK]) for j in range(0, len(todo), CHUNK)]
             total = sum(len(items) for _, items in selection.values())
-            bar = _progress(total, total - sum(len(j.items) for j in jobs), progress)
+            label = (model_or_spec.title if isinstance(model_or_spec, ModelSpec)
+                     else f"{ident['name']} {ident['weights_kind']}")
+            shown = ",".join(selection) if len(selection) <= 3 else f"{len(selection)} tasks"
+            bar = _progress(f"eval {shown} [{label}]", total, total - sum(len(j.items) for j in jobs), progress)
 
             def on_record(leaf, rec):
                 stores[leaf].append(rec)
@@ -167,10 +169,9 @@ def run(model_or_spec, tasks, split="test", limit=None, shots=None, output=None,
         scorer.close()
 
 
-def _progress(total: int, done: int, enabled: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, initial=done, desc="eval", unit="q", file=sys.stderr,
-                disable=not enabled, dynamic_ncols=True, smoothing=0.05)
+def _progress(desc: str, total: int, done: int, enabled: bool):
+    from tinyqmoe.progress import bar
+    return bar(total=total, initial=done, desc=desc, unit="q", enabled=enabled, smoothing=0.05)
 
 
 __all__ = ["ModelSpec", "evaluate", "run", "describe", "LocalScorer", "select", "parse_limit"]

@@ -5,8 +5,11 @@ In log-log space (x = log2 size, y = ln latency):
   1. smooth y with a running median of 3 (one noisy point cannot make or hide a knee);
   2. slope of each interval between neighbours, per octave;
   3. an interval k -> k+1 is steep when its slope >= min_slope AND the rise persists: the
-     smoothed y stays >= y[k] + ln(min_rise) over the whole octave after point k (a bump
-     that falls back is not a cache boundary);
+     smoothed y stays above y[k] + ln(min_step) over the octave after point k, and
+     >= y[k] + ln(min_rise) over the octave after that (a bump that falls back is not a cache
+     boundary). Looking one octave further lets a gradual climb count: behind an exclusive
+     victim L3 (AMD Zen) latency rises slowly past the L2, as a growing share of the working
+     set spills to L3, and reaches min_rise only an octave or more after the knee;
   4. steep intervals less than one octave apart are one transition; its knee is the left
      point of its first steep interval: the largest working set measured before latency
      starts to climb, so knees under-estimate capacity rather than over-estimate it;
@@ -41,7 +44,7 @@ def median3(y: np.ndarray) -> np.ndarray:
 
 
 def detect_knees(sizes, latencies, *, min_rise: float = 1.3, min_slope: float = 0.5,
-                 max_knees: int = 3) -> list[Knee]:
+                 max_knees: int = 3, min_step: float = 1.15) -> list[Knee]:
     """sizes [n] bytes (increasing), latencies [n] (> 0; NaN = not measured) -> knees by size."""
     sizes = np.asarray(sizes, dtype=np.float64)
     lat = np.asarray(latencies, dtype=np.float64)
@@ -56,9 +59,14 @@ def detect_knees(sizes, latencies, *, min_rise: float = 1.3, min_slope: float = 
     slope = np.diff(y) / np.diff(x)
     steep = []
     for k in range(len(slope)):
-        after = y[(x > x[k]) & (x <= x[k] + 1.0 + 1e-9)]
-        persisted = float(np.min(after)) - y[k]
-        if slope[k] >= min_slope and persisted >= math.log(min_rise):
+        if slope[k] < min_slope:
+            continue
+        near = y[(x > x[k]) & (x <= x[k] + 1.0 + 1e-9)]
+        far = y[(x >= x[k] + 1.0 - 1e-9) & (x <= x[k] + 2.0 + 1e-9)]
+        if far.size == 0:  # within an octave of the top of the grid: what there is
+            far = near
+        persisted = float(np.min(far)) - y[k]
+        if float(np.min(near)) - y[k] >= math.log(min_step) and persisted >= math.log(min_rise):
             steep.append((k, persisted))
     groups: list[list[tuple[int, float]]] = []
     for k, persisted in steep:

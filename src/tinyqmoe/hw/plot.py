@@ -5,13 +5,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from tinyqmoe.units import format_binary
 
-def human(nbytes: float) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if nbytes >= scale:
-            v = nbytes / scale
-            return f"{v:.0f} {unit}" if v >= 10 or v == int(v) else f"{v:.1f} {unit}"
-    return f"{int(nbytes)} B"
+
+human = format_binary  # cache sizes are binary, as the OS states them
 
 
 def plot_probe(result, path) -> Path:

@@ -140,9 +140,9 @@ def time_triangular(buf: np.ndarray, n_lines: int, start: int, cfg: ProbeConfig)
     lo, hi = n_lines - band + 1, n_lines + 1
     count = (lo + n_lines) * band // 2
     rounds = max(1, cfg.accesses // count)
-    triangular_walk(buf, 1, n_lines, n_lines + 1, start)  # warm: one pass
     out = []
     for _ in range(cfg.repeats):
+        triangular_walk(buf, 1, n_lines, n_lines + 1, start)  # warm right before each timing
         t0 = time.perf_counter_ns()
         triangular_walk(buf, rounds, lo, hi, start)
         out.append((time.perf_counter_ns() - t0) / (rounds * count))
@@ -151,9 +151,9 @@ def time_triangular(buf: np.ndarray, n_lines: int, start: int, cfg: ProbeConfig)
 
 def time_chase(buf: np.ndarray, n_lines: int, start: int, cfg: ProbeConfig) -> list[float]:
     """ns per hop of a dependent chase around the random cycle through n_lines lines."""
-    pointer_chase(buf, start, min(n_lines, 4 * cfg.accesses))  # warm
     out = []
     for _ in range(cfg.repeats):
+        pointer_chase(buf, start, min(n_lines, 4 * cfg.accesses))  # warm right before each timing
         t0 = time.perf_counter_ns()
         pointer_chase(buf, start, cfg.accesses)
         out.append((time.perf_counter_ns() - t0) / cfg.accesses)
@@ -176,10 +176,9 @@ def run_probe(cfg: ProbeConfig = FULL, progress: bool = True, quick: bool = Fals
     buf, mem = alloc_touched(sizes[-1])
     huge = huge_page_bytes([buf])
     tri_ns, chase_ns = [], []
-    it = sizes
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(sizes, desc="probe", unit="size", leave=False)
+    from tinyqmoe.progress import bar as progress_bar
+
+    it = progress_bar(sizes, desc="probe working-set sizes", unit="size", leave=False, enabled=progress)
     for size in it:
         n_lines = size // LINE
         start = write_random_chain(buf, n_lines, rng)

@@ -49,12 +49,17 @@ def load(cpu_model: str, path: Path | None = None):
                                  path=str(path or default_path())) from exc
 
 
-def save(result, path: Path | None = None) -> Path:
+def save(result, path: Path | None = None) -> bool:
+    """Store `result` for its CPU model. A quick probe never replaces a full one: returns False
+    (nothing written) in that case, True when written."""
     path = Path(path or default_path())
     try:
         data = read_all(path)
     except CorruptionDetected:
         data = {"format": FORMAT, "machines": {}}  # a fresh measurement replaces a broken file
+    stored = data["machines"].get(result.cpu_model)
+    if result.quick and isinstance(stored, dict) and not stored.get("quick", False):
+        return False
     data["machines"][result.cpu_model] = result.to_dict()
     atomic_write_text(path, json.dumps(data, indent=1))
-    return path
+    return True

@@ -160,8 +160,8 @@ def compare(kernel: Kernel, params: dict, cache, repeats: int = 3, do_autotune: 
     bar = None
     if do_autotune:
         if progress:
-            from tqdm import tqdm
-            bar = tqdm(desc=f"autotune {kernel.name}", unit="cfg", leave=False)
+            from tinyqmoe.progress import bar as progress_bar
+            bar = progress_bar(desc=f"autotune {kernel.name} tile configs", unit="cfg", leave=False)
         t0 = time.perf_counter()
         result.autotune_plans, result.autotune_configs = autotune(kernel, params, plans,
                                                                   progress=bar)

@@ -13,12 +13,11 @@ the same machine, same packages.
 from __future__ import annotations
 
 import dataclasses
-import re
 
 from tinyqmoe.errors import MemoryBudgetError, UsageError
 from tinyqmoe.weights.source import SOURCES
 
-MB = 10**6  # sizes are shown and parsed in decimal megabytes, as users write them
+from tinyqmoe.units import MB  # sizes are shown in decimal megabytes (tinyqmoe.units parses them)
 # Measured growth of peak RSS while the first chunks decode and the first forward pass runs (cached
 # numba kernels loaded, OpenMP and pool threads started): +44 MB and +35 MB in two venvs on a Xeon;
 # +67 MB on an AMD EPYC Zen 3 (tiny model, LZW container, December); a margin on top.
@@ -56,20 +55,6 @@ def rss_bytes() -> int:
 def mb(n: int) -> str:
     """A size as users read budgets: decimal MB, or KB below one MB."""
     return f"{n / MB:.0f} MB" if n >= MB else f"{n / 1000:.0f} KB"
-
-
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20,
-          "g": 10**9, "gb": 10**9, "gib": 1 << 30}
-
-
-def parse_size(text: str | int) -> int:
-    """'300MB', '1.5GiB', '400M', 123456 -> bytes."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    if not m or m.group(2).lower() not in _UNITS:
-        raise UsageError(f"cannot read memory size {text!r} (use e.g. 300MB, 1.5GB, 512MiB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 @dataclasses.dataclass
