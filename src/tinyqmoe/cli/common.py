@@ -81,6 +81,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="where weights live while running (default: resident, or what fits --max-memory)")
     p.add_argument("--cold", action="store_true",
                    help="streamed/fused: drop the file's pages after each read (weights come from storage)")
+    p.add_argument("--storage-bw", default=None, metavar="RATE",
+                   help="streamed/fused: emulate storage of this speed over a warm page cache, e.g. 90MB/s "
+                        "(an SD card), 300MB/s (eMMC); see docs/streaming.md")
     p.add_argument("-c", "--ctx-size", "--context", dest="context", type=int, default=None, metavar="N",
                    help="positions the KV cache holds (prompt + generated); 0 = the model's own "
                         "(default: the model's own, 1024 with --max-memory)")
@@ -171,7 +174,8 @@ def load_model(args):
                          "weights it holds: drop --weights, or give the original checkpoint", path)
     model = tinyqmoe.load(path, weights=args.weights or "int8", threads=threads_arg(args.threads),
                           group=args.group, progress=show_progress(args), max_memory=args.max_memory,
-                          source=args.source, cold=args.cold, context=args.context, cache=not args.no_cache)
+                          source=args.source, cold=args.cold, context=args.context, cache=not args.no_cache,
+                          storage_bw=getattr(args, "storage_bw", None))
     model.name = str(args.model)
     log.info("loaded %s: %s weights, %s source, context %d, %d threads, %.2f s", args.model, model.weights_kind,
              model.source, model.max_context, model.threads, model.load_seconds)
