@@ -51,7 +51,7 @@ def crosscheck(tasks: str, limit: int, split: str = "test", shots: int | None = 
     """Per-choice log-likelihoods of tinyqmoe f32 and transformers on the same ids."""
     import tinyqmoe
     from tinyqmoe.assets import model_path
-    from tinyqmoe.eval.data import select
+    from tinyqmoe.eval.data import apply_limit
     from tinyqmoe.eval.scoring import encode_request
     from tinyqmoe.eval.tasks import get_tasks
 
@@ -60,7 +60,7 @@ def crosscheck(tasks: str, limit: int, split: str = "test", shots: int | None = 
     report = {}
     for task in get_tasks(tasks):
         pool = task.fewshot_pool()
-        docs = select(task.docs(split), limit, task.stratified)
+        docs = apply_limit(task.docs(split), limit)
         max_abs, n_choices, same_pred, same_pred_norm, t_ours, t_ref = 0.0, 0, 0, 0, 0.0, 0.0
         for d in docs:
             k = task.default_shots if shots is None else shots
