@@ -86,11 +86,10 @@ class FusedScratch:
         self.raw = np.empty((threads, max_raw), np.uint8)
         self.wide = np.empty((threads, max(wide, 1)), np.int8)
         self.ent = np.empty((threads, max_raw + 260), np.int64)    # LZW dictionary: at most raw_size + 258
-        self.slots = np.empty((threads, 4096), np.uint32)          # rANS decode table
 
     @property
     def nbytes(self) -> int:
-        return self.stored.nbytes + self.raw.nbytes + self.wide.nbytes + self.ent.nbytes + self.slots.nbytes
+        return self.stored.nbytes + self.raw.nbytes + self.wide.nbytes + self.ent.nbytes
 
 
 def fusable(reader, names) -> bool:
@@ -145,7 +144,7 @@ class FusedLinear:
         s, r = self.scratch, self.reader
         t0 = time.perf_counter()
         fused_linear(y, np.ascontiguousarray(x), r.fd, r.cold, self.table, self.checks, self.scales, s.stored,
-                     s.raw, s.wide, s.ent, s.slots, status)
+                     s.raw, s.wide, s.ent, status)
         with r._lock:
             r.bytes_read += self.stored_total
         if r.storage is not None:

@@ -23,7 +23,7 @@ from numba.extending import intrinsic
 
 from tinyqmoe.compress.common import E_TRAILING, E_TRUNCATED, LZW, OK, RANS, RAW, TANS, ZSTD
 from tinyqmoe.compress.lzw_decode import lzw_decode_scratch
-from tinyqmoe.compress.rans_decode import rans_decode_kernel, rans_table_kernel
+from tinyqmoe.compress.rans_decode import rans_decode_core
 from tinyqmoe.compress.tans_decode import tans_decode_core
 from tinyqmoe.compress.zstd_decode import LIBZSTD, zstd_decode_core
 from tinyqmoe.kernels.matvec import q8_row_dot
@@ -89,10 +89,10 @@ POSIX_FADV_DONTNEED = 4
 
 
 @njit(nogil=True, cache=True)
-def decode_core(codec, dst, src, ent, slots) -> int:
+def decode_core(codec, dst, src, ent) -> int:
     """Decode one chunk's stored bytes src (uint8) into dst (uint8 [raw_size]) -> status (0 ok), with the
-    codec modules' own compiled cores (the same code the reader runs); ent int64 [>= raw_size + 258] and
-    slots uint32 [4096] are the caller's reused LZW dictionary and rANS table."""
+    codec modules' own compiled cores (the same code the reader runs); ent int64 [>= raw_size + 258] is
+    the caller's reused LZW dictionary."""
     if codec == RAW:
         if src.size != dst.size:
             return E_TRAILING if src.size > dst.size else E_TRUNCATED
@@ -103,12 +103,7 @@ def decode_core(codec, dst, src, ent, slots) -> int:
     if codec == TANS:
         return tans_decode_core(dst, src)
     if codec == RANS:
-        pos = rans_table_kernel(slots, src, dst.size)
-        if pos < 0:
-            return pos
-        if dst.size == 0:
-            return OK if pos == src.size else E_TRAILING
-        return rans_decode_kernel(dst, src, pos, slots)
+        return rans_decode_core(dst, src)
     if codec == ZSTD and HAVE_ZSTD:
         return zstd_decode_core(dst, src)
     return E_UNSUPPORTED
@@ -132,7 +127,7 @@ def widen_fields(out, packed, bits) -> bool:
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wide_buf, ent, slots, status):
+def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wide_buf, ent, status):
     """y (T, O) <- W x for the chunks of `table` int64 [n, 7] (offset, stored_size, raw_size, out_row,
     row_count, codec, bits); checks uint64 [n] CRC-32s; scales f32 (O, G) (unused for bits 32);
     per-thread buffers [threads, ...]; status int64 [n] <- 0 or the chunk's error."""
@@ -154,7 +149,7 @@ def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wid
         if cold:
             _fadvise(fd, off, size, POSIX_FADV_DONTNEED)
         if not direct:
-            st = decode_core(codec, dst, src, ent[tid], slots[tid])
+            st = decode_core(codec, dst, src, ent[tid])
             if st != OK:
                 status[i] = st
                 continue
