@@ -43,6 +43,7 @@ class LoadPlan:
     cold: bool
     progress: bool
     storage_bw: float | None = None   # emulated storage speed, bytes per second (streamed/fused)
+    sequences: int = 1                # sequences held at once (a server's slots): the budget holds their KV
 
     @property
     def reads_container(self) -> bool:
@@ -53,7 +54,7 @@ class LoadPlan:
 def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int | None = None,
               max_memory: int | str | None = None, group: int | None = None, progress: bool = False,
               cache: bool = True, source: str = "auto", cold: bool = False,
-              context: int | None = None, storage_bw: int | str | None = None) -> LoadPlan:
+              context: int | None = None, storage_bw: int | str | None = None, sequences: int = 1) -> LoadPlan:
     """Resolve and check the arguments of `load` (see there) into a LoadPlan."""
     from tinyqmoe.locate import model_kind, resolve
     from tinyqmoe.units import parse_size
@@ -64,6 +65,8 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
         raise UsageError(f"unknown weight source {source!r} (choose auto, {', '.join(SOURCES)})")
     if threads is not None and threads < 1:
         raise UsageError(f"threads must be >= 1, got {threads}")
+    if sequences < 1:
+        raise UsageError(f"sequences must be >= 1, got {sequences}")
     if group is not None and group < 1:
         raise UsageError(f"group must be >= 1, got {group}")
     if context is not None and context < 0:
@@ -88,7 +91,7 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
         weights = "stored"
     weights = weights or "int8"
     plan = LoadPlan(str(path_or_name), path, kind, weights, group, cache, source, budget, context,
-                    threads, cold, progress, bw)
+                    threads, cold, progress, bw, sequences)
     chunked = budget is not None or source in ("streamed", "fused")
     if chunked and weights == "f32":
         raise UsageError("memory budgets and streamed/fused sources run int8 weights, not f32")
@@ -103,7 +106,7 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
 def load(path_or_name: str | Path, weights: str | None = None, threads: int | None = None,
          max_memory: int | str | None = None, group: int | None = None, progress: bool = False,
          cache: bool = True, source: str = "auto", cold: bool = False, context: int | None = None,
-         storage_bw: int | str | None = None) -> "Model":
+         storage_bw: int | str | None = None, sequences: int = 1) -> "Model":
     """Load a model: an HF directory, a .gguf or .tqm file, or the name `default`.
 
     weights:    for float checkpoints, "int8" (default: symmetric per output channel, or per `group`
@@ -121,9 +124,11 @@ def load(path_or_name: str | Path, weights: str | None = None, threads: int | No
                 given, else the model's maximum; 0 means the model's maximum).
     storage_bw: emulate storage of this speed ("90MB/s", bytes per second) for the streamed and fused
                 sources: a warm page cache plus a byte-rate throttle on every read (docs/streaming.md).
+    sequences:  how many sequences of `context` positions will be held at once (a server's slots): the
+                budget accounts for the KV caches of all of them.
     """
     return build(plan_load(path_or_name, weights, threads, max_memory, group, progress, cache, source, cold,
-                           context, storage_bw))
+                           context, storage_bw, sequences))
 
 
 def build(plan: LoadPlan) -> "Model":
@@ -188,9 +193,9 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
         source = plan.source
         if plan.budget is not None and source == "auto":
             allowed = tuple(s for s in SOURCES if not ((plan.cold or plan.storage_bw) and s == "resident"))
-            source = choose_source(reader, plan.budget, ctx, rt.threads, allowed, plan.name).source
+            source = choose_source(reader, plan.budget, ctx * plan.sequences, rt.threads, allowed, plan.name).source
         elif plan.budget is not None:
-            forced = estimate(reader, source, ctx, rt.threads)
+            forced = estimate(reader, source, ctx * plan.sequences, rt.threads)
             if forced.total > plan.budget:
                 raise MemoryBudgetError(f"source {source} needs about {mb(forced.total)} "
                                         f"({forced.describe()}), over the budget of {mb(plan.budget)}", plan.name)

@@ -36,17 +36,14 @@ def run(args) -> int:
 
     per_sequence = args.context
     if args.max_memory is not None:
-        # the budget must hold the KV caches of --parallel sequences
+        # the budget holds the KV caches of --parallel sequences of this many positions
         per_sequence = per_sequence or 1024
     from tinyqmoe.cli.common import check_model_options, threads_arg
 
     check_model_options(args)
     model = tinyqmoe.load(args.model, weights=args.weights, threads=threads_arg(args.threads), group=args.group,
                           progress=sys.stderr.isatty(), max_memory=args.max_memory, source=args.source,
-                          cold=args.cold, cache=not args.no_cache,
-                          context=per_sequence and per_sequence * args.parallel)
-    if per_sequence:
-        model.max_context = min(per_sequence, model.config.max_seq_len)
+                          cold=args.cold, cache=not args.no_cache, context=per_sequence, sequences=args.parallel)
     keep = 0 if args.max_memory is not None else None   # under a budget, no caches beyond the running ones
     app = create_app(model, parallel=args.parallel, queue=args.queue, api_key=args.api_key, keep_caches=keep)
     print(f"tinyqmoe: serving {model_ids(model)[0]} at http://{args.host}:{args.port}/v1 ({model.weights_kind} "
