@@ -53,12 +53,12 @@ def crosscheck(tasks: str, limit: int, split: str = "test", shots: int | None = 
     from tinyqmoe.assets import model_path
     from tinyqmoe.eval.data import apply_limit
     from tinyqmoe.eval.scoring import encode_request
-    from tinyqmoe.eval.tasks import get_tasks
+    from tinyqmoe.eval.tasks import TASKS
 
     ours = ours or tinyqmoe.load("default", weights="f32")
     ref = ref or TransformersModel(model_path("default"), ours.tokenizer)
     report = {}
-    for task in get_tasks(tasks):
+    for task in (TASKS[name.strip()] for name in tasks.split(",")):
         pool = task.fewshot_pool()
         docs = apply_limit(task.docs(split), limit)
         max_abs, n_choices, same_pred, same_pred_norm, t_ours, t_ref = 0.0, 0, 0, 0, 0.0, 0.0

@@ -110,7 +110,7 @@ def choose_source(container, max_memory: int, context: int, threads: int,
     for est in estimates:
         if est.total <= max_memory:
             return est
-    least = min(estimates, key=lambda e: e.total)
+    least = min(estimates, key=lambda e: (e.total, sum(e.parts.values())))   # ties at the peak so far: by need
     others = ", ".join(f"{e.source} {mb(e.total)}" for e in estimates if e is not least)
     raise MemoryBudgetError(
         f"a budget of {mb(max_memory)} is too small: the smallest run ({least.source}, "
