@@ -16,20 +16,8 @@ The two rmsnorms (D floats each) run on the calling thread between regions.
 import numpy as np
 from numba import njit, prange
 
+from tinyqmoe.kernels.elementwise import rmsnorm
 from tinyqmoe.kernels.matvec import q8_row_dot
-
-
-@njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _rmsnorm_rows(out, x, w, eps):
-    """x (T,D), w (D,) -> out (T,D) = x / rms(x) * w"""
-    T, D = x.shape
-    for t in range(T):
-        ss = np.float32(0.0)
-        for i in range(D):
-            ss += x[t, i] * x[t, i]
-        inv = np.float32(1.0) / np.sqrt(ss / D + np.float32(eps))
-        for i in range(D):
-            out[t, i] = x[t, i] * inv * w[i]
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
@@ -51,7 +39,7 @@ def layer_q8(x, h, q, att, f, scores,
     group = H // K
     inv_sqrt_e = np.float32(1.0 / np.sqrt(E))
     # attention rmsnorm
-    _rmsnorm_rows(h, x, attn_norm, eps)
+    rmsnorm(h, x, attn_norm, eps)
     # qkv matmuls in row pairs (i, i+E/2) of one head: RoPE on q and k, then k and v into the cache
     for j in prange((H + 2 * K) * half):
         head = j // half
@@ -106,7 +94,7 @@ def layer_q8(x, h, q, att, f, scores,
         for t in range(T):
             x[t, o] += q8_row_dot(wo_q[o], wo_s[o], att[t])
     # ffn rmsnorm
-    _rmsnorm_rows(h, x, ffn_norm, eps)
+    rmsnorm(h, x, ffn_norm, eps)
     # SwiGLU: gate row i and up row F+i together, f = silu(gate) * up
     for i in prange(F):
         for t in range(T):
@@ -122,7 +110,7 @@ def layer_q8(x, h, q, att, f, scores,
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def logits_q8(out, x, h, norm, head_q, head_s, eps):
     """final rmsnorm of x (T,D) into h, then the classifier: out (T,V) = (head_q * head_s) @ h"""
-    _rmsnorm_rows(h, x, norm, eps)
+    rmsnorm(h, x, norm, eps)
     for v in prange(head_q.shape[0]):
         for t in range(x.shape[0]):
             out[t, v] = q8_row_dot(head_q[v], head_s[v], h[t])
