@@ -63,10 +63,8 @@ def forward_batch(weights, states: list[RunState], tokens: list, rt, acts: Activ
             st.k[l, :, p0: p0 + T] = k.transpose(1, 0, 2)
             st.v[l, :, p0: p0 + T] = v.transpose(1, 0, 2)
             # multi-head attention (grouped-query: H/K query heads share a kv head)
-            out = np.empty((T, H, E), np.float32)
             kernel = attention if (stream or T <= SMALL_BATCH) else attention_blas
-            kernel(out, q, st.k[l], st.v[l], p0)
-            att[r0:r0 + T] = out.reshape(T, H * E)
+            kernel(att[r0:r0 + T].reshape(T, H, E), q, st.k[l], st.v[l], p0)
         # output projection and residual connection
         x += layer.wo(att, rt, proj, stream)
         # ffn rmsnorm
