@@ -89,9 +89,11 @@ def estimate(container, source: str, context: int, threads: int, so_far: tuple[i
         weights = sum(int8_bytes(e) for e in entries) + scales + floats
     elif source == "streamed":
         weights = 2 * sum(int8_bytes(e) for e in layer0) + scales + floats + threads * (max_stored + 2 * max_raw)
-    elif source == "fused":   # per thread: stored + decoded chunk, widened rows, a codec's tables (LZW entries)
-        wide = max((int(e.chunks["row_count"].max()) * e.shape[1] for e in entries if e.bits < 8), default=0)
-        weights = 2 * scales + floats + threads * (max_stored + max_raw + wide + 8 * (max_raw + 260) + 16384)
+    elif source == "fused":   # per thread: the compiled loop's buffers, and a codec's transient tables
+        from tinyqmoe.weights.fused import scratch_bytes_per_thread
+
+        per_thread = scratch_bytes_per_thread([e for e in entries if len(e.shape) == 2]) + 16384
+        weights = 2 * scales + floats + threads * per_thread
     else:
         raise UsageError(f"unknown weight source {source!r}")
     kv = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * context

@@ -74,18 +74,30 @@ def stacked_layer(norms, lin: dict) -> Layer:
                  w_down=lin["mlp.down_proj.weight"])
 
 
+SCRATCH_DTYPES = {"stored": np.uint8, "raw": np.uint8, "wide": np.int8, "ent": np.int64}
+
+
+def scratch_sizes(entries) -> dict[str, int]:
+    """Per-thread buffer lengths of the compiled loop for these (2-D) tensors: the largest stored and
+    decoded chunk, its rows widened to int8, and an LZW dictionary (at most raw_size + 258 entries)."""
+    max_raw = max(int(e.chunks["raw_size"].max()) for e in entries)
+    wide = max((int(e.chunks["row_count"].max()) * e.shape[1] for e in entries if e.bits < 8), default=0)
+    return {"stored": max(int(e.chunks["stored_size"].max()) for e in entries), "raw": max_raw,
+            "wide": max(wide, 1), "ent": max_raw + 260}
+
+
+def scratch_bytes_per_thread(entries) -> int:
+    return sum(n * np.dtype(SCRATCH_DTYPES[k]).itemsize for k, n in scratch_sizes(entries).items())
+
+
 class FusedScratch:
     """Per-thread buffers for the compiled loop, sized for the largest chunk of the file."""
 
     def __init__(self, reader, threads: int):
         entries = [reader.tensor(n) for n in reader.names if len(reader.tensor(n).shape) == 2]
-        max_stored = max(int(e.chunks["stored_size"].max()) for e in entries)
-        max_raw = max(int(e.chunks["raw_size"].max()) for e in entries)
-        wide = max((int(e.chunks["row_count"].max()) * e.shape[1] for e in entries if e.bits < 8), default=0)
-        self.stored = np.empty((threads, max_stored), np.uint8)
-        self.raw = np.empty((threads, max_raw), np.uint8)
-        self.wide = np.empty((threads, max(wide, 1)), np.int8)
-        self.ent = np.empty((threads, max_raw + 260), np.int64)    # LZW dictionary: at most raw_size + 258
+        sizes = scratch_sizes(entries)
+        self.stored, self.raw, self.wide, self.ent = (np.empty((threads, sizes[k]), SCRATCH_DTYPES[k])
+                                                      for k in ("stored", "raw", "wide", "ent"))
 
     @property
     def nbytes(self) -> int:
