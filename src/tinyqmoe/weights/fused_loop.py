@@ -16,10 +16,7 @@ import ctypes.util
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange
-from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba import njit, prange, types
 
 from tinyqmoe.compress.common import E_TRAILING, E_TRUNCATED, LZW, OK, RANS, RAW, TANS, ZSTD
 from tinyqmoe.compress.lzw_decode import lzw_decode_scratch
@@ -33,46 +30,11 @@ E_CHECKSUM = -21      # the chunk's bytes do not match its checksum
 E_UNSUPPORTED = -22   # a codec this loop cannot decode (the caller falls back to the reader)
 E_TERNARY = -23       # a ternary field holds 0b10 (FORMAT §5)
 
-# C functions called from nopython code by symbol name (so the compiled functions can be cached):
-# pread and posix_fadvise from libc, crc32 from zlib.
-_I8P = ir.IntType(8).as_pointer()
-_I32, _I64 = ir.IntType(32), ir.IntType(64)
-
-
-def _array_data(context, builder, aty, value):
-    return builder.bitcast(context.make_array(aty)(context, builder, value).data, _I8P)
-
-
-@intrinsic
-def _pread(typingctx, fd, buf, size, off):
-    """pread(fd, buf.data, size, off) -> bytes read (or -1)."""
-    def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(_I64, [_I32, _I8P, _I64, _I64])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "pread")
-        return builder.call(fn, [builder.trunc(args[0], _I32), _array_data(context, builder, sig.args[1], args[1]),
-                                 args[2], args[3]])
-    return types.int64(types.int64, buf, types.int64, types.int64), codegen
-
-
-@intrinsic
-def _fadvise(typingctx, fd, off, size, advice):
-    def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(_I32, [_I32, _I64, _I64, _I32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "posix_fadvise")
-        r = builder.call(fn, [builder.trunc(args[0], _I32), args[1], args[2], builder.trunc(args[3], _I32)])
-        return builder.sext(r, _I64)
-    return types.int64(types.int64, types.int64, types.int64, types.int64), codegen
-
-
-@intrinsic
-def _crc32(typingctx, buf, size):
-    """zlib crc32(0, buf.data, size)."""
-    def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(_I64, [_I64, _I8P, _I32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "crc32")
-        return builder.call(fn, [ir.Constant(_I64, 0), _array_data(context, builder, sig.args[0], args[0]),
-                                 builder.trunc(args[1], _I32)])
-    return types.uint64(buf, types.int64), codegen
+# C functions called from nopython code by symbol name (so the compiled loop can be cached), declared
+# the way compress/zstd_decode.py declares libzstd's: pointers and sizes as uintp.
+_pread = types.ExternalFunction("pread", types.int64(types.int32, types.uintp, types.uintp, types.int64))
+_fadvise = types.ExternalFunction("posix_fadvise", types.int32(types.int32, types.int64, types.int64, types.int32))
+_crc32 = types.ExternalFunction("crc32", types.uint64(types.uint64, types.uintp, types.uint32))   # zlib
 
 
 def _load_zlib() -> None:
@@ -140,14 +102,14 @@ def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wid
         dst = raw_buf[tid, :raw]
         direct = codec == RAW and size == raw
         src = dst if direct else stored_buf[tid, :size]
-        if _pread(fd, src, size, off) != size:
+        if _pread(np.int32(fd), src.ctypes.data, np.uintp(size), off) != size:
             status[i] = E_READ
             continue
-        if _crc32(src, size) != checks[i]:
+        if _crc32(np.uint64(0), src.ctypes.data, np.uint32(size)) != checks[i]:
             status[i] = E_CHECKSUM
             continue
         if cold:
-            _fadvise(fd, off, size, POSIX_FADV_DONTNEED)
+            _fadvise(np.int32(fd), off, size, np.int32(POSIX_FADV_DONTNEED))
         if not direct:
             st = decode_core(codec, dst, src, ent[tid])
             if st != OK:
