@@ -212,6 +212,15 @@ def normalize_freqs(counts: np.ndarray) -> np.ndarray:
     return freq
 
 
+def order0_model(data) -> tuple[np.ndarray, np.ndarray, bytes, np.ndarray]:
+    """The static order-0 model both ANS encoders start from: (src uint8 [n], freq [256] summing to M,
+    the §7.2 frequency table bytes, cumulative freq [256])."""
+    src = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    freq = normalize_freqs(np.bincount(src, minlength=256))
+    cum = np.concatenate([[0], np.cumsum(freq)[:-1]]).astype(np.int64)
+    return src, freq, write_freq_table(freq), cum
+
+
 # ---- tANS spread (FORMAT.md §7.3.1): shared by the encoder and the decoder
 @njit(cache=True, nogil=True)
 def tans_spread(table, freq):

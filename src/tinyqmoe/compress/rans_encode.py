@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tinyqmoe.compress.common import RANS_L, RANS_M, RANS_SCALE_BITS, normalize_freqs, write_freq_table
+from tinyqmoe.compress.common import RANS_L, RANS_M, RANS_SCALE_BITS, normalize_freqs, order0_model, write_freq_table
 
 _XMAX_UNIT = (RANS_L >> RANS_SCALE_BITS) << 8
 
@@ -71,12 +71,9 @@ def rans_encode_reference(data: bytes) -> bytes:
 
 def rans_encode(data) -> bytes:
     """bytes-like -> rANS stream (FORMAT.md §7.2)."""
-    src = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
-    freq = normalize_freqs(np.bincount(src, minlength=256))
-    table = write_freq_table(freq)
+    src, freq, table, cum = order0_model(data)
     if src.size == 0:
         return table
-    cum = np.concatenate([[0], np.cumsum(freq)[:-1]]).astype(np.int64)
     dst = np.empty(2 * src.size + 16, np.uint8)
     rcp = 1.0 / np.maximum(freq, 1)
     start = rans_encode_kernel(dst, src, freq, cum, rcp)

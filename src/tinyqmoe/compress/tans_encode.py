@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tinyqmoe.compress.common import (TANS_LANES, TANS_LOG, TANS_R, normalize_freqs, put_bits, tans_spread,
-                                      write_freq_table)
+from tinyqmoe.compress.common import TANS_LANES, TANS_LOG, TANS_R, order0_model, put_bits, tans_spread
 
 
 @njit(cache=True, nogil=True)
@@ -63,12 +62,9 @@ def pack_bits_kernel(dst, vals, nbs):
 
 def tans_encode(data) -> bytes:
     """bytes-like -> tANS stream (FORMAT.md §7.3)."""
-    src = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
-    freq = normalize_freqs(np.bincount(src, minlength=256))
-    table = write_freq_table(freq)
+    src, freq, table, cum = order0_model(data)
     if src.size == 0:
         return table
-    cum = np.concatenate([[0], np.cumsum(freq)[:-1]]).astype(np.int64)
     pos = np.empty(TANS_R, np.int32)
     tans_states_kernel(pos, freq, cum)
     vals = np.empty(src.size, np.uint16)
