@@ -1,7 +1,6 @@
 """Hugging Face Llama directories: config.json, (sharded) *.safetensors, tokenizer.json."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,7 @@ import numpy as np
 from tinyqmoe.errors import CorruptionDetected, UnsupportedModel
 from tinyqmoe.formats.checkpoint import Checkpoint
 from tinyqmoe.model.tokenizer import TokenizerSpec, hf_tokenizer
-from tinyqmoe.model.config import LlamaConfig, check_tensors, expected_tensors
+from tinyqmoe.model.config import LlamaConfig, check_tensors, expected_tensors, read_json
 from tinyqmoe.formats.safetensors_io import SafetensorsFile
 
 _FLOAT_DTYPES = ("f32", "f16", "bf16", "f64")
@@ -64,7 +63,7 @@ class HFCheckpoint(Checkpoint):
 def _weight_files(d: Path) -> list[Path]:
     index = d / "model.safetensors.index.json"
     if index.exists():
-        top = _json_file(index)
+        top = read_json(index)
         weight_map = top.get("weight_map") if isinstance(top, dict) else None
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v and Path(v).name == v
                                                        for v in weight_map.values()):
@@ -81,20 +80,6 @@ def _weight_files(d: Path) -> list[Path]:
     return files
 
 
-def _json_file(path: Path):
-    """A JSON file's value, or a one-line error naming the file."""
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise UnsupportedModel(f"cannot read: {exc.strerror}", path) from None
-    except UnicodeDecodeError:
-        raise UnsupportedModel("is not UTF-8 text", path) from None
-    except json.JSONDecodeError as exc:
-        raise UnsupportedModel(f"is not valid JSON ({exc.msg} at line {exc.lineno})", path) from None
-    except RecursionError:
-        raise UnsupportedModel("JSON is nested too deeply", path) from None
-
-
 def load_hf_tokenizer(d: Path) -> TokenizerSpec | None:
     tj = d / "tokenizer.json"
     if not tj.exists():
@@ -102,7 +87,7 @@ def load_hf_tokenizer(d: Path) -> TokenizerSpec | None:
     cfg = {}
     tc = d / "tokenizer_config.json"
     if tc.exists():
-        cfg = _json_file(tc)
+        cfg = read_json(tc)
         if not isinstance(cfg, dict):
             raise UnsupportedModel("tokenizer_config.json is not a JSON object", tc)
     template = cfg.get("chat_template")

@@ -18,6 +18,20 @@ from tinyqmoe.errors import CorruptionDetected, UnsupportedModel, UsageError
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 
+def read_json(path: Path):
+    """A JSON file's value (config.json, tokenizer files), or a one-line error naming the file."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise UnsupportedModel(f"cannot read: {exc.strerror}", path) from None
+    except UnicodeDecodeError:
+        raise UnsupportedModel("is not UTF-8 text", path) from None
+    except json.JSONDecodeError as exc:
+        raise UnsupportedModel(f"is not valid JSON ({exc.msg} at line {exc.lineno})", path) from None
+    except RecursionError:
+        raise UnsupportedModel("JSON is nested too deeply", path) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
     vocab_size: int            # V
@@ -132,21 +146,9 @@ class LlamaConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "LlamaConfig":
-        try:
-            raw = Path(path).read_bytes()
-        except FileNotFoundError:
-            raise UnsupportedModel("no config.json", path) from None
-        except OSError as exc:
-            raise UnsupportedModel(f"cannot read config.json: {exc.strerror}", path) from None
-        try:
-            d = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise UnsupportedModel("config.json is not UTF-8 text", path) from None
-        except json.JSONDecodeError as exc:
-            raise UnsupportedModel(f"config.json is not valid JSON ({exc.msg} at line {exc.lineno})", path) from None
-        except RecursionError:
-            raise UnsupportedModel("config.json is nested too deeply", path) from None
-        return cls.from_hf_dict(d, path)
+        if not Path(path).exists():
+            raise UnsupportedModel("no config.json", path)
+        return cls.from_hf_dict(read_json(Path(path)), path)
 
 
 # ---- checks: the config's own numbers, then the tensors a file holds against them
