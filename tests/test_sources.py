@@ -97,3 +97,33 @@ def test_budget_holds_in_a_subprocess(tiny_tqm):
     assert r.returncode == 0, r.stderr
     source, rss = r.stdout.split()
     assert int(rss) <= budget, (source, rss, budget)
+
+
+def test_first_budgeted_load_compiles_in_a_child_once(tiny_tqm, tmp_path, monkeypatch):
+    """Under a budget, the kernels a source uses are compiled in a child process (LLVM's memory stays
+    there), once per code version and container layout: a stamp file records it."""
+    from tinyqmoe import warmup
+    from tinyqmoe.compress.reader import Container
+
+    monkeypatch.setenv("TINYQMOE_CACHE", str(tmp_path))
+    with Container(tiny_tqm["lzw"]) as c:
+        assert warmup.kernels_in_child(c, "fused", 1) is True
+        assert warmup.kernels_in_child(c, "fused", 1) is False          # stamped
+        assert len(list((tmp_path / "kernels").glob("*.ok"))) == 1
+    with Container(tiny_tqm["raw"]) as c:                               # another codec: another stamp
+        assert warmup.kernels_in_child(c, "fused", 1) is True
+    m = tinyqmoe.load(tiny_tqm["raw"], threads=1, max_memory="4GB", source="fused")
+    m.close()
+    assert len(list((tmp_path / "kernels").glob("*.ok"))) == 2        # the load found its stamp
+
+
+def test_an_error_in_the_warm_up_child_comes_back_as_the_same_one_line_error(tmp_path):
+    from tinyqmoe import warmup
+    from tinyqmoe.errors import TinyQMoEError
+
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 8)   # a truncated GGUF header
+    with pytest.raises(TinyQMoEError) as e:
+        warmup.int8_cache_in_child(bad, None, False)
+    assert type(e.value) is not TinyQMoEError and str(bad) in e.value.one_line()
+    assert "\n" not in e.value.one_line()

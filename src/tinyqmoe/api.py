@@ -182,6 +182,10 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
     from tinyqmoe.weights.fused import FusedSource
     from tinyqmoe.weights.streamed import StreamedSource
 
+    from tinyqmoe import warmup
+
+    if plan.kind != "tqm" and plan.budget is not None and not _int8_cache_path(plan.path, plan.group).exists():
+        warmup.int8_cache_in_child(plan.path, plan.group, plan.progress)   # its peak is the child's, not ours
     tqm = plan.path if plan.kind == "tqm" else _int8_cache(plan.path, plan.group, plan.progress)
     reader = Container(tqm, cold=plan.cold, storage_bw=plan.storage_bw)
     try:
@@ -201,6 +205,8 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
                                         f"({forced.describe()}), over the budget of {mb(plan.budget)}", plan.name)
         elif source == "auto":
             source = "resident"
+        if plan.budget is not None:   # compile the kernels in a child: LLVM's memory is not given back
+            warmup.kernels_in_child(reader, source, rt.threads)
         if source == "resident":
             bar = _progress_bar(cfg.n_layers, f"loading {tqm.name}") if plan.progress else None
             w = resident.from_container(reader, rt, progress=bar)
@@ -237,18 +243,24 @@ def _weights_bits(w) -> float:
     return 8.0 * sum(x.nbytes for x in lins) / n
 
 
-def _int8_cache(path: Path, group: int | None, progress: bool) -> Path:
-    """The raw int8 .tqm of a float checkpoint in the cache directory, written once."""
+def _int8_cache_path(path: Path, group: int | None) -> Path:
+    """Where the int8 cache of a float checkpoint lives: named by its files' paths, sizes and times."""
     import hashlib
 
     from tinyqmoe.assets import cache_dir
-    from tinyqmoe.compress.writer import CompressOptions, write_container
-    from tinyqmoe.formats.load import open_checkpoint
 
     files = sorted(path.glob("*")) if path.is_dir() else [path]
     key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
     digest = hashlib.sha256(f"{key}|group={group}|v1".encode()).hexdigest()[:16]
-    target = cache_dir() / "int8" / f"{path.stem}-{digest}.tqm"
+    return cache_dir() / "int8" / f"{path.stem}-{digest}.tqm"
+
+
+def _int8_cache(path: Path, group: int | None, progress: bool) -> Path:
+    """The raw int8 .tqm of a float checkpoint in the cache directory, written once."""
+    from tinyqmoe.compress.writer import CompressOptions, write_container
+    from tinyqmoe.formats.load import open_checkpoint
+
+    target = _int8_cache_path(path, group)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with open_checkpoint(path) as ckpt:

@@ -1,0 +1,86 @@
+"""First run under a memory budget: do the one-off work in a child process.
+
+Compiling the numba kernels (LLVM) and building the int8 cache of a float checkpoint each raise a
+process's resident set for good: on an AMD EPYC Zen 3, `generate default --max-memory 300MB` with a
+cold kernel cache peaked at 321 MB, and at 214 MB once the kernels were cached (numba `cache=True`
+writes them to disk). So under a budget, `load()` does that work in a child process first: the child
+builds the int8 cache if it is missing, then loads the container with the chosen source and runs a
+short prefill and decode, which compiles (and caches) exactly the kernels the parent will use. The
+parent then only loads cached kernels, which the budget's KERNELS term measures.
+
+A stamp file per (code, numba, CPU, source, container layout) in the cache directory says that the
+kernels were compiled; the child runs at most once per stamp.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import tinyqmoe.errors as errors
+
+
+def code_key() -> str:
+    """What a cached kernel depends on: this package's sources (numba keys its cache on each file's size
+    and mtime), numba, Python, the CPU and where numba caches."""
+    import llvmlite.binding as llvm
+    import numba
+
+    pkg = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(pkg.rglob("*.py")):
+        st = f.stat()
+        h.update(f"{f.relative_to(pkg)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    h.update(f"{numba.__version__}|{sys.version}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features()}|"
+             f"{os.environ.get('NUMBA_CACHE_DIR', '')}".encode())
+    return h.hexdigest()[:16]
+
+
+def _stamp(container, source: str) -> Path:
+    from tinyqmoe.assets import cache_dir
+
+    layout = set()   # what picks a kernel's types: quantization, grouping, scale type, codecs
+    for e in (container.tensor(n) for n in container.names):
+        codecs = tuple(sorted(set(e.chunks["codec"].tolist()))) if e.n_chunks else ()
+        layout.add((e.qtype, e.group > 0, e.scale_dtype, len(e.shape), codecs))
+    layout = sorted(layout, key=str)
+    tag = hashlib.sha256(f"{source}|{layout}".encode()).hexdigest()[:12]
+    return cache_dir() / "kernels" / f"{code_key()}-{tag}.ok"
+
+
+def _run_child(args: list[str], what: str) -> None:
+    """Run `python -m tinyqmoe.warmup_child ARGS`; its progress goes to our stderr, its error comes back raised."""
+    r = subprocess.run([sys.executable, "-m", "tinyqmoe.warmup_child", *args], stdout=subprocess.PIPE, text=True)
+    if r.returncode == 0:
+        return
+    try:
+        err = json.loads(r.stdout.strip().splitlines()[-1])
+        cls = getattr(errors, err["class"], errors.TinyQMoEError)
+        raise cls(err["message"], err.get("path"))
+    except (json.JSONDecodeError, IndexError, KeyError, TypeError):
+        raise errors.TinyQMoEError(f"{what} failed in a child process (exit code {r.returncode})") from None
+
+
+def int8_cache_in_child(path: Path, group: int | None, progress: bool) -> None:
+    """Build the int8 cache of a float checkpoint in a child process (its peak is not ours)."""
+    _run_child(["int8", str(path), str(group or 0), "1" if progress else "0"], "building the int8 cache")
+
+
+def kernels_in_child(container, source: str, threads: int) -> bool:
+    """Compile the kernels `source` uses on `container` in a child process, once. True if it ran."""
+    stamp = _stamp(container, source)
+    if stamp.exists():
+        return False
+    t0 = time.perf_counter()
+    print(f"tinyqmoe: compiling the {source} kernels once, in a child process (a first run under a memory "
+          f"budget)...", file=sys.stderr, flush=True)
+    _run_child(["kernels", str(container.path), source, str(threads)], "compiling the kernels")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(f"compiled in {time.perf_counter() - t0:.1f} s\n")
+    os.replace(tmp, stamp)
+    return True

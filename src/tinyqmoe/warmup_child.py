@@ -1,0 +1,39 @@
+"""The child process of tinyqmoe.warmup: `python -m tinyqmoe.warmup_child int8 PATH GROUP PROGRESS` builds
+the int8 cache of a float checkpoint; `... kernels TQM SOURCE THREADS` loads a container with a source and runs
+a short prefill and decode, so numba compiles and caches those kernels. An error comes back on stdout as one
+JSON line (class, message, path), which the parent raises again."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import tinyqmoe.errors as errors
+
+
+def _child(argv: list[str]) -> None:
+    if argv[0] == "int8":
+        from tinyqmoe.api import _int8_cache
+
+        _int8_cache(Path(argv[1]), int(argv[2]) or None, argv[3] == "1")
+    elif argv[0] == "kernels":
+        from tinyqmoe.api import load
+
+        with load(argv[1], source=argv[2], threads=int(argv[3]), context=16) as model:
+            ids = model.tokenizer.encode("The capital of France is")[:6] or [1, 2, 3]
+            list(model.stream_ids(ids, max_new_tokens=3))
+    else:
+        raise errors.UsageError(f"unknown warm-up job {argv[0]!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        _child(sys.argv[1:] if argv is None else argv)
+    except errors.TinyQMoEError as exc:
+        print(json.dumps({"class": type(exc).__name__, "message": exc.message, "path": exc.path}))
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
