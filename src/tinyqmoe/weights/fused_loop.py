@@ -88,7 +88,7 @@ def widen_fields(out, packed, bits) -> bool:
     return True
 
 
-@njit(parallel=True, nogil=True, cache=True)
+@njit(parallel=True, fastmath=True, nogil=True, cache=True)   # fastmath: q8_row_dot inlines here and must vectorize
 def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wide_buf, ent, status):
     """y (T, O) <- W x for the chunks of `table` int64 [n, 7] (offset, stored_size, raw_size, out_row,
     row_count, codec, bits); checks uint64 [n] CRC-32s; scales f32 (O, G) (unused for bits 32);
