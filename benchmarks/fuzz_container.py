@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from container_corrupt import read_all, rebuild, split  # noqa: E402
+from container_corrupt import chunk_check, read_all, rebuild, split  # noqa: E402
 from container_helpers import tiny_checkpoint  # noqa: E402
 
-from tinyqmoe.compress.common import crc32  # noqa: E402
 from tinyqmoe.compress.writer import CompressOptions, write_container  # noqa: E402
 from tinyqmoe.errors import FormatError  # noqa: E402
 
@@ -83,7 +82,7 @@ def _mutate(blob: bytes, kind: str, rng) -> bytes:
     if size:
         for _ in range(int(rng.integers(1, 4))):
             d[off + int(rng.integers(size))] ^= int(rng.integers(1, 256))
-    index[i]["crc32"] = crc32(bytes(d[off:off + size]))
+    index[i]["check"] = chunk_check(data, bytes(d[off:off + size]))
     return rebuild(bytes(d), index, header)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from tinyqmoe.compress.common import crc32
 from tinyqmoe.compress.reader import open_container
-from tinyqmoe.compress.container_format import CHUNK_DTYPE, FIXED_HEADER
+from tinyqmoe.compress.container_format import FIXED_HEADER, chunk_checksum, chunk_records, index_bytes
 
 
 def read_all(path) -> dict:
@@ -24,14 +24,20 @@ def read_all(path) -> dict:
 
 
 def split(blob: bytes):
+    """(bytes before the index, the chunk records (a version-1 file's widened), the JSON header)."""
     f = FIXED_HEADER.unpack_from(blob)
     io, isz, jo, jsz = f[4], f[5], f[6], f[7]
-    return blob[:io], np.frombuffer(blob[io:io + isz], CHUNK_DTYPE).copy(), json.loads(blob[jo:jo + jsz])
+    return blob[:io], chunk_records(blob[io:io + isz], f[1]).copy(), json.loads(blob[jo:jo + jsz])
+
+
+def chunk_check(data_part: bytes, stored: bytes) -> int:
+    """The checksum a chunk record of this file's version holds for `stored` (CRC-32 in 1.x, XXH64 in 2.x)."""
+    return chunk_checksum(FIXED_HEADER.unpack_from(data_part)[1], stored)
 
 
 def rebuild(data_part: bytes, index: np.ndarray, header: dict, json_bytes: bytes | None = None) -> bytes:
     """Reassemble a file from its parts with every checksum recomputed (a 'valid-looking' forgery)."""
-    ib = index.tobytes()
+    ib = index_bytes(index, FIXED_HEADER.unpack_from(data_part)[1])
     js = json_bytes if json_bytes is not None else json.dumps(header).encode()
     f = list(FIXED_HEADER.unpack_from(data_part))
     io = len(data_part)

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from container_corrupt import rebuild, split
+from container_corrupt import chunk_check, rebuild, split
 from robust_models import (ARR, STR, U32, gguf_parts, pack_gguf, pack_safetensors, safetensors_parts,
                            tiny_checkpoint, tqm_bytes, write_hf)
-from tinyqmoe.compress.common import crc32
 
 # config keys whose value fixes a tensor's shape: any change must be refused
 SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -134,7 +133,7 @@ def _tqm_case(rng, b: dict, out: Path) -> tuple[str, str, str]:
         j = int(rng.integers(index.size))
         if field == "offset" and rng.random() < 0.5 and j != i:      # alias another chunk's bytes, crc fixed
             index[i]["offset"], index[i]["stored_size"] = index[j]["offset"], index[j]["stored_size"]
-            index[i]["crc32"] = index[j]["crc32"]
+            index[i]["check"] = index[j]["check"]
             what = f"index: chunk {i} aliased onto chunk {j}"
         else:
             bits = 8 * index.dtype[field].itemsize
@@ -155,7 +154,7 @@ def _tqm_case(rng, b: dict, out: Path) -> tuple[str, str, str]:
         d = bytearray(data)
         for _ in range(int(rng.integers(1, 4))):
             d[off + int(rng.integers(size))] ^= int(rng.integers(1, 256))
-        index[i]["crc32"] = crc32(bytes(d[off:off + size]))
+        index[i]["check"] = chunk_check(data, bytes(d[off:off + size]))
         blob, expect, what = rebuild(bytes(d), index, header), "any", f"chunk {i} payload forged, crc fixed"
     else:   # json structure
         choice = int(rng.integers(6))

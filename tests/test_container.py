@@ -83,8 +83,8 @@ def test_header_is_a_complete_model(tmp_path, ckpt):
     with open(path, "rb") as f:
         blob = f.read()
     magic, major, minor, flags, io, isz, jo, jsz = struct.unpack_from("<8sHHIQQQQ", blob)
-    assert magic == b"TQMC\r\n\x1a\n" and (major, minor, flags) == (1, 1, 0)
-    assert io % 64 == 0 and jo == io + isz and jo + jsz == len(blob)
+    assert magic == b"TQMC\r\n\x1a\n" and (major, minor, flags) == (2, 0, 0)
+    assert io % 64 == 0 and jo == io + isz and jo + jsz == len(blob) and isz % 40 == 0
     header = json.loads(blob[jo:])
     assert header["config"]["hidden_size"] == 64 and header["tokenizer"]["chat_template"]
     recs = {t["name"]: t for t in header["tensors"]}
@@ -96,6 +96,32 @@ def test_header_is_a_complete_model(tmp_path, ckpt):
     with open_container(path) as c:
         from tokenizers import Tokenizer
         assert Tokenizer.from_str(c.tokenizer.tokenizer_json).encode("the fox").ids
+
+
+def test_version_1_files_still_read_and_carry_crc32(tmp_path, ckpt):
+    """Format 2.0 (XXH64 in 40-byte chunk records) is written; 1.1 (CRC-32 in 32-byte records) still reads,
+    to the same tensors, and each version's chunk checksum is the one FORMAT.md names."""
+    import zlib
+
+    from tinyqmoe.compress.xxh64 import xxh64
+
+    paths = {}
+    for major in (1, 2):
+        paths[major] = tmp_path / f"v{major}.tqm"
+        write_container(ckpt, paths[major], CompressOptions(codec="raw", format_major=major), progress=False)
+    tensors = {}
+    for major, path in paths.items():
+        blob = path.read_bytes()
+        assert struct.unpack_from("<HH", blob, 8) == ((1, 1) if major == 1 else (2, 0))
+        with open_container(path) as c:
+            assert c.version[0] == major and c.checksum == ("crc32" if major == 1 else "xxh64")
+            assert c.index_size == (32 if major == 1 else 40) * c.index.size
+            ch = c.index[0]
+            stored = blob[int(ch["offset"]):int(ch["offset"]) + int(ch["stored_size"])]
+            want = zlib.crc32(stored) if major == 1 else xxh64(stored)
+            assert int(ch["check"]) == want
+            tensors[major] = {n: c.read_payload(n).tobytes() for n in c.names if c.tensor(n).qtype != "f32"}
+    assert tensors[1] == tensors[2]
 
 
 class Boom(Exception):

@@ -99,7 +99,7 @@ FORGERIES = {
     "row order": (_mut_index(lambda ix: ix[3].__setitem__("row_start", 1)), CorruptionDetected),
     "codec id": (_mut_index(lambda ix: ix[3].__setitem__("codec", 9)), UnsupportedParameter),
     "reserved": (_mut_index(lambda ix: ix[3]["reserved"].__setitem__(0, 1)), CorruptionDetected),
-    "chunk crc": (_mut_index(lambda ix: ix[3].__setitem__("crc32", ix[3]["crc32"] ^ 1)), ChecksumWrong),
+    "chunk crc": (_mut_index(lambda ix: ix[3].__setitem__("check", ix[3]["check"] ^ 1)), ChecksumWrong),
     "codec swap": (_mut_index(lambda ix: ix.__setitem__("codec", np.where(ix["codec"] == 0, 3, 0))), FormatError),
 }
 
@@ -127,7 +127,7 @@ def test_bad_json_and_header_fields(tmp_path, small):
             read_all(p)
     # a newer major version is unsupported, a flag is corrupt (checksums fixed up)
     from tinyqmoe.compress.common import crc32
-    for offset, value, err in [(8, 2, UnsupportedParameter), (12, 1, CorruptionDetected)]:
+    for offset, value, err in [(8, 3, UnsupportedParameter), (12, 1, CorruptionDetected)]:
         b = bytearray(blob)
         b[offset] = value
         b[60:64] = crc32(bytes(b[:60])).to_bytes(4, "little")

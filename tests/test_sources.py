@@ -22,10 +22,11 @@ def tiny_tqm(tmp_path_factory):
     d = tmp_path_factory.mktemp("src")
     hf = save_tiny_hf_llama(d / "hf", tie=True)
     out = {}
-    for codec in ("lzw", "raw"):
-        with open_checkpoint(hf) as ck:
-            write_container(ck, d / f"tiny-{codec}.tqm", CompressOptions(codec=codec, chunk_size=2048), progress=False)
-        out[codec] = d / f"tiny-{codec}.tqm"
+    for label, codec, major in (("lzw", "lzw", 2), ("raw", "raw", 2), ("raw-v1", "raw", 1), ("lzw-v1", "lzw", 1)):
+        with open_checkpoint(hf) as ck:   # -v1: format 1.1, CRC-32 chunk checksums (2.0: XXH64)
+            write_container(ck, d / f"tiny-{label}.tqm", CompressOptions(codec=codec, chunk_size=2048,
+                                                                         format_major=major), progress=False)
+        out[label] = d / f"tiny-{label}.tqm"
     return out
 
 
@@ -38,7 +39,7 @@ def greedy(path, **kw):
         m.close()
 
 
-@pytest.mark.parametrize("codec", ["lzw", "raw"])
+@pytest.mark.parametrize("codec", ["lzw", "raw", "raw-v1"])
 def test_sources_give_identical_tokens_and_logits(tiny_tqm, codec):
     ref_tokens, ref_logits = greedy(tiny_tqm[codec], source="resident")
     for source in ("streamed", "fused"):
@@ -58,12 +59,13 @@ def test_impossible_budget_fails_fast_with_the_minimum(tiny_tqm):
         tinyqmoe.load(tiny_tqm["lzw"], max_memory="lots")
 
 
-def test_corrupt_chunk_mid_generation_is_a_clean_error(tiny_tqm, tmp_path):
+@pytest.mark.parametrize("label", ["lzw", "lzw-v1"])
+def test_corrupt_chunk_mid_generation_is_a_clean_error(tiny_tqm, tmp_path, label):
     from tinyqmoe.compress.reader import open_container
 
     bad = tmp_path / "bad.tqm"
-    data = bytearray(tiny_tqm["lzw"].read_bytes())
-    with open_container(tiny_tqm["lzw"]) as c:
+    data = bytearray(tiny_tqm[label].read_bytes())
+    with open_container(tiny_tqm[label]) as c:
         e = c.tensor("model.layers.1.mlp.down_proj.weight")
         off = int(e.chunks[0]["offset"]) + 3
     data[off] ^= 0x40

@@ -42,8 +42,7 @@ def greedy(path, source, n=12):
 
 def forge_ternary_10(src: Path, dst: Path) -> None:
     """Set one 2-bit field of a ternary chunk to 0b10 and fix every checksum: only §5 can catch it."""
-    from container_corrupt import rebuild, split
-    from tinyqmoe.compress.common import crc32
+    from container_corrupt import chunk_check, rebuild, split
     from tinyqmoe.compress.reader import open_container
 
     blob = bytearray(src.read_bytes())
@@ -55,7 +54,7 @@ def forge_ternary_10(src: Path, dst: Path) -> None:
     data_part, index, header = split(bytes(blob))
     data_part = bytearray(data_part)
     k = int(np.nonzero(index["offset"] == off)[0][0])
-    index[k]["crc32"] = crc32(bytes(blob[off:off + size]))
+    index[k]["check"] = chunk_check(data_part, bytes(blob[off:off + size]))
     dst.write_bytes(rebuild(bytes(data_part), index, header))
 
 

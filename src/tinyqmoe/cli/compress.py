@@ -43,6 +43,8 @@ def register(sub) -> None:
     p.add_argument("--no-quantize-embeddings", action="store_true", help="keep the token embedding in f32")
     p.add_argument("--no-quantize-lm-head", action="store_true", help="keep an untied LM head in f32")
     p.add_argument("--no-stats", action="store_true", help="skip the entropy / zstd-19 figures for inspect")
+    p.add_argument("--format-version", type=int, choices=(1, 2), default=2,
+                   help="2 (default: XXH64 chunk checksums) or 1 (format 1.1, CRC-32, for tinyqmoe before 2.0 files)")
     add_progress_option(p)
     p.set_defaults(func=run_compress)
 
@@ -82,7 +84,8 @@ def run_compress(args) -> int:
     opts = CompressOptions(bits=bits, group=args.group, codec=args.codec, lzw_max_bits=args.lzw_max_bits,
                            chunk_size=chunk_size, threads=threads, scale_dtype=args.scale_dtype,
                            quantize_embeddings=not args.no_quantize_embeddings,
-                           quantize_lm_head=not args.no_quantize_lm_head, stats=not args.no_stats).check()
+                           quantize_lm_head=not args.no_quantize_lm_head, stats=not args.no_stats,
+                           format_major=args.format_version).check()
     t0 = time.perf_counter()
     with open_checkpoint(resolve(args.model)) as ckpt:
         write_container(ckpt, args.output, opts, progress=show_progress(args))
@@ -118,9 +121,9 @@ def run_inspect(args) -> int:
 
     with open_container(args.container) as c:
         parts, rows, summary = account(c), tensor_rows(c), size_summary(c)
-        version = c.version
+        version, checksum = c.version, c.checksum
     if args.json:
-        out = {"file": str(args.container), "version": list(version), "bytes": parts,
+        out = {"file": str(args.container), "version": list(version), "chunk_checksum": checksum, "bytes": parts,
                "stored_bits_per_weight": summary.stored_bits_per_weight,
                "quantized_bits_per_weight": summary.quantized_bits_per_weight,
                "uncoded_bytes": summary.uncoded_bytes, "bf16_bytes": summary.bf16_bytes,
@@ -157,7 +160,7 @@ def run_inspect(args) -> int:
     print()
     print("file bytes: " + " + ".join(f"{k} {parts[k]:,}" for k in
                                        ("fixed_header", "scales", "payload", "padding", "index", "json_header"))
-          + f" = {parts['file']:,}")
+          + f" = {parts['file']:,} (format {version[0]}.{version[1]}, {checksum} per chunk)")
     q = summary
     print(f"all in: {q.stored_bits_per_weight:.3f} bits/weight as stored "
           f"(quantized, before the codec: {q.quantized_bits_per_weight:.3f}); "

@@ -9,10 +9,12 @@ import struct
 import numpy as np
 
 MAGIC = b"TQMC\r\n\x1a\n"
-VERSION_MAJOR, VERSION_MINOR = 1, 1   # 1.1: codec 4 (tans) may appear (docs/FORMAT.md change log)
+VERSION_MAJOR, VERSION_MINOR = 2, 0   # written; 2.0: XXH64 chunk checksums in 40-byte records (docs/FORMAT.md)
+READ_MAJORS = (1, 2)                  # read: 1.x (CRC-32 in 32-byte records) and 2.x
 ALIGN = 64
 FIXED_HEADER_SIZE = 64
-CHUNK_RECORD_SIZE = 32
+CHUNK_RECORD_SIZES = {1: 32, 2: 40}   # version_major -> bytes per chunk record (§4.2)
+CHUNK_CHECKSUMS = {1: "crc32", 2: "xxh64"}
 MAX_JSON_SIZE = 1 << 30
 MAX_CHUNK_RAW = 1 << 31
 MAX_TENSOR_BYTES = 1 << 34
@@ -22,11 +24,52 @@ MAX_TENSOR_BYTES = 1 << 34
 FIXED_HEADER = struct.Struct("<8sHHIQQQQIII")
 assert FIXED_HEADER.size == 60
 
-# §4.2: offset, stored_size, raw_size, row_start, row_count, crc32, codec, reserved[3]
+# §4.2, version 2: offset, stored_size, raw_size, row_start, row_count, check (xxh64), codec, reserved[7].
+# The reader holds every version's records in this dtype (a version-1 crc32 widened into `check`).
 CHUNK_DTYPE = np.dtype([("offset", "<u8"), ("stored_size", "<u4"), ("raw_size", "<u4"),
-                        ("row_start", "<u4"), ("row_count", "<u4"), ("crc32", "<u4"),
-                        ("codec", "u1"), ("reserved", "u1", (3,))])
-assert CHUNK_DTYPE.itemsize == CHUNK_RECORD_SIZE
+                        ("row_start", "<u4"), ("row_count", "<u4"), ("check", "<u8"),
+                        ("codec", "u1"), ("reserved", "u1", (7,))])
+# §4.2, version 1: offset, stored_size, raw_size, row_start, row_count, crc32, codec, reserved[3]
+CHUNK_DTYPE_V1 = np.dtype([("offset", "<u8"), ("stored_size", "<u4"), ("raw_size", "<u4"),
+                           ("row_start", "<u4"), ("row_count", "<u4"), ("crc32", "<u4"),
+                           ("codec", "u1"), ("reserved", "u1", (3,))])
+assert CHUNK_DTYPE.itemsize == CHUNK_RECORD_SIZES[2] and CHUNK_DTYPE_V1.itemsize == CHUNK_RECORD_SIZES[1]
+
+
+def chunk_records(raw: bytes, major: int) -> np.ndarray:
+    """A chunk index's bytes -> CHUNK_DTYPE records (version 1's widened)."""
+    if major == 2:
+        return np.frombuffer(raw, CHUNK_DTYPE)
+    v1 = np.frombuffer(raw, CHUNK_DTYPE_V1)
+    out = np.zeros(v1.size, CHUNK_DTYPE)
+    for k in ("offset", "stored_size", "raw_size", "row_start", "row_count", "codec"):
+        out[k] = v1[k]
+    out["check"] = v1["crc32"]
+    out["reserved"][:, :3] = v1["reserved"]
+    return out
+
+
+def index_bytes(records: np.ndarray, major: int) -> bytes:
+    """CHUNK_DTYPE records -> a chunk index's bytes in version `major` (the writer's inverse of chunk_records)."""
+    if major == 2:
+        return records.astype(CHUNK_DTYPE).tobytes()
+    v1 = np.zeros(records.size, CHUNK_DTYPE_V1)
+    for k in ("offset", "stored_size", "raw_size", "row_start", "row_count", "codec"):
+        v1[k] = records[k]
+    v1["crc32"] = records["check"]
+    v1["reserved"] = records["reserved"][:, :3]
+    return v1.tobytes()
+
+
+def chunk_checksum(major: int, data) -> int:
+    """A chunk's checksum in version `major`: CRC-32 (1.x) or XXH64 seed 0 (2.x)."""
+    if major == 1:
+        from tinyqmoe.compress.common import crc32
+
+        return crc32(data)
+    from tinyqmoe.compress.xxh64 import xxh64
+
+    return xxh64(data)
 
 QTYPES = {"int8": 8, "int4": 4, "ternary": 2, "f32": 32}   # qtype -> bits per value (§5)
 SCALE_BYTES = {"f32": 4, "f16": 2}

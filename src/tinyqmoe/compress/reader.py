@@ -34,9 +34,10 @@ from numba import njit
 
 from tinyqmoe.compress import codecs
 from tinyqmoe.compress.common import RAW, check_codec_id, crc32
-from tinyqmoe.compress.container_format import (ALIGN, CHUNK_DTYPE, CHUNK_RECORD_SIZE, FIXED_HEADER,
+from tinyqmoe.compress.container_format import (ALIGN, CHUNK_CHECKSUMS, CHUNK_RECORD_SIZES, FIXED_HEADER,
                                                 FIXED_HEADER_SIZE, MAGIC, MAX_CHUNK_RAW, MAX_JSON_SIZE,
-                                                MAX_TENSOR_BYTES, QTYPES, SCALE_BYTES, VERSION_MAJOR)
+                                                MAX_TENSOR_BYTES, QTYPES, READ_MAJORS, SCALE_BYTES,
+                                                chunk_checksum, chunk_records)
 from tinyqmoe.compress.quant import QuantizedTensor, dequantize, unpack_bits
 from tinyqmoe.errors import (ChecksumWrong, CorruptionDetected, FormatError, TruncatedInput,
                              UnsupportedParameter, UsageError)
@@ -56,7 +57,7 @@ class TensorEntry:
     scale_crc32: int
     rows: int                  # O
     row_bytes: int             # B
-    chunks: np.ndarray         # CHUNK_DTYPE [n_chunks]: offset, stored_size, raw_size, row_start, row_count, crc32, codec
+    chunks: np.ndarray         # CHUNK_DTYPE [n_chunks]: offset, stored_size, raw_size, row_start, row_count, check, codec
     stats: dict
     codec: str                 # informative: the codec of most chunks
 
@@ -156,15 +157,17 @@ class Container:
             raise ChecksumWrong("fixed header checksum mismatch", p, field="header_crc32")
         (_, major, minor, flags, index_offset, index_size, json_offset, json_size,
          index_crc, json_crc, reserved) = FIXED_HEADER.unpack(raw[:60])
-        if major != VERSION_MAJOR:
-            raise UnsupportedParameter(f"format version {major}.{minor} (this reader knows {VERSION_MAJOR}.x)",
+        if major not in READ_MAJORS:
+            known = " and ".join(f"{m}.x" for m in READ_MAJORS)
+            raise UnsupportedParameter(f"format version {major}.{minor} (this reader knows {known})",
                                        p, field="version_major")
         if flags or reserved:
             raise CorruptionDetected("reserved header field is not zero", p, field="flags" if flags else "reserved")
         if index_offset < FIXED_HEADER_SIZE or index_offset % ALIGN:
             raise CorruptionDetected(f"index_offset {index_offset} is not a multiple of 64 >= 64", p, field="index_offset")
-        if index_size % CHUNK_RECORD_SIZE:
-            raise CorruptionDetected(f"index_size {index_size} is not a multiple of 32", p, field="index_size")
+        record = CHUNK_RECORD_SIZES[major]
+        if index_size % record:
+            raise CorruptionDetected(f"index_size {index_size} is not a multiple of {record}", p, field="index_size")
         if json_offset != index_offset + index_size:
             raise CorruptionDetected("json_offset does not follow the index", p, field="json_offset")
         if not 2 <= json_size <= MAX_JSON_SIZE:
@@ -175,6 +178,7 @@ class Container:
         if end < self.size:
             raise CorruptionDetected(f"{self.size - end} bytes after the end of the container", p, field="json_size")
         self.version = (major, minor)
+        self.checksum = CHUNK_CHECKSUMS[major]     # of each chunk: crc32 (1.x) or xxh64 (2.x)
         self.index_offset, self.index_size = index_offset, index_size
         self.json_offset, self.json_size = json_offset, json_size
         self._index_crc, self._json_crc = index_crc, json_crc
@@ -184,7 +188,7 @@ class Container:
         raw = bytes(self._pread(self.index_offset, self.index_size))
         if crc32(raw) != self._index_crc:
             raise ChecksumWrong("chunk index checksum mismatch", self.path, field="index_crc32")
-        self.index = np.frombuffer(raw, CHUNK_DTYPE)
+        self.index = chunk_records(raw, self.version[0])
 
     # ---- §4.1 JSON header
     def _read_json(self) -> None:
@@ -379,8 +383,8 @@ class Container:
         flat = out.reshape(-1)
         direct = int(c["codec"]) == RAW and size == raw_size    # a raw chunk is read straight into place
         src = self._pread(off, size, flat if direct else self.scratch("stored", size))
-        if crc32(src) != int(c["crc32"]):
-            raise ChecksumWrong(f"{e.name} chunk {i}: checksum mismatch", self.path, field="crc32")
+        if chunk_checksum(self.version[0], src) != int(c["check"]):
+            raise ChecksumWrong(f"{e.name} chunk {i}: checksum mismatch", self.path, field=self.checksum)
         if self.cold:
             os.posix_fadvise(self.fd, off, size, os.POSIX_FADV_DONTNEED)
         if self.storage is not None:

@@ -19,7 +19,8 @@ import numpy as np
 from tinyqmoe.compress import codecs
 from tinyqmoe.compress.common import CODEC_IDS, CODEC_ALIASES, LZW_MAX_BITS, LZW_MIN_BITS, crc32
 from tinyqmoe.compress.container_format import (CHUNK_DTYPE, FIXED_HEADER, FIXED_HEADER_SIZE, MAGIC,
-                                                VERSION_MAJOR, VERSION_MINOR, align_up)
+                                                VERSION_MAJOR, VERSION_MINOR, align_up, chunk_checksum,
+                                                index_bytes as encode_index)
 from tinyqmoe.compress.entropy import zstd_size
 from tinyqmoe.compress.quant import BITS_QTYPE, quantize
 from tinyqmoe.errors import UsageError
@@ -42,6 +43,7 @@ class CompressOptions:
     quantize_lm_head: bool = True
     zstd_level: int = 19
     stats: bool = True              # record the order-0 entropy and zstd-19 size per tensor
+    format_major: int = VERSION_MAJOR   # 2 (XXH64 chunk checksums); 1 writes version 1.1 (CRC-32) for old readers
 
     def check(self) -> "CompressOptions":
         if self.bits not in DEFAULT_GROUP:
@@ -60,6 +62,8 @@ class CompressOptions:
             raise UsageError(f"group must be >= 0, got {self.group}")
         if self.threads < 0:
             raise UsageError(f"threads must be >= 0, got {self.threads}")
+        if self.format_major not in (1, 2):
+            raise UsageError(f"format version {self.format_major}: choose 2 (current) or 1 (for readers of 1.x)")
         return self
 
     @property
@@ -121,9 +125,9 @@ def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
     index = np.zeros(len(chunks), CHUNK_DTYPE)
     for i, c in enumerate(chunks):
         index[i]["offset"], index[i]["stored_size"], index[i]["raw_size"] = c[0], c[1], c[2]
-        index[i]["row_start"], index[i]["row_count"], index[i]["crc32"], index[i]["codec"] = c[3], c[4], c[5], c[6]
+        index[i]["row_start"], index[i]["row_count"], index[i]["check"], index[i]["codec"] = c[3], c[4], c[5], c[6]
     index_offset = _pad_to(f, pos, align_up(pos))
-    index_bytes = index.tobytes()
+    index_bytes = encode_index(index, opts.format_major)
     f.write(index_bytes)
     header = {
         "format": "tqm",
@@ -135,7 +139,8 @@ def _write_body(f, ckpt, opts: CompressOptions, pool, progress: bool) -> dict:
     }
     js = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     f.write(js)
-    fixed = FIXED_HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, 0, index_offset, len(index_bytes),
+    major, minor = (VERSION_MAJOR, VERSION_MINOR) if opts.format_major == VERSION_MAJOR else (1, 1)
+    fixed = FIXED_HEADER.pack(MAGIC, major, minor, 0, index_offset, len(index_bytes),
                               index_offset + len(index_bytes), len(js), crc32(index_bytes), crc32(js), 0)
     f.seek(0)
     f.write(fixed + crc32(fixed).to_bytes(4, "little"))
@@ -280,14 +285,14 @@ def _write_tensor(f, pos: int, ckpt, name: str, opts: CompressOptions, pool, chu
     for idx, out, z in _streams(ckpt, plan, quant, candidates, opts, pool, want_z19):
         z19 += sum(z) if z else 0
         if len(candidates) == 1:
-            pos = _write_chunks(f, pos, plan, idx, out[candidates[0]], candidates[0], chunks_out)
+            pos = _write_chunks(f, pos, plan, idx, out[candidates[0]], candidates[0], chunks_out, opts)
         else:
             for c in candidates:
                 kept[c] += out[c]
     if len(candidates) > 1:                # a small tensor with every codec's streams kept
         sizes = {c: sum(map(len, kept[c])) for c in candidates}
         best = auto_choice(sizes)
-        pos = _write_chunks(f, pos, plan, range(len(plan.chunks)), kept[best], best, chunks_out)
+        pos = _write_chunks(f, pos, plan, range(len(plan.chunks)), kept[best], best, chunks_out, opts)
         candidates = (best,)
     scale = quant.scale_bytes()
     end = f.tell()
@@ -305,10 +310,12 @@ def _write_tensor(f, pos: int, ckpt, name: str, opts: CompressOptions, pool, chu
     return pos, rec
 
 
-def _write_chunks(f, pos: int, plan: _Plan, idx, streams: list[bytes], codec: str, chunks_out: list) -> int:
+def _write_chunks(f, pos: int, plan: _Plan, idx, streams: list[bytes], codec: str, chunks_out: list,
+                  opts: CompressOptions) -> int:
     for i, s in zip(idx, streams):
         r, n = plan.chunks[i]
-        chunks_out.append((pos, len(s), n * plan.row_bytes, r, n, crc32(s), CODEC_IDS[codec]))
+        chunks_out.append((pos, len(s), n * plan.row_bytes, r, n, chunk_checksum(opts.format_major, s),
+                           CODEC_IDS[codec]))
         f.write(s)
         pos += len(s)
     return pos

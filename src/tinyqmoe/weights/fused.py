@@ -134,7 +134,8 @@ class FusedLinear:
                 where.append((e, k))
             base += e.shape[0]
         self.table = np.array(rows, np.int64)
-        self.checks = np.concatenate([e.chunks["crc32"] for e in entries]).astype(np.uint64)
+        self.checks = np.concatenate([e.chunks["check"] for e in entries]).astype(np.uint64)
+        self.xxh = reader.checksum == "xxh64"
         self.where = where
         self.stored_total = int(self.table[:, 1].sum())
         self.shape = (base, entries[0].shape[1])
@@ -155,7 +156,7 @@ class FusedLinear:
         status = np.zeros(len(self.table), np.int64)
         s, r = self.scratch, self.reader
         t0 = time.perf_counter()
-        fused_linear(y, np.ascontiguousarray(x), r.fd, r.cold, self.table, self.checks, self.scales, s.stored,
+        fused_linear(y, np.ascontiguousarray(x), r.fd, r.cold, self.table, self.checks, self.xxh, self.scales, s.stored,
                      s.raw, s.wide, s.ent, status)
         with r._lock:
             r.bytes_read += self.stored_total

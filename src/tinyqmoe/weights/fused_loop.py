@@ -2,7 +2,8 @@
 
 `fused_linear` is a numba routine whose parallel loop walks a linear's chunks (several tensors
 stacked, e.g. q|k|v): each thread preads a chunk into its own buffer (libc `pread`, called from
-nopython code by symbol), checks its CRC-32 (zlib's, likewise), decodes it (raw, LZW, tANS, rANS,
+nopython code by symbol), checks its XXH64 (format 2.x, compress/xxh64.py) or CRC-32 (1.x, zlib's, called
+like pread), decodes it (raw, LZW, tANS, rANS,
 zstd via libzstd), widens 4-bit / ternary fields to int8 (refusing a ternary `10`, FORMAT §5) and
 multiplies its rows into the output. A chunk that fails sets its status; the Python side raises the
 typed error naming the tensor and the chunk, exactly as compress/reader.py would.
@@ -22,6 +23,7 @@ from tinyqmoe.compress.common import E_TRAILING, E_TRUNCATED, LZW, OK, RANS, RAW
 from tinyqmoe.compress.lzw_decode import lzw_decode_scratch
 from tinyqmoe.compress.rans_decode import rans_decode_core
 from tinyqmoe.compress.tans_decode import tans_decode_core
+from tinyqmoe.compress.xxh64 import xxh64_core
 from tinyqmoe.compress.zstd_decode import LIBZSTD, zstd_decode_core
 from tinyqmoe.kernels.matvec import q8_row_dot
 
@@ -89,9 +91,10 @@ def widen_fields(out, packed, bits) -> bool:
 
 
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)   # fastmath: q8_row_dot inlines here and must vectorize
-def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wide_buf, ent, status):
+def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf, wide_buf, ent, status):
     """y (T, O) <- W x for the chunks of `table` int64 [n, 7] (offset, stored_size, raw_size, out_row,
-    row_count, codec, bits); checks uint64 [n] CRC-32s; scales f32 (O, G) (unused for bits 32);
+    row_count, codec, bits); checks uint64 [n]: XXH64s if `xxh` (format 2.x) else CRC-32s (1.x);
+    scales f32 (O, G) (unused for bits 32);
     per-thread buffers [threads, ...]; status int64 [n] <- 0 or the chunk's error."""
     n = table.shape[0]
     T, I = x.shape
@@ -105,7 +108,11 @@ def fused_linear(y, x, fd, cold, table, checks, scales, stored_buf, raw_buf, wid
         if _pread(np.int32(fd), src.ctypes.data, np.uintp(size), off) != size:
             status[i] = E_READ
             continue
-        if _crc32(np.uint64(0), src.ctypes.data, np.uint32(size)) != checks[i]:
+        if xxh:
+            check = xxh64_core(src, np.uint64(0))
+        else:
+            check = _crc32(np.uint64(0), src.ctypes.data, np.uint32(size))
+        if check != checks[i]:
             status[i] = E_CHECKSUM
             continue
         if cold:
