@@ -18,10 +18,13 @@ from tinyqmoe.errors import MemoryBudgetError, UsageError
 from tinyqmoe.weights.source import SOURCES
 
 from tinyqmoe.units import MB  # sizes are shown in decimal megabytes (tinyqmoe.units parses them)
-# Measured growth of peak RSS while the first chunks decode and the first forward pass runs (cached
-# numba kernels loaded, OpenMP and pool threads started): +44 MB and +35 MB in two venvs on a Xeon;
-# +67 MB on an AMD EPYC Zen 3 (tiny model, LZW container, December); a margin on top.
-KERNELS = 72 * MB
+# Measured growth of RSS from the moment the budget is measured (library pages just dropped, see
+# drop_clean_library_pages) to the end of a first generation (cached numba kernels loaded, which maps
+# LLVM's code again; OpenMP and pool threads started), weights and KV cache aside, default model,
+# fused, AMD EPYC Zen 3: +119 MB in a freshly installed venv (the kernel maps freshly written
+# libraries in large folios: +117 MB of file pages), +74 MB in an older venv of the same packages.
+# The larger, with a margin.
+KERNELS = 124 * MB
 
 
 def _status_kb(field: str) -> int | None:
@@ -50,6 +53,42 @@ def rss_bytes() -> int:
     """This process's resident set now (VmRSS)."""
     now = _status_kb("VmRSS")
     return peak_rss_bytes() if now is None else now
+
+
+def drop_clean_library_pages() -> int:
+    """Unmap the clean file pages of read-only library mappings (libllvmlite.so alone holds 60-115 MB after
+    `import numba`, by how the page cache holds it); they are faulted in again when used. -> bytes dropped.
+
+    Only mappings of a file that are not writable and hold no private (copy-on-write) pages, which
+    smaps reports as `Anonymous: 0 kB`, are touched: MADV_DONTNEED on them changes no byte the process
+    can read. It makes what a process holds "now" the same whatever the page cache held, so the budget
+    measures the same in a fresh venv and an old one. Linux only; elsewhere a no-op."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        with open("/proc/self/smaps") as f:
+            lines = f.read().splitlines()
+    except (OSError, AttributeError):
+        return 0
+    spans, cur = [], None
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 5 and "-" in parts[0] and ":" in parts[3]:     # a mapping's first line
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            cur = {"lo": lo, "hi": hi, "perms": parts[1], "path": parts[5] if len(parts) > 5 else ""}
+            spans.append(cur)
+        elif cur is not None and parts and parts[0] in ("Rss:", "Anonymous:"):
+            cur[parts[0][:-1]] = int(parts[1]) * 1024
+    dropped = 0
+    for s in spans:
+        path = s["path"]
+        if (path.startswith("/") and not path.startswith(("/dev/", "/memfd:", "/SYSV")) and "w" not in s["perms"]
+                and s.get("Anonymous", 1) == 0 and s.get("Rss", 0) > 0):
+            if libc.madvise(s["lo"], s["hi"] - s["lo"], 4) == 0:   # MADV_DONTNEED
+                dropped += s["Rss"]
+    return dropped
 
 
 def mb(n: int) -> str:
@@ -98,6 +137,8 @@ def estimate(container, source: str, context: int, threads: int, so_far: tuple[i
         raise UsageError(f"unknown weight source {source!r}")
     kv = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * context
     acts = 4 * (3 * c.vocab_size + 16 * (2 * c.ffn_dim + 3 * c.dim + c.q_dim + 2 * c.kv_dim))
+    if so_far is None:
+        drop_clean_library_pages()
     now, peak = (rss_bytes(), peak_rss_bytes()) if so_far is None else so_far
     return Estimate(source, {"process now": now, "kernels": KERNELS, "weights": weights, "kv cache": kv,
                              "activations": acts}, floor=peak)
@@ -107,6 +148,7 @@ def choose_source(container, max_memory: int, context: int, threads: int,
                   sources: tuple[str, ...] = SOURCES, name: str | None = None) -> Estimate:
     """The fastest of `sources` whose estimate fits `max_memory`, or MemoryBudgetError naming the minimum
     (and the model as the user named it)."""
+    drop_clean_library_pages()
     so_far = (rss_bytes(), peak_rss_bytes())
     estimates = [estimate(container, s, context, threads, so_far) for s in sources]  # fastest first
     for est in estimates:
