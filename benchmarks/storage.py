@@ -2,7 +2,8 @@
 over emulated storage of several speeds, side by side in one run.
 
     python benchmarks/storage.py raw=smol-raw.tqm rans=smol-rans.tqm lzw=smol-lzw.tqm \
-        [--bw 90MB/s,300MB/s,none] [--gen-tokens 8] [--threads 2] [--json out.json]
+        [--bw 90MB/s,300MB/s,none] [--gen-tokens 8] [--threads 2] [--json out.json] [--plot out.png]
+    python benchmarks/storage.py --from-json out.json --plot out.png     # the plot of a saved run
 
 Storage is emulated as a warm page cache plus a byte-rate throttle on every read (tinyqmoe.load(...,
 storage_bw=...)): a chunk read of n bytes completes n / bw after the device is free, while decoding
@@ -49,13 +50,20 @@ def disk_read_mbs(path: str) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("containers", nargs="+", help="LABEL=path.tqm")
+    ap.add_argument("containers", nargs="*", help="LABEL=path.tqm")
     ap.add_argument("--bw", default="90MB/s,300MB/s,none")
     ap.add_argument("--gen-tokens", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--plot", default=None, help="write tok/s per storage speed as a PNG (needs matplotlib)")
+    ap.add_argument("--from-json", default=None, help="plot a saved --json run instead of running")
     a = ap.parse_args()
+    if a.from_json:
+        with open(a.from_json) as f:
+            saved = json.load(f)
+        plot(saved, a.plot or "storage.png")
+        return 0
     files = dict(c.split("=", 1) for c in a.containers)
     bws = a.bw.split(",")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -91,7 +99,36 @@ def main() -> int:
         with open(a.json, "w") as f:
             json.dump({"cpu": cpu, "threads": a.threads, "disk_mbs": disk, "sizes": sizes, "tok_s": results}, f,
                       indent=1)
+    if a.plot:
+        plot({"cpu": cpu, "threads": a.threads, "disk_mbs": disk, "sizes": sizes, "tok_s": results}, a.plot)
     return 0
+
+
+def plot(run: dict, path: str) -> None:
+    """Grouped bars: tok/s of each container at each storage speed, relative to the first container."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(run["tok_s"])
+    bws = list(run["tok_s"][labels[0]])
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / len(labels)
+    for k, lab in enumerate(labels):
+        rel = [max(run["tok_s"][lab][bw]) / max(run["tok_s"][labels[0]][bw]) for bw in bws]
+        bars = ax.bar([i + k * width for i in range(len(bws))], rel, width,
+                      label=f"{lab} ({run['sizes'][lab] / 1e6:.0f} MB/token)")
+        for b, bw in zip(bars, bws):
+            ax.annotate(f"{max(run['tok_s'][lab][bw]):.2f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=6)
+    ax.axhline(1.0, color="grey", lw=0.5)
+    ax.set_xticks([i + width * (len(labels) - 1) / 2 for i in range(len(bws))],
+                  [("warm page cache" if bw == "none" else f"storage {bw}") for bw in bws])
+    ax.set_ylabel(f"tok/s relative to {labels[0]} (labels: tok/s)")
+    ax.set_title(f"Fused source over emulated storage; {run['cpu']}, {run['threads']} threads", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
 
 
 if __name__ == "__main__":
