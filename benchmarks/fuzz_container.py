@@ -82,7 +82,7 @@ def _mutate(blob: bytes, kind: str, rng) -> bytes:
     if size:
         for _ in range(int(rng.integers(1, 4))):
             d[off + int(rng.integers(size))] ^= int(rng.integers(1, 256))
-    index[i]["check"] = chunk_check(data, bytes(d[off:off + size]))
+    index[i]["check"] = chunk_check(data, bytes(d[off:off + size]), index[i])
     return rebuild(bytes(d), index, header)
 
 

@@ -30,9 +30,11 @@ def split(blob: bytes):
     return blob[:io], chunk_records(blob[io:io + isz], f[1]).copy(), json.loads(blob[jo:jo + jsz])
 
 
-def chunk_check(data_part: bytes, stored: bytes) -> int:
-    """The checksum a chunk record of this file's version holds for `stored` (CRC-32 in 1.x, XXH64 in 2.x)."""
-    return chunk_checksum(FIXED_HEADER.unpack_from(data_part)[1], stored)
+def chunk_check(data_part: bytes, stored: bytes, record) -> int:
+    """The checksum chunk record `record` of this file's version holds for `stored` (CRC-32 in 1.x,
+    XXH64 seeded with the record's codec and decoded size in 2.x)."""
+    return chunk_checksum(FIXED_HEADER.unpack_from(data_part)[1], stored, int(record["codec"]),
+                          int(record["raw_size"]))
 
 
 def rebuild(data_part: bytes, index: np.ndarray, header: dict, json_bytes: bytes | None = None) -> bytes:

@@ -118,10 +118,31 @@ def test_version_1_files_still_read_and_carry_crc32(tmp_path, ckpt):
             assert c.index_size == (32 if major == 1 else 40) * c.index.size
             ch = c.index[0]
             stored = blob[int(ch["offset"]):int(ch["offset"]) + int(ch["stored_size"])]
-            want = zlib.crc32(stored) if major == 1 else xxh64(stored)
+            want = zlib.crc32(stored) if major == 1 else xxh64(stored, int(ch["codec"]) + 256 * int(ch["raw_size"]))
             assert int(ch["check"]) == want
             tensors[major] = {n: c.read_payload(n).tobytes() for n in c.names if c.tensor(n).qtype != "f32"}
     assert tensors[1] == tensors[2]
+
+
+def test_a_2_0_record_whose_codec_or_size_was_changed_fails_its_checksum(tmp_path, ckpt):
+    """The 2.0 chunk checksum is seeded with the record's codec and decoded size (FORMAT.md §4.2), so a
+    forged record with a recomputed index checksum still fails on that chunk: a codec id changed to
+    another valid codec would otherwise feed one codec's bytes to another's decoder."""
+    from container_corrupt import rebuild, split
+    from tinyqmoe.errors import ChecksumWrong
+
+    path = tmp_path / "m.tqm"
+    write_container(ckpt, path, CompressOptions(codec="lzw"), progress=False)
+    data, index, header = split(path.read_bytes())
+    k = int(np.nonzero(index["codec"] == 1)[0][0])          # an LZW chunk
+    index[k]["codec"] = 0                                     # claimed raw: same bytes, another decoder
+    bad = tmp_path / "bad.tqm"
+    bad.write_bytes(rebuild(data, index, header))
+    with open_container(bad) as c:
+        e = next(c.tensor(n) for n in c.names if index[k]["offset"] in c.tensor(n).chunks["offset"])
+        i = int(np.nonzero(e.chunks["offset"] == index[k]["offset"])[0][0])
+        with pytest.raises(ChecksumWrong):
+            c.read_chunk(e, i)
 
 
 class Boom(Exception):

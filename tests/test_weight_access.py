@@ -54,7 +54,7 @@ def forge_ternary_10(src: Path, dst: Path) -> None:
     data_part, index, header = split(bytes(blob))
     data_part = bytearray(data_part)
     k = int(np.nonzero(index["offset"] == off)[0][0])
-    index[k]["check"] = chunk_check(data_part, bytes(blob[off:off + size]))
+    index[k]["check"] = chunk_check(data_part, bytes(blob[off:off + size]), index[k])
     dst.write_bytes(rebuild(bytes(data_part), index, header))
 
 

@@ -251,7 +251,7 @@ def _int8_cache_path(path: Path, group: int | None) -> Path:
 
     files = sorted(path.glob("*")) if path.is_dir() else [path]
     key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
-    digest = hashlib.sha256(f"{key}|group={group}|v2".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{key}|group={group}|v3".encode()).hexdigest()[:16]
     return cache_dir() / "int8" / f"{path.stem}-{digest}.tqm"
 
 

@@ -61,15 +61,22 @@ def index_bytes(records: np.ndarray, major: int) -> bytes:
     return v1.tobytes()
 
 
-def chunk_checksum(major: int, data) -> int:
-    """A chunk's checksum in version `major`: CRC-32 (1.x) or XXH64 seed 0 (2.x)."""
+def chunk_seed(codec: int, raw_size: int) -> int:
+    """The XXH64 seed of a 2.x chunk (§4.2): its codec id and decoded size, so that a record whose codec or
+    size was changed no longer matches its bytes."""
+    return codec + 256 * raw_size
+
+
+def chunk_checksum(major: int, data, codec: int, raw_size: int) -> int:
+    """A chunk's checksum in version `major`: CRC-32 of its bytes (1.x) or XXH64 of its bytes seeded with
+    chunk_seed(codec, raw_size) (2.x)."""
     if major == 1:
         from tinyqmoe.compress.common import crc32
 
         return crc32(data)
     from tinyqmoe.compress.xxh64 import xxh64
 
-    return xxh64(data)
+    return xxh64(data, chunk_seed(codec, raw_size))
 
 QTYPES = {"int8": 8, "int4": 4, "ternary": 2, "f32": 32}   # qtype -> bits per value (§5)
 SCALE_BYTES = {"f32": 4, "f16": 2}

@@ -383,7 +383,7 @@ class Container:
         flat = out.reshape(-1)
         direct = int(c["codec"]) == RAW and size == raw_size    # a raw chunk is read straight into place
         src = self._pread(off, size, flat if direct else self.scratch("stored", size))
-        if chunk_checksum(self.version[0], src) != int(c["check"]):
+        if chunk_checksum(self.version[0], src, int(c["codec"]), raw_size) != int(c["check"]):
             raise ChecksumWrong(f"{e.name} chunk {i}: checksum mismatch", self.path, field=self.checksum)
         if self.cold:
             os.posix_fadvise(self.fd, off, size, os.POSIX_FADV_DONTNEED)

@@ -3,7 +3,7 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
 def attention(out, q, k_cache, v_cache, pos0):
     """q (T,H,E) at positions pos0..pos0+T-1, k/v_cache (K,S,E) -> out (T,H,E); query t sees keys 0..pos0+t"""
     T, H, E = q.shape
@@ -28,10 +28,11 @@ def attention(out, q, k_cache, v_cache, pos0):
         for p in range(n):
             scores[p] = np.exp(scores[p] - m)
             total += scores[p]
+        inv_total = np.float32(1.0) / total if total > np.float32(0.0) else np.float32(0.0)  # see layer.py
         for e in range(E):
             out[t, h, e] = 0.0
         for p in range(n):
-            w = scores[p] / total
+            w = scores[p] * inv_total
             for e in range(E):
                 out[t, h, e] += w * v_cache[kv, p, e]
 

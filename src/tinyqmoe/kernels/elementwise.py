@@ -3,7 +3,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(fastmath=True, cache=True, nogil=True)
+@njit(fastmath=True, cache=True, nogil=True, error_model="numpy")
 def rmsnorm(out, x, w, eps):
     """x (T,D), w (D,) -> out (T,D) = x / rms(x) * w"""
     T, D = x.shape
@@ -16,7 +16,7 @@ def rmsnorm(out, x, w, eps):
             out[t, i] = x[t, i] * inv * w[i]
 
 
-@njit(fastmath=True, cache=True, nogil=True)
+@njit(fastmath=True, cache=True, nogil=True, error_model="numpy")
 def silu_mul(out, gate_up):
     """gate_up (T,2F) = [gate | up] -> out (T,F) = silu(gate) * up"""
     T, F2 = gate_up.shape
@@ -27,7 +27,7 @@ def silu_mul(out, gate_up):
             out[t, i] = g / (np.float32(1.0) + np.exp(-g)) * gate_up[t, F + i]
 
 
-@njit(fastmath=True, cache=True, nogil=True)
+@njit(fastmath=True, cache=True, nogil=True, error_model="numpy")
 def rope_rotate_half(x, cos, sin):
     """in place: x (T,N,E), cos/sin (T,E/2): (x1, x2) -> (x1 c - x2 s, x2 c + x1 s), halves of E"""
     T, N, E = x.shape

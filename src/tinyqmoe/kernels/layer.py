@@ -20,7 +20,7 @@ from tinyqmoe.kernels.elementwise import rmsnorm
 from tinyqmoe.kernels.matvec import q8_row_dot
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
 def layer_q8(x, h, q, att, f, scores,
              attn_norm, wqkv_q, wqkv_s, wo_q, wo_s, ffn_norm, wgu_q, wgu_s, wd_q, wd_s,
              k_cache, v_cache, pos0, cos, sin, eps):
@@ -82,7 +82,9 @@ def layer_q8(x, h, q, att, f, scores,
             w = np.exp(scores[th, p] - m)
             scores[th, p] = w
             total += w
-        inv_total = np.float32(1.0) / total
+        # a sum that is not > 0 only comes from non-finite activations (a forged file); these kernels use
+        # numpy's error model (no ZeroDivisionError from compiled code): the output is garbage, never a traceback
+        inv_total = np.float32(1.0) / total if total > np.float32(0.0) else np.float32(0.0)
         for e in range(E):
             att[t, qo + e] = 0.0
         for p in range(n):
@@ -107,7 +109,7 @@ def layer_q8(x, h, q, att, f, scores,
             x[t, o] += q8_row_dot(wd_q[o], wd_s[o], f[t])
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
 def logits_q8(out, x, h, norm, head_q, head_s, eps):
     """final rmsnorm of x (T,D) into h, then the classifier: out (T,V) = (head_q * head_s) @ h"""
     rmsnorm(h, x, norm, eps)
@@ -116,7 +118,7 @@ def logits_q8(out, x, h, norm, head_q, head_s, eps):
             out[t, v] = q8_row_dot(head_q[v], head_s[v], h[t])
 
 
-@njit(fastmath=True, cache=True, nogil=True)
+@njit(fastmath=True, cache=True, nogil=True, error_model="numpy")
 def model_q8(out, x, h, q, att, f, scores,
              attn_norm, wqkv_q, wqkv_s, wo_q, wo_s, ffn_norm, wgu_q, wgu_s, wd_q, wd_s,
              k_cache, v_cache, pos0, cos, sin, eps, norm, head_q, head_s):

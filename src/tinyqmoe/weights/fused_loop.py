@@ -115,7 +115,7 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
             status[i] = E_READ
             continue
         if xxh:
-            check = xxh64_core(src, np.uint64(0))
+            check = xxh64_core(src, np.uint64(codec + 256 * raw))   # container_format.chunk_seed
         else:
             check = _crc32(np.uint64(0), src.ctypes.data, np.uint32(size))
         if check != checks[i]:
