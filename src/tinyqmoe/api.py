@@ -176,13 +176,12 @@ def _from_checkpoint(plan: LoadPlan, rt: Runtime) -> "Model":
 
 
 def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
+    from tinyqmoe import warmup
     from tinyqmoe.compress.reader import Container
     from tinyqmoe.weights import resident
     from tinyqmoe.weights.budget import choose_source, estimate, mb
     from tinyqmoe.weights.fused import FusedSource
     from tinyqmoe.weights.streamed import StreamedSource
-
-    from tinyqmoe import warmup
 
     if plan.kind != "tqm" and plan.budget is not None and not _int8_cache_path(plan.path, plan.group).exists():
         warmup.int8_cache_in_child(plan.path, plan.group, plan.progress)   # its peak is the child's, not ours

@@ -34,6 +34,7 @@ CHUNK_DTYPE_V1 = np.dtype([("offset", "<u8"), ("stored_size", "<u4"), ("raw_size
                            ("row_start", "<u4"), ("row_count", "<u4"), ("crc32", "<u4"),
                            ("codec", "u1"), ("reserved", "u1", (3,))])
 assert CHUNK_DTYPE.itemsize == CHUNK_RECORD_SIZES[2] and CHUNK_DTYPE_V1.itemsize == CHUNK_RECORD_SIZES[1]
+_SHARED_FIELDS = ("offset", "stored_size", "raw_size", "row_start", "row_count", "codec")   # both versions
 
 
 def chunk_records(raw: bytes, major: int) -> np.ndarray:
@@ -42,7 +43,7 @@ def chunk_records(raw: bytes, major: int) -> np.ndarray:
         return np.frombuffer(raw, CHUNK_DTYPE)
     v1 = np.frombuffer(raw, CHUNK_DTYPE_V1)
     out = np.zeros(v1.size, CHUNK_DTYPE)
-    for k in ("offset", "stored_size", "raw_size", "row_start", "row_count", "codec"):
+    for k in _SHARED_FIELDS:
         out[k] = v1[k]
     out["check"] = v1["crc32"]
     out["reserved"][:, :3] = v1["reserved"]
@@ -54,7 +55,7 @@ def index_bytes(records: np.ndarray, major: int) -> bytes:
     if major == 2:
         return records.astype(CHUNK_DTYPE).tobytes()
     v1 = np.zeros(records.size, CHUNK_DTYPE_V1)
-    for k in ("offset", "stored_size", "raw_size", "row_start", "row_count", "codec"):
+    for k in _SHARED_FIELDS:
         v1[k] = records[k]
     v1["crc32"] = records["check"]
     v1["reserved"] = records["reserved"][:, :3]

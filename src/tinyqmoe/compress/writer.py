@@ -314,8 +314,8 @@ def _write_chunks(f, pos: int, plan: _Plan, idx, streams: list[bytes], codec: st
                   opts: CompressOptions) -> int:
     for i, s in zip(idx, streams):
         r, n = plan.chunks[i]
-        chunks_out.append((pos, len(s), n * plan.row_bytes, r, n, chunk_checksum(opts.format_major, s, CODEC_IDS[codec],
-                                                                             n * plan.row_bytes), CODEC_IDS[codec]))
+        raw, cid = n * plan.row_bytes, CODEC_IDS[codec]
+        chunks_out.append((pos, len(s), raw, r, n, chunk_checksum(opts.format_major, s, cid, raw), cid))
         f.write(s)
         pos += len(s)
     return pos

@@ -28,11 +28,10 @@ def attention(out, q, k_cache, v_cache, pos0):
         for p in range(n):
             scores[p] = np.exp(scores[p] - m)
             total += scores[p]
-        inv_total = np.float32(1.0) / total if total > np.float32(0.0) else np.float32(0.0)  # see layer.py
         for e in range(E):
             out[t, h, e] = 0.0
         for p in range(n):
-            w = scores[p] * inv_total
+            w = scores[p] / total
             for e in range(E):
                 out[t, h, e] += w * v_cache[kv, p, e]
 

@@ -12,6 +12,8 @@ regions (each one fork/join of the numba threads), the small steps fused into th
   4. gate|up rows in (i, F+i) pairs, SiLU(gate)*up where the pair is computed
   5. down projection rows, residual added in place
 The two rmsnorms (D floats each) run on the calling thread between regions.
+Like every forward-pass kernel (attention.py, elementwise.py) these use numpy's error model: activations
+made non-finite by a forged file give garbage (a 0 softmax sum divides to inf), never a ZeroDivisionError.
 """
 import numpy as np
 from numba import njit, prange
@@ -82,9 +84,7 @@ def layer_q8(x, h, q, att, f, scores,
             w = np.exp(scores[th, p] - m)
             scores[th, p] = w
             total += w
-        # a sum that is not > 0 only comes from non-finite activations (a forged file); these kernels use
-        # numpy's error model (no ZeroDivisionError from compiled code): the output is garbage, never a traceback
-        inv_total = np.float32(1.0) / total if total > np.float32(0.0) else np.float32(0.0)
+        inv_total = np.float32(1.0) / total
         for e in range(E):
             att[t, qo + e] = 0.0
         for p in range(n):
