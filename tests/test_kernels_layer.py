@@ -94,3 +94,52 @@ def test_int8_prefill_within_int8_tolerance(tmp_path):
     lq = q - np.log(np.exp(q - q.max(1, keepdims=True)).sum(1, keepdims=True)) - q.max(1, keepdims=True)
     assert np.mean(ref.argmax(1) == q.argmax(1)) >= 0.9
     assert np.mean(np.sum(np.exp(lp) * (lp - lq), axis=1)) < 0.01
+
+
+@pytest.mark.parametrize("group", [None, 32])
+def test_fused_rows_never_depend_on_their_batch(group):
+    """Several sequences in one fused call (the server's decode step): each sequence's logits are
+    bit for bit those it gets alone, whatever else is in the call and in which tile of tokens it lands,
+    and equal the reference forward pass within float rounding."""
+    cfg, w = random_weights(group, False, seed=2)
+    fused = FusedDecode(w, cfg)
+    prompts = [IDS[:3], IDS[5:12], IDS[2:4], IDS[9:18], IDS[1:2]]
+    alone, batch, ref = [], [], []
+    for p in prompts:
+        s = RunState(cfg, 32)
+        fused.run([s], [p])
+        alone.append(s)
+        s2 = RunState(cfg, 32)
+        fused.run([s2], [p])
+        batch.append(s2)
+        s3 = RunState(cfg, 32)
+        forward(w, s3, p)
+        ref.append(s3)
+    for step in range(4):
+        tokens = [[(7 * i + 3 * step) % cfg.vocab_size] for i in range(len(prompts))]
+        solo = [fused.run([s], [t])[0] for s, t in zip(alone, tokens)]
+        # the batch in a different order each step, so every sequence sits in every tile position
+        order = np.roll(np.arange(len(prompts)), step)
+        together = fused.run([batch[i] for i in order], [tokens[i] for i in order])
+        for j, i in enumerate(order):
+            assert np.array_equal(together[j], solo[i]), (step, i)
+            r = forward(w, ref[i], tokens[i])
+            np.testing.assert_allclose(solo[i], r, rtol=1e-4, atol=1e-4 * np.abs(r).max())
+    for a, b in zip(alone, batch):
+        assert a.pos == b.pos and np.array_equal(a.k, b.k) and np.array_equal(a.v, b.v)
+
+
+def test_fused_prompt_rows_and_last_row_agree():
+    """A short prompt in one call: all rows' logits, or the last row's only (the LM head for it alone),
+    the same numbers; a sequence given twice in one call is refused."""
+    from tinyqmoe.errors import UsageError
+
+    cfg, w = random_weights(None, True, seed=5)
+    fused = FusedDecode(w, cfg)
+    a, b = RunState(cfg, 32), RunState(cfg, 32)
+    every = fused.run([a], [IDS[:9]], all_logits=True)[0]
+    last = fused.run([b], [IDS[:9]])[0]
+    assert every.shape == (9, cfg.vocab_size) and last.shape == (1, cfg.vocab_size)
+    assert np.array_equal(every[-1:], last)
+    with pytest.raises(UsageError):
+        fused.run([a, a], [[1], [2]])

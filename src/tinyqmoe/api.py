@@ -352,13 +352,43 @@ class Model:
                 raise UsageError("forward_batch: every sequence needs at least one token")
             self._check_ids(ids)
         self.runtime.activate()
+        if self._decode_path == "fused" and path in ("auto", "stream"):
+            return self._forward_fused(states, token_lists, all_logits, path)
         return forward_batch(self.weights, states, token_lists, self.runtime, self._acts, all_logits, path)
+
+    FUSED_ROWS = 64    # rows per fused call (bounds its scratch); splitting never changes a row's result
+
+    def _forward_fused(self, states, token_lists, all_logits, path) -> list[np.ndarray]:
+        """Sequences of up to SMALL_BATCH tokens run in fused calls of up to FUSED_ROWS rows, whose rows
+        are independent of each other (kernels/rowdot.py); longer ones (prompts) the reference way."""
+        results: list = [None] * len(states)
+        group: list[int] = []
+
+        def flush():
+            logits = self._fused.run([states[i] for i in group], [token_lists[i] for i in group], all_logits)
+            for i, lg in zip(group, logits):
+                results[i] = lg
+            group.clear()
+
+        rows = 0
+        for i, ids in enumerate(token_lists):
+            if len(ids) > SMALL_BATCH:
+                results[i] = forward_batch(self.weights, [states[i]], [ids], self.runtime, self._acts,
+                                           all_logits, path)[0]
+                continue
+            if group and rows + len(ids) > self.FUSED_ROWS:
+                flush()
+                rows = 0
+            group.append(i)
+            rows += len(ids)
+        if group:
+            flush()
+        return results
 
     def _forward(self, state: RunState, ids, all_logits: bool = False) -> np.ndarray:
         self.runtime.activate()
         if self._decode_path == "fused" and len(ids) <= SMALL_BATCH:
-            logits = self._fused.step(state, ids)
-            return (logits if all_logits else logits[-1:]).copy()
+            return self._fused.run([state], [ids], all_logits)[0]
         return forward_batch(self.weights, [state], [ids], self.runtime, self._acts, all_logits)[0]
 
     def close(self) -> None:

@@ -1,26 +1,37 @@
 """The fused decode path: the arguments of kernels.layer.model_q8 gathered once, scratch allocated once.
 
 `FusedDecode(weights, config)` takes resident int8 weights (a WeightSource whose `layer(i)` linears
-hold `.q` int8 (O, I) and `.scale` f32 (O, G), with an int8 LM head: weights/resident.py);
-`step(state, tokens)` appends `tokens` at state.pos of a RunState (k, v: (L,K,S,E)) and returns
-float32 (T,V) logits, with one compiled call for the whole model. model/forward.py stays the
-reference it is tested against (tests/test_kernels_layer.py).
+hold `.q` int8 (O, I) and `.scale` f32 (O, G), with an int8 LM head: weights/resident.py).
+`run(states, token_lists)` appends token_lists[i] at states[i].pos of each RunState (k, v: (L,K,S,E))
+in one compiled call for all of them (the server's decode step: one token per sequence; a short prompt:
+one sequence, several tokens) and returns each sequence's float32 logits. A row's logits never depend on
+the other rows of the call (kernels/rowdot.py). model/forward.py stays the reference it is tested
+against (tests/test_kernels_layer.py).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from tinyqmoe.kernels.layer import model_q8
+from tinyqmoe.kernels.rowdot import fits
 
 LINEARS = ("wqkv", "wo", "w_gate_up", "w_down")
 
 
+def _fits(linear) -> bool:
+    q, scale = getattr(linear, "q", None), getattr(linear, "scale", None)
+    return (q is not None and q.dtype == np.int8 and q.ndim == 2 and q.flags.c_contiguous
+            and scale is not None and scale.dtype == np.float32 and scale.flags.c_contiguous
+            and fits(q.shape[1], q.shape[1] // scale.shape[1]))
+
+
 def supports(weights) -> bool:
-    """Can FusedDecode run these weights? (every linear resident int8, the LM head too)"""
+    """Can FusedDecode run these weights? (every linear resident int8, the LM head too, with rows and
+    scale groups of whole 32-input blocks: kernels/rowdot.py)"""
     layers = getattr(weights, "layers", None)
-    if layers is None or getattr(weights.lm_head, "q", None) is None:
+    if layers is None or not _fits(weights.lm_head):
         return False
-    return all(getattr(getattr(l, name), "q", None) is not None for l in layers for name in LINEARS)
+    return all(_fits(getattr(l, name)) for l in layers for name in LINEARS)
 
 
 class FusedDecode:
@@ -29,7 +40,8 @@ class FusedDecode:
     def __init__(self, weights, config):
         if not supports(weights):
             from tinyqmoe.errors import UsageError
-            raise UsageError("the fused decode path runs resident int8 weights (int8 LM head included)")
+            raise UsageError("the fused decode path runs resident int8 weights (int8 LM head included) "
+                             "whose rows and scale groups are multiples of 32 inputs")
         self.config = c = config
         self.weights = weights
         layers = list(weights.layers)
@@ -49,24 +61,52 @@ class FusedDecode:
             self.q = np.empty((T, c.q_dim), np.float32)                 # [T, H*E]
             self.att = np.empty((T, c.q_dim), np.float32)               # [T, H*E]
             self.f = np.empty((T, c.ffn_dim), np.float32)               # [T, F]
+            self.tmp = np.empty((T, max(c.q_dim + 2 * c.kv_dim, c.ffn_dim)), np.float32)
             self.out = np.empty((T, c.vocab_size), np.float32)          # [T, V]
         if self.scores.shape[0] < T * c.n_heads or self.scores.shape[1] < S:
             self.scores = np.empty((self.rows * c.n_heads, max(S, 2 * self.scores.shape[1])), np.float32)
 
     def step(self, state, tokens) -> np.ndarray:
-        """Run `tokens` at state.pos.. through all layers: logits (T,V), a view of reused scratch."""
+        """Run `tokens` at state.pos.. of one sequence: logits (T,V) of every row (a view of scratch)."""
+        return self.run([state], [tokens], all_logits=True, copy=False)[0]
+
+    def run(self, states, token_lists, all_logits: bool = False, copy: bool = True) -> list[np.ndarray]:
+        """Append token_lists[i] at states[i].pos for every i in one call: per sequence (T_i, V) logits
+        if all_logits else (1, V) of its last row; copies unless copy=False (then views of scratch,
+        valid until the next call)."""
         c = self.config
-        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
-        T, pos0 = len(tokens), state.pos
-        state.reserve(pos0 + T)
-        self._scratch(T, pos0 + T)
-        angles = np.arange(pos0, pos0 + T, dtype=np.float32)[:, None] * state.inv_freq[None, :]
-        x = np.ascontiguousarray(self.weights.embed_rows(tokens), dtype=np.float32)   # [T, D]
+        if len({id(s) for s in states}) != len(states):
+            from tinyqmoe.errors import UsageError
+            raise UsageError("a sequence appears twice in one fused call")
+        toks = [np.asarray(t, dtype=np.int64).reshape(-1) for t in token_lists]
+        lens = np.array([len(t) for t in toks], dtype=np.int64)
+        T = int(lens.sum())
+        seq = np.repeat(np.arange(len(states), dtype=np.int64), lens)
+        pos = np.concatenate([np.arange(s.pos, s.pos + n, dtype=np.int64) for s, n in zip(states, lens)])
+        for s, n in zip(states, lens):
+            s.reserve(s.pos + int(n))
+            if s.k.dtype != np.float32 or not (s.k.flags.c_contiguous and s.v.flags.c_contiguous):
+                raise ValueError("RunState caches must be C-contiguous float32")   # RunState makes them so
+        ends = np.cumsum(lens)
+        head_rows = np.arange(T, dtype=np.int64) if all_logits else ends - 1
+        self._scratch(T, int(pos.max()) + 1)
+        # the caches' addresses: `states` holds the arrays for the duration of the call
+        k_addr = np.array([s.k.ctypes.data for s in states], dtype=np.int64)
+        v_addr = np.array([s.v.ctypes.data for s in states], dtype=np.int64)
+        cap = np.array([s.k.shape[2] for s in states], dtype=np.int64)
+        angles = pos.astype(np.float32)[:, None] * states[0].inv_freq[None, :]
+        x = np.ascontiguousarray(self.weights.embed_rows(np.concatenate(toks)), dtype=np.float32)   # [T, D]
         qkv_q, qkv_s, wo_q, wo_s, gu_q, gu_s, wd_q, wd_s = self.linears
-        out = self.out[:T]
-        model_q8(out, x, self.h[:T], self.q[:T], self.att[:T], self.f[:T], self.scores,
+        out = self.out[:len(head_rows)]
+        model_q8(out, x, self.h[:T], self.q[:T], self.att[:T], self.f[:T], self.tmp[:T], self.scores,
                  self.attn_norm, qkv_q, qkv_s, wo_q, wo_s, self.ffn_norm, gu_q, gu_s, wd_q, wd_s,
-                 state.k, state.v, pos0, np.cos(angles), np.sin(angles), np.float32(c.norm_eps),
-                 self.norm, self.weights.lm_head.q, self.weights.lm_head.scale)
-        state.pos = pos0 + T
-        return out
+                 k_addr, v_addr, cap, seq, pos, np.cos(angles), np.sin(angles), np.float32(c.norm_eps),
+                 self.norm, self.weights.lm_head.q, self.weights.lm_head.scale, head_rows)
+        for s, n in zip(states, lens):
+            s.pos += int(n)
+        if all_logits:
+            starts = ends - lens
+            parts = [out[a:b] for a, b in zip(starts, ends)]
+        else:
+            parts = [out[i:i + 1] for i in range(len(states))]
+        return [p.copy() for p in parts] if copy else parts

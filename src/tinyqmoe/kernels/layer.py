@@ -1,56 +1,122 @@
-"""A whole Llama layer (and a whole model) in one compiled call, for decode and short prompts.
+"""A whole Llama layer (and a whole model) in one compiled call, for decode and short prompts, over
+the rows of one or several sequences.
 
-Shape letters as in tinyqmoe.model.config: T tokens (small: decode is 1), D model dim, H query heads,
-K kv heads, E head dim, Q = H*E, F ffn dim, S positions the KV cache holds, L layers, V vocab.
+Shape letters as in tinyqmoe.model.config: T rows (tokens; small: decode is 1 per sequence), D model
+dim, H query heads, K kv heads, E head dim, Q = H*E, F ffn dim, L layers, V vocab.
+
+Rows: row t is a token of sequence seq[t] at position pos[t]. Sequence s keeps its KV cache in two
+float32 arrays (L, K, S_s, E) at addresses k_addr[s], v_addr[s] with S_s = cap[s] positions (RunState's
+k and v, kept alive by the caller for the call: kernels/decode.py). One sequence's prompt is T rows of
+one seq at consecutive positions; a decode step of several sequences is one row each.
 
 Every linear is int8 `q` (O, I) times f32 `scale` (O, G), one scale per I//G inputs; activations stay
-f32, so the results equal tinyqmoe.model.forward's up to float rounding. A layer is five parallel
-regions (each one fork/join of the numba threads), the small steps fused into them:
+f32. Each weight row is multiplied with up to 3 token rows at once (kernels/rowdot.py), in an order
+fixed per token: a row's results never depend on the other rows of the call (batch invariance). A layer
+is five parallel regions (each one fork/join of the numba threads), the small steps fused into them:
   1. qkv rows in (i, i+E/2) pairs, so RoPE and the KV-cache write happen where the pair is computed
-  2. attention, one (token, head) per item
+  2. attention, one (row, head) per item, over positions 0..pos[t] of the row's sequence
   3. output projection rows, residual added in place
   4. gate|up rows in (i, F+i) pairs, SiLU(gate)*up where the pair is computed
   5. down projection rows, residual added in place
-The two rmsnorms (D floats each) run on the calling thread between regions.
+The two rmsnorms (D floats per row) run on the calling thread between regions.
 Like every forward-pass kernel (attention.py, elementwise.py) these use numpy's error model: activations
 made non-finite by a forged file give garbage (a 0 softmax sum divides to inf), never a ZeroDivisionError.
 """
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange, types
+from numba.extending import intrinsic
 
 from tinyqmoe.kernels.elementwise import rmsnorm
-from tinyqmoe.kernels.matvec import q8_row_dot
+from tinyqmoe.kernels.rowdot import q8_dot_1, q8_dot_2, q8_dot_3
+
+
+SILU_BLOCK = 16   # gate|up rows per work item (ffn dims are multiples of 32: kernels/decode.py supports)
+
+
+@intrinsic
+def _f32_pointer(typingctx, address):
+    """an integer address as a float32 pointer (for numba.carray)"""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+    return types.CPointer(types.float32)(address), codegen
+
+
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def kv_cache(addr, L, K, S, E):
+    """the (L, K, S, E) float32 array at `addr`"""
+    return carray(_f32_pointer(addr), (L, K, S, E))
+
+
+@njit(fastmath=True, cache=True, nogil=True)
+def write_kv(tmp, Q, K, E, l, n_layers, k_addr, v_addr, cap, seq, pos):
+    """Row t's key and value (tmp[t, Q:Q+KE], tmp[t, Q+KE:Q+2KE]) into layer l, position pos[t] of its
+    sequence's caches. A function of its own, called outside the parallel regions: numba's parfor
+    pass drops stores into an array made inside a region (carray) that the region never reads."""
+    for t in range(tmp.shape[0]):
+        sq = seq[t]
+        kc = kv_cache(k_addr[sq], n_layers, K, cap[sq], E)
+        vc = kv_cache(v_addr[sq], n_layers, K, cap[sq], E)
+        for kh in range(K):
+            for e in range(E):
+                kc[l, kh, pos[t], e] = tmp[t, Q + kh * E + e]
+                vc[l, kh, pos[t], e] = tmp[t, Q + (K + kh) * E + e]
+
+
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def row_times_tokens(y, o, q_row, s_row, x, add):
+    """y[t, o] (+)= (q_row * s_row) . x[t] for every row t of x (T, I), in tiles of up to 3 tokens
+    (the sum added to y inside the tile: kernels/rowdot.py)"""
+    T, I = x.shape
+    gs = I // s_row.shape[0]
+    z = np.float32(0.0)
+    t = 0
+    while t + 3 <= T:
+        b0, b1, b2 = (y[t, o], y[t + 1, o], y[t + 2, o]) if add else (z, z, z)
+        y[t, o], y[t + 1, o], y[t + 2, o] = q8_dot_3(q_row, s_row, x[t], x[t + 1], x[t + 2], b0, b1, b2, I, gs)
+        t += 3
+    if T - t == 2:
+        b0, b1 = (y[t, o], y[t + 1, o]) if add else (z, z)
+        y[t, o], y[t + 1, o] = q8_dot_2(q_row, s_row, x[t], x[t + 1], b0, b1, I, gs)
+    elif T - t == 1:
+        (y[t, o],) = q8_dot_1(q_row, s_row, x[t], y[t, o] if add else z, I, gs)
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
-def layer_q8(x, h, q, att, f, scores,
+def layer_q8(x, h, q, att, f, tmp, scores,
              attn_norm, wqkv_q, wqkv_s, wo_q, wo_s, ffn_norm, wgu_q, wgu_s, wd_q, wd_s,
-             k_cache, v_cache, pos0, cos, sin, eps):
-    """One layer, in place on the residual x (T,D) for tokens at positions pos0..pos0+T-1.
+             l, n_layers, k_addr, v_addr, cap, seq, pos, cos, sin, eps):
+    """Layer l, in place on the residual x (T,D) of rows t at positions pos[t] of sequences seq[t].
 
-    scratch: h (T,D), q (T,Q), att (T,Q), f (T,F), scores (T*H, >= pos0+T)
+    scratch: h (T,D), q (T,Q), att (T,Q), f (T,F), tmp (T, >= max(Q+2KE, F)), scores (T*H, >= max pos+1)
     weights: attn_norm, ffn_norm (D,); wqkv (Q+2KE, D); wo (D, Q); wgu (2F, D) = [gate | up]; wd (D, F)
-    k_cache, v_cache (K,S,E): rows pos0..pos0+T-1 are written; cos, sin (T, E/2) for those positions
+    KV caches: see the module doc; row t's key and value are written at [l, :, pos[t]] of its sequence
+    cos, sin (T, E/2): the rotation of each row's position
     """
     T, D = x.shape
-    K, S, E = k_cache.shape
     Q = q.shape[1]
+    E = 2 * cos.shape[1]
     H = Q // E
+    K = (wqkv_q.shape[0] - Q) // (2 * E)
     F = f.shape[1]
     half = E // 2
     group = H // K
     inv_sqrt_e = np.float32(1.0 / np.sqrt(E))
     # attention rmsnorm
     rmsnorm(h, x, attn_norm, eps)
-    # qkv matmuls in row pairs (i, i+E/2) of one head: RoPE on q and k, then k and v into the cache
+    # qkv matmuls in row pairs (i, i+E/2) of one head: RoPE on q and k, then k and v into the caches
     for j in prange((H + 2 * K) * half):
         head = j // half
         r0 = head * E + j % half
         r1 = r0 + half
         i = j % half
+        row_times_tokens(tmp, r0, wqkv_q[r0], wqkv_s[r0], h, False)
+        row_times_tokens(tmp, r1, wqkv_q[r1], wqkv_s[r1], h, False)
         for t in range(T):
-            a = q8_row_dot(wqkv_q[r0], wqkv_s[r0], h[t])
-            b = q8_row_dot(wqkv_q[r1], wqkv_s[r1], h[t])
+            a = tmp[t, r0]
+            b = tmp[t, r1]
             if head < H + K:
                 c = cos[t, i]
                 s = sin[t, i]
@@ -58,24 +124,25 @@ def layer_q8(x, h, q, att, f, scores,
             if head < H:
                 q[t, r0] = a
                 q[t, r1] = b
-            elif head < H + K:
-                k_cache[head - H, pos0 + t, i] = a
-                k_cache[head - H, pos0 + t, i + half] = b
             else:
-                v_cache[head - H - K, pos0 + t, i] = a
-                v_cache[head - H - K, pos0 + t, i + half] = b
-    # multi-head attention (grouped-query: H/K query heads share a kv head); query t sees 0..pos0+t
+                tmp[t, r0] = a
+                tmp[t, r1] = b
+    write_kv(tmp, Q, K, E, l, n_layers, k_addr, v_addr, cap, seq, pos)
+    # multi-head attention (grouped-query: H/K query heads share a kv head); row t sees 0..pos[t]
     for th in prange(T * H):
         t = th // H
         hd = th % H
         kv = hd // group
-        n = pos0 + t + 1
+        sq = seq[t]
+        kc = kv_cache(k_addr[sq], n_layers, K, cap[sq], E)
+        vc = kv_cache(v_addr[sq], n_layers, K, cap[sq], E)
+        n = pos[t] + 1
         qo = hd * E
         m = np.float32(-np.inf)
         for p in range(n):
             sc = np.float32(0.0)
             for e in range(E):
-                sc += q[t, qo + e] * k_cache[kv, p, e]
+                sc += q[t, qo + e] * kc[l, kv, p, e]
             sc *= inv_sqrt_e
             scores[th, p] = sc
             m = max(m, sc)
@@ -90,42 +157,51 @@ def layer_q8(x, h, q, att, f, scores,
         for p in range(n):
             w = scores[th, p] * inv_total
             for e in range(E):
-                att[t, qo + e] += w * v_cache[kv, p, e]
+                att[t, qo + e] += w * vc[l, kv, p, e]
     # output projection and residual connection
     for o in prange(D):
-        for t in range(T):
-            x[t, o] += q8_row_dot(wo_q[o], wo_s[o], att[t])
+        row_times_tokens(x, o, wo_q[o], wo_s[o], att, True)
     # ffn rmsnorm
     rmsnorm(h, x, ffn_norm, eps)
-    # SwiGLU: gate row i and up row F+i together, f = silu(gate) * up
-    for i in prange(F):
+    # SwiGLU: gate rows i and up rows F+i in blocks of SILU_BLOCK, f = silu(gate) * up. The SiLU runs
+    # along a row's block, never across rows: a vectorized exp differs from the scalar one in the last
+    # bit, and which rows a loop across rows would vectorize depends on how many there are
+    for blk in prange(F // SILU_BLOCK):
+        i0 = blk * SILU_BLOCK
+        for i in range(i0, i0 + SILU_BLOCK):
+            row_times_tokens(f, i, wgu_q[i], wgu_s[i], h, False)
+            row_times_tokens(tmp, i, wgu_q[F + i], wgu_s[F + i], h, False)
         for t in range(T):
-            g = q8_row_dot(wgu_q[i], wgu_s[i], h[t])
-            u = q8_row_dot(wgu_q[F + i], wgu_s[F + i], h[t])
-            f[t, i] = g / (np.float32(1.0) + np.exp(-g)) * u
+            for i in range(i0, i0 + SILU_BLOCK):
+                g = f[t, i]
+                f[t, i] = g / (np.float32(1.0) + np.exp(-g)) * tmp[t, i]
     # down projection and residual connection
     for o in prange(D):
-        for t in range(T):
-            x[t, o] += q8_row_dot(wd_q[o], wd_s[o], f[t])
+        row_times_tokens(x, o, wd_q[o], wd_s[o], f, True)
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
-def logits_q8(out, x, h, norm, head_q, head_s, eps):
-    """final rmsnorm of x (T,D) into h, then the classifier: out (T,V) = (head_q * head_s) @ h"""
-    rmsnorm(h, x, norm, eps)
+def logits_q8(out, x, h, rows, norm, head_q, head_s, eps):
+    """final rmsnorm of the rows `rows` of x (T,D) into h[:J], then the classifier:
+    out (J,V) = (head_q * head_s) @ h[:J] for J = len(rows)"""
+    J = rows.shape[0]
+    for j in range(J):
+        h[j] = x[rows[j]]
+    hj = h[:J]
+    rmsnorm(hj, hj, norm, eps)
     for v in prange(head_q.shape[0]):
-        for t in range(x.shape[0]):
-            out[t, v] = q8_row_dot(head_q[v], head_s[v], h[t])
+        row_times_tokens(out, v, head_q[v], head_s[v], hj, False)
 
 
 @njit(fastmath=True, cache=True, nogil=True, error_model="numpy")
-def model_q8(out, x, h, q, att, f, scores,
+def model_q8(out, x, h, q, att, f, tmp, scores,
              attn_norm, wqkv_q, wqkv_s, wo_q, wo_s, ffn_norm, wgu_q, wgu_s, wd_q, wd_s,
-             k_cache, v_cache, pos0, cos, sin, eps, norm, head_q, head_s):
-    """All L layers, then the logits of every row of x: out (T,V); one call per token.
-    The linears' q and scale are tuples of L arrays; attn_norm, ffn_norm (L,D); k/v_cache (L,K,S,E)."""
-    for l in range(len(wqkv_q)):
-        layer_q8(x, h, q, att, f, scores,
+             k_addr, v_addr, cap, seq, pos, cos, sin, eps, norm, head_q, head_s, head_rows):
+    """All L layers over the rows of x, then the logits of the rows head_rows: out (J,V); one call per
+    step. The linears' q and scale are tuples of L arrays; attn_norm, ffn_norm (L,D)."""
+    L = len(wqkv_q)
+    for l in range(L):
+        layer_q8(x, h, q, att, f, tmp, scores,
                  attn_norm[l], wqkv_q[l], wqkv_s[l], wo_q[l], wo_s[l], ffn_norm[l], wgu_q[l], wgu_s[l],
-                 wd_q[l], wd_s[l], k_cache[l], v_cache[l], pos0, cos, sin, eps)
-    logits_q8(out, x, h, norm, head_q, head_s, eps)
+                 wd_q[l], wd_s[l], l, L, k_addr, v_addr, cap, seq, pos, cos, sin, eps)
+    logits_q8(out, x, h, head_rows, norm, head_q, head_s, eps)

@@ -1,0 +1,172 @@
+"""An int8 weight row times a few f32 token rows, each token's sum in an order the code fixes.
+
+    q8_dot_R(q, s, x_0..x_{R-1}, b_0..b_{R-1}, n, gs) -> R float32:
+        b_r + sum_{i < n} (q[i] * s[i // gs]) * x_r[i]
+
+for R = 1..4 tokens. The row's bytes are loaded and converted to f32 once for all R tokens (what makes
+several sequences decoded together cost little more than one); each token then adds into its own
+ACCS accumulators of LANES floats: input i goes to lane i % LANES of accumulator (i // LANES) % ACCS,
+with a fused multiply-add, in increasing i; at the end the accumulators are added (0+1) + (2+3), scaled (one scale
+per row) and the lanes summed pairwise, then added to b_r (a residual: inside, so that a fast-math
+caller's `y += result` cannot be re-associated or fused differently in different tiles). The code carries no fast-math flags, so LLVM keeps exactly that order: a token's
+result is the same bit for bit whichever tile (R) it is computed in and whatever its tile mates are.
+That is the batch invariance the server needs (a sequence's greedy text never depends on the batch),
+by construction rather than by choosing one kernel per batch size.
+
+Explicit vector IR because LLVM, given a loop of several dot products, neither keeps such an order
+(fast-math reassociates) nor shares the converted weights well without it (kernels/gemm_i8.py says
+what it made of int8 tiles). n and gs must be multiples of BLOCK (`fits`); the arrays contiguous.
+"""
+from llvmlite import binding, ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+LANES = 8              # f32 lanes of one 256-bit vector
+ACCS = 4               # accumulators per token: enough independent FMAs to hide their latency at R=1
+BLOCK = LANES * ACCS   # inputs per loop step
+HAS_FMA = "+fma" in binding.get_host_cpu_features().flatten().split(",")
+
+
+def fits(n_inputs: int, group: int) -> bool:
+    """Can q8_dot_R take rows of n_inputs inputs with one scale per `group` inputs?"""
+    return n_inputs > 0 and n_inputs % BLOCK == 0 and group % BLOCK == 0 and n_inputs % group == 0
+
+
+def _codegen(R):
+    def codegen(context, builder, signature, args):
+        i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+        v8i8, v8i32, v8f32 = ir.VectorType(i8, LANES), ir.VectorType(i32, LANES), ir.VectorType(f32, LANES)
+        arrays = [context.make_array(ty)(context, builder, val).data
+                  for ty, val in zip(signature.args[: 2 + R], args[: 2 + R])]
+        q_ptr, s_ptr, x_ptrs = arrays[0], arrays[1], arrays[2:]
+        biases = args[2 + R: 2 + 2 * R]
+        n, gs = (builder.sext(v, i64) if v.type.width < 64 else v for v in args[2 + 2 * R: 4 + 2 * R])
+        if HAS_FMA:
+            fma_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8f32, [v8f32] * 3),
+                                                    "llvm.fma.v8f32")
+
+            def fma(a, b, c):
+                return builder.call(fma_fn, [a, b, c])
+        else:
+            def fma(a, b, c):
+                return builder.fadd(builder.fmul(a, b), c)
+
+        def splat(value):
+            one = builder.insert_element(ir.Constant(v8f32, ir.Undefined), value, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, one, ir.Constant(v8i32, [0] * LANES))
+
+        zero = ir.Constant(v8f32, None)
+        blocks_per_group = builder.udiv(gs, ir.Constant(i64, BLOCK))
+        one_group = builder.icmp_unsigned(">=", gs, n)
+        grouped_bb = builder.append_basic_block("rowdot.grouped")
+        rowscale_bb = builder.append_basic_block("rowdot.rowscale")
+        done = builder.append_basic_block("rowdot.done")
+        builder.cbranch(builder.icmp_signed(">", n, ir.Constant(i64, 0)), grouped_bb, done)
+        entry = builder.basic_block
+        # the loop, twice: one scale for the whole row (multiplied into the finished sum) or one per
+        # group (multiplied into the converted weights); the row's shape picks, never the tile
+        builder.position_at_end(grouped_bb)
+        ends = []
+        for grouped in (True, False):
+            loop = builder.append_basic_block("rowdot.loop")
+            if grouped:
+                builder.cbranch(one_group, rowscale_bb, loop)
+                before = grouped_bb
+            else:
+                builder.position_at_end(rowscale_bb)
+                s0 = builder.load(s_ptr)
+                builder.branch(loop)
+                before = rowscale_bb
+            builder.position_at_end(loop)
+            i = builder.phi(i64)
+            k = builder.phi(i64)            # block within the scale group
+            g = builder.phi(i64)            # scale group
+            accs = [[builder.phi(v8f32) for _ in range(ACCS)] for _ in range(R)]
+            scale = splat(builder.load(builder.gep(s_ptr, [g]))) if grouped else None
+            news = [[None] * ACCS for _ in range(R)]
+            for j in range(ACCS):
+                off = builder.add(i, ir.Constant(i64, j * LANES))
+                wq = builder.load(builder.bitcast(builder.gep(q_ptr, [off]), v8i8.as_pointer()), align=1)
+                w = builder.sitofp(builder.sext(wq, v8i32), v8f32)
+                if grouped:
+                    w = builder.fmul(w, scale)
+                for r in range(R):
+                    xv = builder.load(builder.bitcast(builder.gep(x_ptrs[r], [off]), v8f32.as_pointer()), align=4)
+                    news[r][j] = fma(w, xv, accs[r][j])
+            i_next = builder.add(i, ir.Constant(i64, BLOCK))
+            k1 = builder.add(k, ir.Constant(i64, 1))
+            wrap = builder.icmp_unsigned("==", k1, blocks_per_group)
+            k_next = builder.select(wrap, ir.Constant(i64, 0), k1)
+            g_next = builder.add(g, builder.zext(wrap, i64))
+            for phi, nxt in ((i, i_next), (k, k_next), (g, g_next)):
+                phi.add_incoming(ir.Constant(i64, 0), before)
+                phi.add_incoming(nxt, loop)
+            for r in range(R):
+                for j in range(ACCS):
+                    accs[r][j].add_incoming(zero, before)
+                    accs[r][j].add_incoming(news[r][j], loop)
+            builder.cbranch(builder.icmp_signed("<", i_next, n), loop, done)
+            ends.append((loop, news))
+
+        builder.position_at_end(done)
+        finals = [[builder.phi(v8f32) for _ in range(ACCS)] for _ in range(R)]
+        row_scale = builder.phi(f32)
+        row_scale.add_incoming(ir.Constant(f32, 1.0), entry)
+        for (block, news), grouped in zip(ends, (True, False)):
+            row_scale.add_incoming(ir.Constant(f32, 1.0) if grouped else s0, block)
+            for r in range(R):
+                for j in range(ACCS):
+                    finals[r][j].add_incoming(news[r][j], block)
+        row_scale = splat(row_scale)
+        for r in range(R):
+            for f in finals[r]:
+                f.add_incoming(zero, entry)
+        outs = []
+        for r in range(R):
+            v = builder.fadd(builder.fadd(finals[r][0], finals[r][1]), builder.fadd(finals[r][2], finals[r][3]))
+            # scaled before the lanes are summed: the result is an add, so a caller's `y += result`
+            # (fast-math, contractible) can never fuse with it into a multiply-add in some tiles only
+            v = builder.fmul(v, row_scale)
+            lanes = [builder.extract_element(v, ir.Constant(i32, e)) for e in range(LANES)]
+            while len(lanes) > 1:
+                lanes = [builder.fadd(lanes[e], lanes[e + 1]) for e in range(0, len(lanes), 2)]
+            outs.append(builder.fadd(biases[r], lanes[0]))
+        return context.make_tuple(builder, signature.return_type, outs)
+    return codegen
+
+
+def _typed(R, q, s, xs, bs, n, gs):
+    arrays_ok = (isinstance(q, types.Array) and q.ndim == 1 and q.dtype == types.int8 and q.layout == "C"
+                 and isinstance(s, types.Array) and s.ndim == 1 and s.dtype == types.float32
+                 and s.layout == "C"
+                 and all(isinstance(x, types.Array) and x.ndim == 1 and x.dtype == types.float32
+                         and x.layout == "C" for x in xs))
+    if not (arrays_ok and all(b == types.float32 for b in bs)
+            and isinstance(n, types.Integer) and isinstance(gs, types.Integer)):
+        return None
+    return types.UniTuple(types.float32, R)(q, s, *xs, *bs, n, gs), _codegen(R)
+
+
+@intrinsic
+def q8_dot_1(typingctx, q, s, x0, b0, n, gs):
+    """b0 + q (n,) int8 row with scales s (one per gs inputs) . x0 -> (f32,)"""
+    return _typed(1, q, s, (x0,), (b0,), n, gs)
+
+
+@intrinsic
+def q8_dot_2(typingctx, q, s, x0, x1, b0, b1, n, gs):
+    """b_r + the row . x_r for r = 0, 1 -> (f32, f32)"""
+    return _typed(2, q, s, (x0, x1), (b0, b1), n, gs)
+
+
+@intrinsic
+def q8_dot_3(typingctx, q, s, x0, x1, x2, b0, b1, b2, n, gs):
+    """b_r + the row . x_r for r = 0..2 -> 3 f32"""
+    return _typed(3, q, s, (x0, x1, x2), (b0, b1, b2), n, gs)
+
+
+@intrinsic
+def q8_dot_4(typingctx, q, s, x0, x1, x2, x3, b0, b1, b2, b3, n, gs):
+    """b_r + the row . x_r for r = 0..3 -> 4 f32"""
+    return _typed(4, q, s, (x0, x1, x2, x3), (b0, b1, b2, b3), n, gs)
