@@ -51,6 +51,7 @@ class FusedDecode:
                              for name in LINEARS for part in ("q", "scale"))
         self.norm = np.ascontiguousarray(weights.norm, dtype=np.float32)
         self.rows = 0
+        self.out = np.empty((0, config.vocab_size), np.float32)         # [J, V]: the rows whose logits are asked
         self.scores = np.empty((0, 0), np.float32)
 
     def _scratch(self, T: int, S: int) -> None:
@@ -62,7 +63,6 @@ class FusedDecode:
             self.att = np.empty((T, c.q_dim), np.float32)               # [T, H*E]
             self.f = np.empty((T, c.ffn_dim), np.float32)               # [T, F]
             self.tmp = np.empty((T, max(c.q_dim + 2 * c.kv_dim, c.ffn_dim)), np.float32)
-            self.out = np.empty((T, c.vocab_size), np.float32)          # [T, V]
         if self.scores.shape[0] < T * c.n_heads or self.scores.shape[1] < S:
             self.scores = np.empty((self.rows * c.n_heads, max(S, 2 * self.scores.shape[1])), np.float32)
 
@@ -97,6 +97,8 @@ class FusedDecode:
         angles = pos.astype(np.float32)[:, None] * states[0].inv_freq[None, :]
         x = np.ascontiguousarray(self.weights.embed_rows(np.concatenate(toks)), dtype=np.float32)   # [T, D]
         qkv_q, qkv_s, wo_q, wo_s, gu_q, gu_s, wd_q, wd_s = self.linears
+        if len(head_rows) > len(self.out):
+            self.out = np.empty((len(head_rows), c.vocab_size), np.float32)
         out = self.out[:len(head_rows)]
         model_q8(out, x, self.h[:T], self.q[:T], self.att[:T], self.f[:T], self.tmp[:T], self.scores,
                  self.attn_norm, qkv_q, qkv_s, wo_q, wo_s, self.ffn_norm, gu_q, gu_s, wd_q, wd_s,

@@ -1,13 +1,15 @@
 """Continuous batching on one worker thread.
 
-Up to `parallel` sequences run together. Each step makes ONE batched forward pass in which every
-decoding sequence adds its last token, with path="stream" (the per-row kernels), so a sequence's
-logits never depend on the rest of the batch. A prompt is prefilled in chunks of PREFILL_CHUNK
-tokens, one chunk per step between the decode passes (a long prompt never stalls the running streams
-for long), each chunk in a call of its own on the fast prefill path (blocked BLAS). Chunks start at
-multiples of PREFILL_CHUNK, so how a prompt's keys and values are computed depends on its tokens
-only: a sequence's greedy (or seeded) text is the same batched or alone. Sequences join and leave
-between steps; each has its own KV cache and position.
+Up to `parallel` sequences run together. With resident int8 weights (the fused path, kernels/layer.py)
+each step is ONE compiled call: every decoding sequence adds its last token, and waiting prompts add
+their next chunk of FUSED_CHUNK tokens (oldest first, up to FUSED_PREFILL rows), so the weights are
+read once per step for all of it. The fused tiles sum each token in an order the code fixes
+(kernels/rowdot.py), so no row's numbers depend on the rest of the call. Other weight sources decode
+with path="stream" (per-row kernels, the same independence) and prefill one prompt chunk of
+PREFILL_CHUNK tokens per step in a call of its own (blocked BLAS). Chunks start at multiples of the
+chunk size, so how a prompt's keys and values are computed depends on its tokens only: a sequence's
+greedy (or seeded) text is the same batched or alone. Sequences join and leave between steps; each
+has its own KV cache and position.
 
 Requests wait in a bounded queue (QueueFull when full). A cancelled job (a client gone) leaves at the
 next step boundary. The worker turns tokens into text and applies stop strings itself, so the
@@ -31,6 +33,8 @@ from tinyqmoe.model.sampling import SamplingParams, sample
 from tinyqmoe.model.stop import StopMatcher
 
 PREFILL_CHUNK = 32     # prompt tokens per prefill call (more than 16 rows: the BLAS path)
+FUSED_CHUNK = 16       # with the fused path: prompt tokens per chunk (its limit per sequence)
+FUSED_PREFILL = 48     # with the fused path: prompt rows per step beside the decoding tokens
 
 
 class QueueFull(Exception):
@@ -201,6 +205,8 @@ class Scheduler:
             self._finish(slot, "cancelled")
 
     def _step(self) -> None:
+        if self.model.decode_path == "fused":
+            return self._fused_step()
         decoding = [s for s in self._active if not s.prefilling]
         prefilling = [s for s in self._active if s.prefilling]
         if prefilling:   # the oldest waiting prompt runs its next chunk
@@ -209,6 +215,34 @@ class Scheduler:
             logits = self.model.forward_batch([s.state for s in decoding], [[s.next_token] for s in decoding],
                                               path="stream")
             for slot, lg in zip(decoding, logits):
+                self._next_token(slot, lg[-1])
+        self.steps += 1
+
+    def _fused_step(self) -> None:
+        """One call for everything: each decoding sequence's token, then the next chunk of waiting
+        prompts, oldest first, up to FUSED_PREFILL rows (at least one chunk). The fused path's rows
+        are independent of each other, so this changes no sequence's numbers, only how often the
+        weights are read."""
+        decoding = [s for s in self._active if not s.prefilling]
+        states = [s.state for s in decoding]
+        tokens = [[s.next_token] for s in decoding]
+        chunks, rows = [], 0
+        for slot in self._active:
+            if not slot.prefilling:
+                continue
+            end = min(len(slot.job.prompt), (slot.fed // FUSED_CHUNK + 1) * FUSED_CHUNK)
+            if chunks and rows + end - slot.fed > FUSED_PREFILL:
+                break
+            chunks.append((slot, end))
+            rows += end - slot.fed
+            states.append(slot.state)
+            tokens.append(slot.job.prompt[slot.fed: end])
+        logits = self.model.forward_batch(states, tokens, path="stream")
+        for slot, lg in zip(decoding, logits):
+            self._next_token(slot, lg[-1])
+        for (slot, end), lg in zip(chunks, logits[len(decoding):]):
+            slot.fed = end
+            if not slot.prefilling:
                 self._next_token(slot, lg[-1])
         self.steps += 1
 
