@@ -1,7 +1,7 @@
 """The engine kernels of issue 15 side by side, in one process, rounds interleaved.
 
     .venv/bin/python benchmarks/engine_kernels.py [--rounds 5] [--threads 2] [--gen-tokens 32]
-        [--prompt-tokens 128] [--only decode,prefill,q4]
+        [--prompt-tokens 128] [--only decode,prefill,q4,batch]
 
 decode   the default model (int8 per channel), one token at a time after a 16-token prompt: today's
          forward() (~12 Python-level calls per layer) against kernels.decode.FusedDecode (one compiled
@@ -9,6 +9,10 @@ decode   the default model (int8 per channel), one token at a time after a 16-to
 prefill  a 128-token prompt through forward(): the linears as today (T > 16: dequantized f32 row
          blocks + single-threaded BLAS sgemm on the shared pool) against int8 activations x int8
          weights (kernels.gemm_i8, int32 sums); plus each linear shape of the model alone.
+batch    a decode step of N sequences (one token each, N = 1, 2, 4, 8; 16-token prompts), what the
+         server runs each step: Model.forward_batch with the reference layer by layer (per-row
+         kernels) against the fused call over all N (kernels/rowdot.py tiles); tok/s = N / step time,
+         and each fused N against fused N=1 (decoding is memory-bound at 1 row: the gain of batching).
 q4       matvec (T=1) over packed 4-bit weights, group 32 (kernels.matvec_q4) against the same
          weights widened to int8 (kernels.matvec.matmul_q8), on 30 layers' worth of the model's
          shapes (more than the L3, so memory is read as in decode). GB/s = bytes held / time.
@@ -169,6 +173,27 @@ def bench_q4(config, rounds: int, group: int = 32) -> list[tuple]:
             ("  the same: layers' matvecs per second", "int8 widened", 1 / ta, "4-bit packed", 1 / tb)]
 
 
+def bench_batch(model, rounds: int, steps: int = 10) -> list[tuple]:
+    prompt = list(range(100, 116))
+    times: dict = {}
+    for _ in range(rounds):
+        for n in (1, 2, 4, 8):
+            for path in ("reference", "fused"):
+                model.decode_path = path
+                states = [model.new_state(256) for _ in range(n)]
+                model.forward_batch(states, [prompt] * n)
+                model.forward_batch(states, [[5]] * n, path="stream")    # warm
+                t = timed(lambda: model.forward_batch(states, [[7]] * n, path="stream"), steps)
+                times.setdefault((path, n), []).append(t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows = [(f"decode step, {n} sequences (tok/s)", "reference, per-row kernels", n / med["reference", n],
+             "fused, one call", n / med["fused", n]) for n in (1, 2, 4, 8)]
+    rows += [(f"fused: {n} sequences vs 1 (tok/s)", "1 sequence", 1 / med["fused", 1],
+              f"{n} sequences", n / med["fused", n]) for n in (2, 4, 8)]
+    model.decode_path = "fused"
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -176,7 +201,7 @@ def main() -> int:
     ap.add_argument("--gen-tokens", type=int, default=32)
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--block-bytes", type=int, default=1 << 19, help="weight block per GEMM task (L2/2)")
-    ap.add_argument("--only", default="decode,prefill,q4")
+    ap.add_argument("--only", default="decode,prefill,q4,batch")
     a = ap.parse_args()
     import tinyqmoe
 
@@ -188,6 +213,8 @@ def main() -> int:
         rows += bench_decode(model, a.rounds, a.gen_tokens)
     if "prefill" in parts:
         rows += bench_prefill(model, a.rounds, a.prompt_tokens, a.block_bytes)
+    if "batch" in parts:
+        rows += bench_batch(model, a.rounds)
     if "q4" in parts:
         for group in (32, 64):
             rows += bench_q4(model.config, a.rounds, group)
