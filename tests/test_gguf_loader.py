@@ -127,3 +127,30 @@ def test_default_model(default_gguf):
     for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"):
         w = ck.get(name)
         assert w.dtype == np.float32 and w.shape == ck.shapes[name] and np.isfinite(w).all()
+
+
+def test_q8_0_file_runs_its_own_blocks(tmp_path, monkeypatch):
+    """A GGUF whose layers are all Q8_0 loads (int8, default grouping) with the file's blocks exactly:
+    the engine's int8 weights times their scales equal the file's dequantized weights bit for bit,
+    so its logits equal the f32 load's within float rounding (no second quantization)."""
+    import tinyqmoe
+    from test_gguf_reader import TOKENIZER
+
+    monkeypatch.setenv("TINYQMOE_CACHE", str(tmp_path / "cache"))
+    cfg, sd = tiny_hf_llama(tie=False, seed=3)
+    path = tmp_path / "q8.gguf"
+    write_llama_gguf(path, cfg, gguf_layout(cfg, sd), qtype=Q.Q8_0, tokenizer=TOKENIZER)
+    model = tinyqmoe.load(str(path), threads=1)
+    ref = tinyqmoe.load(str(path), weights="f32", threads=1)
+    assert model.bits_per_weight == pytest.approx(8.5)
+    ck = open_gguf(path)
+    lin = model.weights.layers[1].w_down
+    w = lin.q.astype(np.float32) * np.repeat(lin.scale, lin.q.shape[1] // lin.scale.shape[1], axis=1)
+    np.testing.assert_array_equal(w, ck.get("model.layers.1.mlp.down_proj.weight"))
+    ids = [0, 3, 5, 1, 2, 4, 4, 3]
+    got, want = model.logits(ids), ref.logits(ids)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # a file with other types keeps the per-channel int8 cache (and its name)
+    path2 = tmp_path / "q4.gguf"
+    write_llama_gguf(path2, cfg, gguf_layout(cfg, sd), qtype=Q.Q4_0, tokenizer=TOKENIZER)
+    assert tinyqmoe.load(str(path2), threads=1).bits_per_weight < 8.5
