@@ -143,3 +143,68 @@ def test_fused_prompt_rows_and_last_row_agree():
     assert np.array_equal(every[-1:], last)
     with pytest.raises(UsageError):
         fused.run([a, a], [[1], [2]])
+
+
+def packed_4bit_weights(seed=6, group=32):
+    """A random tiny Llama with 4-bit linears kept packed (Linear.p), and the same values widened to int8."""
+    import dataclasses
+
+    from tinyqmoe.compress.quant import quantize, unpack_bits
+    from tinyqmoe.weights.linear import Linear
+    from tinyqmoe.weights.resident import assemble
+
+    cfg = dataclasses.replace(PRESETS["tiny"], tie_embeddings=True)
+    rng = np.random.default_rng(seed)
+    tensors = {name: ((1.0 + 0.1 * rng.standard_normal(shape)) if len(shape) == 1
+                      else 0.08 * rng.standard_normal(shape)).astype(np.float32)
+               for name, shape in expected_tensors(cfg).items()}
+    packed = {n: quantize(t, 4, group)[0] for n, t in tensors.items() if t.ndim == 2}
+
+    def make(widen):
+        def one(name):
+            qt = packed[name]
+            if widen:
+                return Linear(q=unpack_bits(qt.q, 4), scale=np.ascontiguousarray(qt.scale, np.float32))
+            return Linear(p=np.ascontiguousarray(qt.q), scale=np.ascontiguousarray(qt.scale, np.float32))
+        return one
+
+    return cfg, assemble(cfg, tensors.__getitem__, make(False)), assemble(cfg, tensors.__getitem__, make(True))
+
+
+def test_packed_4bit_row_products_equal_the_widened_ones():
+    """kernels/rowdot.py on packed 4-bit rows: bit for bit the products of the same values widened to
+    int8, for every tile of tokens and every group size."""
+    from tinyqmoe.compress.quant import quantize, unpack_bits
+    from tinyqmoe.kernels.layer import matmul_tiles
+
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((40, 192)).astype(np.float32)
+    for group in (32, 64, 192):
+        qt, _ = quantize(w, 4, group)
+        p, scale = np.ascontiguousarray(qt.q), np.ascontiguousarray(qt.scale, np.float32)
+        for T in (1, 2, 3, 5):
+            x = rng.standard_normal((T, 192)).astype(np.float32)
+            y4, y8 = np.empty((T, 40), np.float32), np.empty((T, 40), np.float32)
+            matmul_tiles(y4, p, scale, x)
+            matmul_tiles(y8, unpack_bits(p, 4), scale, x)
+            assert np.array_equal(y4, y8), (group, T)
+            ref = x.astype(np.float64) @ (unpack_bits(p, 4) * np.repeat(scale, group, axis=1)).T
+            np.testing.assert_allclose(y4, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+def test_fused_decode_runs_packed_4bit_rows():
+    """Packed 4-bit linears (two inputs a byte, unpacked in registers, Linear.p) in the fused path: the
+    logits of the same values widened to int8 through the reference forward, within float rounding;
+    the reference path multiplies packed rows too; batched rows bit for bit as alone."""
+    cfg, w4, w8 = packed_4bit_weights()
+    assert w4.layers[0].wqkv.p is not None and w4.layers[0].wqkv.q is None
+    assert w4.layers[0].wqkv.nbytes < 0.6 * w8.layers[0].wqkv.nbytes
+    f4 = FusedDecode(w4, cfg)
+    s4, sr, s4r, sb, sc = (RunState(cfg, 32) for _ in range(5))
+    for token in IDS[:10]:
+        a = f4.step(s4, [token]).copy()
+        b, _ = f4.run([sb, sc], [[token], [(token * 7) % cfg.vocab_size]])
+        assert np.array_equal(a, b)
+        ref = forward(w8, sr, [token])
+        np.testing.assert_allclose(a, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        np.testing.assert_allclose(forward(w4, s4r, [token]), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -1,7 +1,8 @@
 """The fused decode path: the arguments of kernels.layer.model_q8 gathered once, scratch allocated once.
 
-`FusedDecode(weights, config)` takes resident int8 weights (a WeightSource whose `layer(i)` linears
-hold `.q` int8 (O, I) and `.scale` f32 (O, G), with an int8 LM head: weights/resident.py).
+`FusedDecode(weights, config)` takes resident quantized weights (a WeightSource whose `layer(i)`
+linears hold `.q` int8 (O, I), or `.p` packed 4-bit (O, I/2), and `.scale` f32 (O, G), with a
+quantized LM head: weights/resident.py).
 `run(states, token_lists)` appends token_lists[i] at states[i].pos of each RunState (k, v: (L,K,S,E))
 in one compiled call for all of them (the server's decode step: one token per sequence; a short prompt:
 one sequence, several tokens) and returns each sequence's float32 logits. A row's logits never depend on
@@ -18,20 +19,29 @@ from tinyqmoe.kernels.rowdot import fits
 LINEARS = ("wqkv", "wo", "w_gate_up", "w_down")
 
 
+def _rows(linear):
+    """int8 rows, or packed 4-bit rows (two inputs a byte), of a resident quantized linear"""
+    return getattr(linear, "rows_int", None)
+
+
 def _fits(linear) -> bool:
-    q, scale = getattr(linear, "q", None), getattr(linear, "scale", None)
-    return (q is not None and q.dtype == np.int8 and q.ndim == 2 and q.flags.c_contiguous
-            and scale is not None and scale.dtype == np.float32 and scale.flags.c_contiguous
-            and fits(q.shape[1], q.shape[1] // scale.shape[1]))
+    q, scale = _rows(linear), getattr(linear, "scale", None)
+    if q is None or scale is None or q.ndim != 2 or q.dtype not in (np.int8, np.uint8):
+        return False
+    n_in = q.shape[1] * (2 if q.dtype == np.uint8 else 1)
+    return (q.flags.c_contiguous and scale.dtype == np.float32 and scale.flags.c_contiguous
+            and fits(n_in, n_in // scale.shape[1]))
 
 
 def supports(weights) -> bool:
-    """Can FusedDecode run these weights? (every linear resident int8, the LM head too, with rows and
-    scale groups of whole 32-input blocks: kernels/rowdot.py)"""
+    """Can FusedDecode run these weights? (every linear resident int8 or packed 4-bit, the LM head too,
+    each kind of linear the same in every layer, rows and scale groups of whole 32-input blocks:
+    kernels/rowdot.py)"""
     layers = getattr(weights, "layers", None)
     if layers is None or not _fits(weights.lm_head):
         return False
-    return all(_fits(getattr(l, name)) for l in layers for name in LINEARS)
+    return all(_fits(getattr(l, name)) for l in layers for name in LINEARS) and all(
+        len({_rows(getattr(l, name)).dtype for l in layers}) == 1 for name in LINEARS)
 
 
 class FusedDecode:
@@ -47,7 +57,8 @@ class FusedDecode:
         layers = list(weights.layers)
         self.attn_norm = np.stack([l.attn_norm for l in layers]).astype(np.float32)   # [L, D]
         self.ffn_norm = np.stack([l.ffn_norm for l in layers]).astype(np.float32)     # [L, D]
-        self.linears = tuple(tuple(getattr(getattr(l, name), part) for l in layers)
+        self.linears = tuple(tuple(_rows(getattr(l, name)) if part == "q" else getattr(l, name).scale
+                                   for l in layers)
                              for name in LINEARS for part in ("q", "scale"))
         self.norm = np.ascontiguousarray(weights.norm, dtype=np.float32)
         self.rows = 0
@@ -103,7 +114,7 @@ class FusedDecode:
         model_q8(out, x, self.h[:T], self.q[:T], self.att[:T], self.f[:T], self.tmp[:T], self.scores,
                  self.attn_norm, qkv_q, qkv_s, wo_q, wo_s, self.ffn_norm, gu_q, gu_s, wd_q, wd_s,
                  k_addr, v_addr, cap, seq, pos, np.cos(angles), np.sin(angles), np.float32(c.norm_eps),
-                 self.norm, self.weights.lm_head.q, self.weights.lm_head.scale, head_rows)
+                 self.norm, _rows(self.weights.lm_head), self.weights.lm_head.scale, head_rows)
         for s, n in zip(states, lens):
             s.pos += int(n)
         if all_logits:

@@ -84,6 +84,14 @@ def row_times_tokens(y, o, q_row, s_row, x, add):
         (y[t, o],) = q8_dot_1(q_row, s_row, x[t], y[t, o] if add else z, I, gs)
 
 
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def matmul_tiles(y, q, scale, x):
+    """(q (O,I) int8, or (O,I/2) packed 4-bit, times scale (O,G)) @ x (T,I)^T -> y (T,O), each row by
+    row_times_tokens (the 4-bit linears' streaming kernel outside the fused path)"""
+    for o in prange(q.shape[0]):
+        row_times_tokens(y, o, q[o], scale[o], x, False)
+
+
 @njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
 def layer_q8(x, h, q, att, f, tmp, scores,
              attn_norm, wqkv_q, wqkv_s, wo_q, wo_s, ffn_norm, wgu_q, wgu_s, wd_q, wd_s,

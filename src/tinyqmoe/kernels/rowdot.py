@@ -1,17 +1,23 @@
 """An int8 weight row times a few f32 token rows, each token's sum in an order the code fixes.
 
-    q8_dot_R(q, s, x_0..x_{R-1}, b_0..b_{R-1}, n, gs) -> R float32:
+    q8_dot_R(q, s, x_0..x_{R-1}, b_0..b_{R-1}, n, gs) -> R float32, for R = 1..4 tokens:
         b_r + sum_{i < n} (q[i] * s[i // gs]) * x_r[i]
 
-for R = 1..4 tokens. The row's bytes are loaded and converted to f32 once for all R tokens (what makes
-several sequences decoded together cost little more than one); each token then adds into its own
-ACCS accumulators of LANES floats: input i goes to lane i % LANES of accumulator (i // LANES) % ACCS,
-with a fused multiply-add, in increasing i; at the end the accumulators are added (0+1) + (2+3), scaled (one scale
-per row) and the lanes summed pairwise, then added to b_r (a residual: inside, so that a fast-math
-caller's `y += result` cannot be re-associated or fused differently in different tiles). The code carries no fast-math flags, so LLVM keeps exactly that order: a token's
-result is the same bit for bit whichever tile (R) it is computed in and whatever its tile mates are.
-That is the batch invariance the server needs (a sequence's greedy text never depends on the batch),
-by construction rather than by choosing one kernel per batch size.
+q is an int8 row of n values, or a uint8 row of n/2 bytes holding 4-bit two's-complement values
+(docs/FORMAT.md §5: input 2m in the low nibble of byte m, 2m+1 in the high one), unpacked in registers:
+the same arithmetic on the same values as the row widened to int8, at half the bytes read.
+
+The row's bytes are loaded and converted to f32 once for all R tokens (what makes several sequences
+decoded together cost little more than one); each token then adds into its own ACCS accumulators of
+LANES floats: input i goes to lane i % LANES of accumulator (i // LANES) % ACCS, with a fused
+multiply-add, in increasing i. At the end the accumulators are added (0+1) + (2+3), scaled (one scale
+per row; per-group scales multiply the converted weights instead), the lanes summed pairwise, and the
+sum added to b_r (a residual: inside, so that a fast-math caller's `y += result` cannot be fused or
+re-associated differently in different tiles). No add or multiply here may be re-associated or
+contracted (EXACT below), so LLVM keeps exactly that order: a token's result is the same bit for bit
+whichever tile (R) it is computed in and whatever its tile mates are. That is the batch invariance the
+server needs (a sequence's greedy text never depends on the batch), by construction rather than by
+choosing one kernel per batch size.
 
 Explicit vector IR because LLVM, given a loop of several dot products, neither keeps such an order
 (fast-math reassociates) nor shares the converted weights well without it (kernels/gemm_i8.py says
@@ -25,6 +31,10 @@ from numba.extending import intrinsic
 LANES = 8              # f32 lanes of one 256-bit vector
 ACCS = 4               # accumulators per token: enough independent FMAs to hide their latency at R=1
 BLOCK = LANES * ACCS   # inputs per loop step
+# The flag every add and multiply here carries. numba's fast-math pass gives its flags (reassociation,
+# contraction) to every floating-point instruction of a fastmath function that has none, intrinsics
+# inlined into it included; `arcp` (reciprocals, which only division uses) keeps these exactly as written.
+EXACT = ("arcp",)
 HAS_FMA = "+fma" in binding.get_host_cpu_features().flatten().split(",")
 
 
@@ -33,10 +43,11 @@ def fits(n_inputs: int, group: int) -> bool:
     return n_inputs > 0 and n_inputs % BLOCK == 0 and group % BLOCK == 0 and n_inputs % group == 0
 
 
-def _codegen(R):
+def _codegen(R, packed):
     def codegen(context, builder, signature, args):
         i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
         v8i8, v8i32, v8f32 = ir.VectorType(i8, LANES), ir.VectorType(i32, LANES), ir.VectorType(f32, LANES)
+        v16i8 = ir.VectorType(i8, BLOCK // 2)
         arrays = [context.make_array(ty)(context, builder, val).data
                   for ty, val in zip(signature.args[: 2 + R], args[: 2 + R])]
         q_ptr, s_ptr, x_ptrs = arrays[0], arrays[1], arrays[2:]
@@ -50,11 +61,17 @@ def _codegen(R):
                 return builder.call(fma_fn, [a, b, c])
         else:
             def fma(a, b, c):
-                return builder.fadd(builder.fmul(a, b), c)
+                return builder.fadd(builder.fmul(a, b, flags=EXACT), c, flags=EXACT)
 
         def splat(value):
             one = builder.insert_element(ir.Constant(v8f32, ir.Undefined), value, ir.Constant(i32, 0))
             return builder.shuffle_vector(one, one, ir.Constant(v8i32, [0] * LANES))
+
+        def fadd(a, b):
+            return builder.fadd(a, b, flags=EXACT)
+
+        def fmul(a, b):
+            return builder.fmul(a, b, flags=EXACT)
 
         zero = ir.Constant(v8f32, None)
         blocks_per_group = builder.udiv(gs, ir.Constant(i64, BLOCK))
@@ -85,12 +102,24 @@ def _codegen(R):
             accs = [[builder.phi(v8f32) for _ in range(ACCS)] for _ in range(R)]
             scale = splat(builder.load(builder.gep(s_ptr, [g]))) if grouped else None
             news = [[None] * ACCS for _ in range(R)]
+            if packed:   # 16 bytes hold the block's 32 nibbles: input 2m low in byte m, 2m+1 high
+                b = builder.load(builder.bitcast(builder.gep(q_ptr, [builder.lshr(i, ir.Constant(i64, 1))]),
+                                                 v16i8.as_pointer()), align=1)
+                four = ir.Constant(v16i8, [4] * (BLOCK // 2))
+                lo = builder.ashr(builder.shl(b, four), four)       # sign-extended low nibbles
+                hi = builder.ashr(b, four)
+                order = [v for m in range(BLOCK // 2) for v in (m, BLOCK // 2 + m)]
+                nibbles = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(i32, BLOCK), order))
             for j in range(ACCS):
                 off = builder.add(i, ir.Constant(i64, j * LANES))
-                wq = builder.load(builder.bitcast(builder.gep(q_ptr, [off]), v8i8.as_pointer()), align=1)
+                if packed:
+                    part = ir.Constant(ir.VectorType(i32, LANES), list(range(j * LANES, (j + 1) * LANES)))
+                    wq = builder.shuffle_vector(nibbles, ir.Constant(nibbles.type, ir.Undefined), part)
+                else:
+                    wq = builder.load(builder.bitcast(builder.gep(q_ptr, [off]), v8i8.as_pointer()), align=1)
                 w = builder.sitofp(builder.sext(wq, v8i32), v8f32)
                 if grouped:
-                    w = builder.fmul(w, scale)
+                    w = fmul(w, scale)
                 for r in range(R):
                     xv = builder.load(builder.bitcast(builder.gep(x_ptrs[r], [off]), v8f32.as_pointer()), align=4)
                     news[r][j] = fma(w, xv, accs[r][j])
@@ -124,20 +153,21 @@ def _codegen(R):
                 f.add_incoming(zero, entry)
         outs = []
         for r in range(R):
-            v = builder.fadd(builder.fadd(finals[r][0], finals[r][1]), builder.fadd(finals[r][2], finals[r][3]))
+            v = fadd(fadd(finals[r][0], finals[r][1]), fadd(finals[r][2], finals[r][3]))
             # scaled before the lanes are summed: the result is an add, so a caller's `y += result`
             # (fast-math, contractible) can never fuse with it into a multiply-add in some tiles only
-            v = builder.fmul(v, row_scale)
+            v = fmul(v, row_scale)
             lanes = [builder.extract_element(v, ir.Constant(i32, e)) for e in range(LANES)]
             while len(lanes) > 1:
-                lanes = [builder.fadd(lanes[e], lanes[e + 1]) for e in range(0, len(lanes), 2)]
-            outs.append(builder.fadd(biases[r], lanes[0]))
+                lanes = [fadd(lanes[e], lanes[e + 1]) for e in range(0, len(lanes), 2)]
+            outs.append(fadd(biases[r], lanes[0]))
         return context.make_tuple(builder, signature.return_type, outs)
     return codegen
 
 
 def _typed(R, q, s, xs, bs, n, gs):
-    arrays_ok = (isinstance(q, types.Array) and q.ndim == 1 and q.dtype == types.int8 and q.layout == "C"
+    arrays_ok = (isinstance(q, types.Array) and q.ndim == 1 and q.dtype in (types.int8, types.uint8)
+                 and q.layout == "C"
                  and isinstance(s, types.Array) and s.ndim == 1 and s.dtype == types.float32
                  and s.layout == "C"
                  and all(isinstance(x, types.Array) and x.ndim == 1 and x.dtype == types.float32
@@ -145,7 +175,7 @@ def _typed(R, q, s, xs, bs, n, gs):
     if not (arrays_ok and all(b == types.float32 for b in bs)
             and isinstance(n, types.Integer) and isinstance(gs, types.Integer)):
         return None
-    return types.UniTuple(types.float32, R)(q, s, *xs, *bs, n, gs), _codegen(R)
+    return types.UniTuple(types.float32, R)(q, s, *xs, *bs, n, gs), _codegen(R, q.dtype == types.uint8)
 
 
 @intrinsic

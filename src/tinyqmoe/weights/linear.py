@@ -17,26 +17,36 @@ import numpy as np
 from tinyqmoe.compress.quant import QuantizedTensor, quantize_int8, unpack_bits
 from tinyqmoe.errors import UsageError
 from tinyqmoe.kernels.gemm_i8 import linear_q8q8
+from tinyqmoe.kernels.layer import matmul_tiles
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
 from tinyqmoe.runtime import SERIAL, Runtime
 
 
 @dataclasses.dataclass
 class Linear:
-    """y = W x for W (O, I): float32 `w`, or int8 `q` times per-group `scale` (O, I // group)."""
+    """y = W x for W (O, I): float32 `w`, or int8 `q` times per-group `scale` (O, I // group), or
+    4-bit values packed two per byte `p` (O, I // 2; docs/FORMAT.md §5) times `scale`."""
     w: np.ndarray | None = None        # f32 (O, I)
     q: np.ndarray | None = None        # int8 (O, I)
     scale: np.ndarray | None = None    # f32 (O, G)
+    p: np.ndarray | None = None        # uint8 (O, I // 2): 4-bit, kept packed in memory
 
     @property
     def shape(self) -> tuple[int, int]:
+        if self.p is not None:
+            return (self.p.shape[0], 2 * self.p.shape[1])
         return (self.w if self.w is not None else self.q).shape
 
     @property
     def nbytes(self) -> int:
         if self.w is not None:
             return self.w.nbytes
-        return self.q.nbytes + self.scale.nbytes
+        return (self.q if self.q is not None else self.p).nbytes + self.scale.nbytes
+
+    @property
+    def rows_int(self) -> np.ndarray | None:
+        """The integer rows as the kernels take them: int8 `q`, or packed 4-bit `p` (None for f32)."""
+        return self.q if self.q is not None else self.p
 
     @classmethod
     def from_float(cls, w: np.ndarray, kind: str, group: int | None = None) -> "Linear":
@@ -58,15 +68,21 @@ class Linear:
             return cls(w=np.concatenate([p.w for p in parts]))
         if len({p.scale.shape[1] for p in parts}) != 1:
             raise UsageError("cannot fuse linears with different quantization groups")
-        return cls(q=np.concatenate([p.q for p in parts]), scale=np.concatenate([p.scale for p in parts]))
+        if all(p.p is not None for p in parts):
+            return cls(p=np.concatenate([p.p for p in parts]), scale=np.concatenate([p.scale for p in parts]))
+        return cls(q=np.concatenate([p.int8() for p in parts]), scale=np.concatenate([p.scale for p in parts]))
+
+    def int8(self, rows=slice(None)) -> np.ndarray:
+        """Rows of the integer weights widened to int8 (a view of `q` for int8 weights)."""
+        return self.q[rows] if self.q is not None else unpack_bits(self.p[rows], 4)
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """Rows `idx` as float32 (the embedding lookup)."""
         if self.w is not None:
             return self.w[idx]
-        o, i = self.q.shape
+        o, i = self.shape
         g = self.scale.shape[1]
-        return (self.q[idx].reshape(len(idx), g, i // g).astype(np.float32)
+        return (self.int8(idx).reshape(len(idx), g, i // g).astype(np.float32)
                 * self.scale[idx][:, :, None]).reshape(len(idx), i)
 
     def __call__(self, x: np.ndarray, rt: Runtime = SERIAL, out: np.ndarray | None = None,
@@ -78,8 +94,10 @@ class Linear:
         if stream:
             if self.w is not None:
                 matmul_f32(y, self.w, x)
-            else:
+            elif self.q is not None:
                 matmul_q8(y, self.q, self.scale, x)
+            else:
+                matmul_tiles(y, self.p, self.scale, np.ascontiguousarray(x, dtype=np.float32))
             return y
         if self.q is not None and rt.int8_prefill:
             # activations quantized per token, int8 x int8 products with int32 sums (numba threads)
@@ -93,9 +111,12 @@ class Linear:
             r1 = min(O, r0 + R)
             if self.w is not None:
                 w = self.w[r0:r1]
-            else:
+            elif self.q is not None:
                 w = np.empty((r1 - r0, I), np.float32)
                 dequant_rows_q8(w, self.q, self.scale, r0)
+            else:
+                w = np.empty((r1 - r0, I), np.float32)
+                dequant_rows_q8(w, self.int8(slice(r0, r1)), self.scale[r0:r1], 0)
             y[:, r0:r1] = x @ w.T
 
         rt.map(block, range(0, O, R))

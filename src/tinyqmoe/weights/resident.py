@@ -51,7 +51,7 @@ def assemble(config, get_float, make, progress=None) -> ResidentWeights:
         if progress:
             progress(i + 1, config.n_layers)
     lm_head = embed if config.tie_embeddings else make("lm_head.weight")
-    dtype = "int8" if layers and layers[0].wo.q is not None else "f32"
+    dtype = "int8" if layers and layers[0].wo.rows_int is not None else "f32"
     return ResidentWeights(embed=embed, layers=layers, norm=get_float("model.norm.weight"), lm_head=lm_head,
                            dtype=dtype)
 
@@ -69,6 +69,10 @@ def from_container(container, rt, progress=None) -> ResidentWeights:
         e = container.tensor(name)
         if e.qtype == "f32":
             return Linear(w=container.read_float(name, rt.pool))
+        if e.qtype == "int4" and e.shape[1] % 32 == 0 and e.group % 32 == 0:
+            # kept packed: the kernels unpack nibbles in registers (kernels/rowdot.py), half the bytes
+            qt = container.read_quantized(name, rt.pool)
+            return Linear(p=np.ascontiguousarray(qt.q), scale=np.ascontiguousarray(qt.scale, dtype=np.float32))
         q, scale = container.read_int8(name, rt.pool)
         return Linear(q=q, scale=scale)
 
