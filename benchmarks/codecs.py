@@ -4,7 +4,8 @@
       every codec on a sample of 256 KiB whole-row chunks of every 2-D weight, one thread, one run:
       bits per byte, vs the per-chunk order-0 entropy, encode MB/s, decode MB/s of output through each
       codec's numba core (what the fused reader calls; LZW's with one reused dictionary buffer), zstd also
-      through the `zstandard` library's own API; then XXH64 (numba) against zlib.crc32 in GB/s. Prints a markdown table naming the CPU.
+      through the `zstandard` library's own API, LZW also through its first and its previous decoder ("old",
+      "prev"); then XXH64 (numba) against zlib.crc32 in GB/s. Prints a markdown table naming the CPU.
       Each chunk's decode time is the least over --repeat rounds, the codecs interleaved round by round,
       so a shared machine's busy moments hit every codec alike.
   .venv/bin/python benchmarks/codecs.py table [--configs 8:auto,8:lzw,...]
@@ -39,9 +40,9 @@ from tinyqmoe.formats.load import open_checkpoint
 
 STREAM_CODECS = {  # label -> (codec, params); a " lib" suffix: decoded by the zstandard library's API,
     "raw": ("raw", {}), "lzw-12": ("lzw", {"max_bits": 12}), "lzw-16": ("lzw", {"max_bits": 16}),  # " old":
-    "lzw-20": ("lzw", {"max_bits": 20}), "rans": ("rans", {}), "tans": ("tans", {}),      # the first LZW decoder
-    "zstd-3": ("zstd", {"level": 3}), "zstd-19": ("zstd", {"level": 19}),
-}
+    "lzw-20": ("lzw", {"max_bits": 20}), "rans": ("rans", {}), "tans": ("tans", {}),      # the first LZW decoder,
+    "zstd-3": ("zstd", {"level": 3}), "zstd-19": ("zstd", {"level": 19}),     # " prev": the one before this
+}                                                                               # (benchmarks/lzw_previous.py)
 
 
 def sample_chunks(model: str, bits: int, group: int | None, chunk_size: int, sample_mb: float) -> list[np.ndarray]:
@@ -94,7 +95,7 @@ def stream_decoders(chunks, labels):
 
     out = {}
     for label in labels:
-        name, params = STREAM_CODECS[label.removesuffix(" lib").removesuffix(" old")]
+        name, params = STREAM_CODECS[label.removesuffix(" lib").removesuffix(" old").removesuffix(" prev")]
         c = codecs.codec_by_name(name)
         c.encode(chunks[0][:4096], **params)                       # compile outside the timing
         t = time.perf_counter()
@@ -105,6 +106,12 @@ def stream_decoders(chunks, labels):
             fn = lambda o, s, d=dctx: d.decompress(s)                # noqa: E731 (the library allocates its output)
         elif label.endswith(" old"):
             fn = lzw_decode_into_old
+        elif label.endswith(" prev"):                              # the previous core, one reused dictionary
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            from lzw_previous import lzw_decode_previous
+
+            ent = np.empty(1 << params["max_bits"], np.int64)
+            fn = lambda o, s, e=ent: lzw_decode_previous(o, s, e)    # noqa: E731
         elif name == "raw":
             fn = np.copyto
         elif name == "lzw":                                       # one reused dictionary, as the fused loop
@@ -241,7 +248,8 @@ def main(argv=None) -> int:
     p.add_argument("--group", type=int, default=None)
     p.add_argument("--chunk-size", type=int, default=256 * 1024)
     p.add_argument("--sample-mb", type=float, default=16)
-    p.add_argument("--codecs", default="raw,tans,rans,lzw-16 old,lzw-16,lzw-12,zstd-3 lib,zstd-3,zstd-19 lib,zstd-19")
+    p.add_argument("--codecs", default="raw,tans,rans,lzw-16 old,lzw-16 prev,lzw-16,lzw-12,lzw-20,zstd-3 lib,zstd-3,"
+                                       "zstd-19 lib,zstd-19")
     p.add_argument("--configs", default="8:raw,8:lzw-12,8:lzw-16,8:rans,8:tans,8:zstd,8:auto,"
                                         "4:raw,4:lzw-16,4:rans,4:tans,4:zstd,4:auto,ternary:raw,ternary:lzw-16,"
                                         "ternary:rans,ternary:tans,ternary:zstd,ternary:auto")
