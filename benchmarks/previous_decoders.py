@@ -5,9 +5,9 @@ is `tans_decode_core` of the same commit (bit position advanced by a masked nb p
 Benchmark-only: the package never imports it.
 
     python benchmarks/previous_decoders.py fused FILE.tqm [--rounds 7]
-        one thread, one process: a pass over every fused linear of an LZW container (pread, XXH64, decode,
-        multiply) with the current LZW core and with the previous one compiled into a copy of the fused
-        loop, rounds interleaved; min and median ms per pass.
+        one thread, one process: a pass over every fused linear of a container (pread, XXH64, decode,
+        multiply) with the current LZW and tANS cores and with the previous ones compiled into a copy of the
+        fused loop, rounds interleaved (the order alternating); min and median ms per pass.
 """
 from __future__ import annotations
 
@@ -205,6 +205,9 @@ def fused_ab(path: str, rounds: int) -> None:
     src = open(fused_loop.__file__).read()
     src = src.replace("from tinyqmoe.compress.lzw_decode import lzw_decode_scratch",
                       "from previous_decoders import lzw_decode_previous as lzw_decode_scratch")
+    src = src.replace("from tinyqmoe.compress.tans_decode import tans_decode_core",
+                      "from previous_decoders import tans_decode_previous as tans_decode_core")
+    assert "lzw_decode_previous" in src and "tans_decode_previous" in src
     prev = types.ModuleType("fused_loop_previous")
     exec(compile(src.replace("cache=True", "cache=False"), "fused_loop_previous.py", "exec"), prev.__dict__)
     m = tinyqmoe.load(path, source="fused", threads=1)
@@ -225,8 +228,8 @@ def fused_ab(path: str, rounds: int) -> None:
     for fn in fns.values():
         one_pass(fn)                                        # compile and warm up
     secs = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
+    for rnd in range(rounds):                               # the order alternates round by round
+        for k, fn in (list(fns.items()) if rnd % 2 == 0 else list(fns.items())[::-1]):
             t = time.perf_counter()
             one_pass(fn)
             secs[k].append(time.perf_counter() - t)
