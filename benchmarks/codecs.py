@@ -4,7 +4,9 @@
       every codec on a sample of 256 KiB whole-row chunks of every 2-D weight, one thread, one run:
       bits per byte, vs the per-chunk order-0 entropy, encode MB/s, decode MB/s of output through each
       codec's numba core (what the fused reader calls; LZW's with one reused dictionary buffer), zstd also
-      through the `zstandard` library's own API; then XXH64 (numba) against zlib.crc32 in GB/s. Prints a markdown table naming the CPU.
+      through the `zstandard` library's own API, LZW also through its first and its previous decoder ("old",
+      "prev"), tANS also through its previous one ("prev"; benchmarks/previous_decoders.py); then XXH64
+      (numba) against zlib.crc32 in GB/s. Prints a markdown table naming the CPU.
       Each chunk's decode time is the least over --repeat rounds, the codecs interleaved round by round,
       so a shared machine's busy moments hit every codec alike.
   .venv/bin/python benchmarks/codecs.py table [--configs 8:auto,8:lzw,...]
@@ -39,9 +41,9 @@ from tinyqmoe.formats.load import open_checkpoint
 
 STREAM_CODECS = {  # label -> (codec, params); a " lib" suffix: decoded by the zstandard library's API,
     "raw": ("raw", {}), "lzw-12": ("lzw", {"max_bits": 12}), "lzw-16": ("lzw", {"max_bits": 16}),  # " old":
-    "lzw-20": ("lzw", {"max_bits": 20}), "rans": ("rans", {}), "tans": ("tans", {}),      # the first LZW decoder
-    "zstd-3": ("zstd", {"level": 3}), "zstd-19": ("zstd", {"level": 19}),
-}
+    "lzw-20": ("lzw", {"max_bits": 20}), "rans": ("rans", {}), "tans": ("tans", {}),      # the first LZW decoder,
+    "zstd-3": ("zstd", {"level": 3}), "zstd-19": ("zstd", {"level": 19}),     # " prev": the LZW / tANS core
+}                                                                       # before this one (previous_decoders.py)
 
 
 def sample_chunks(model: str, bits: int, group: int | None, chunk_size: int, sample_mb: float) -> list[np.ndarray]:
@@ -94,7 +96,7 @@ def stream_decoders(chunks, labels):
 
     out = {}
     for label in labels:
-        name, params = STREAM_CODECS[label.removesuffix(" lib").removesuffix(" old")]
+        name, params = STREAM_CODECS[label.removesuffix(" lib").removesuffix(" old").removesuffix(" prev")]
         c = codecs.codec_by_name(name)
         c.encode(chunks[0][:4096], **params)                       # compile outside the timing
         t = time.perf_counter()
@@ -105,6 +107,15 @@ def stream_decoders(chunks, labels):
             fn = lambda o, s, d=dctx: d.decompress(s)                # noqa: E731 (the library allocates its output)
         elif label.endswith(" old"):
             fn = lzw_decode_into_old
+        elif label.endswith(" prev"):                              # the previous core (LZW: one reused dictionary)
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            from previous_decoders import lzw_decode_previous, tans_decode_previous
+
+            if name == "lzw":
+                ent = np.empty(1 << params["max_bits"], np.int64)
+                fn = lambda o, s, e=ent: lzw_decode_previous(o, s, e)    # noqa: E731
+            else:
+                fn = tans_decode_previous
         elif name == "raw":
             fn = np.copyto
         elif name == "lzw":                                       # one reused dictionary, as the fused loop
@@ -150,12 +161,15 @@ def run_streams(args) -> None:
     fns["xxh64"] = (lambda o, s: xxh64_core(s, np.uint64(0)), chunks)
     fns["crc32"] = (lambda o, s: zlib.crc32(s), chunks)
     secs = interleaved_best(fns, chunks, args.repeat)
-    ref = secs.get("zstd-3 lib", secs.get("zstd-3"))
+    # the reference: the faster of zstd-3's two paths in this run (the library's API allocates its output, and
+    # in one run on the shared machine that allocation alone halved it)
+    ref = min((secs[k] for k in ("zstd-3 lib", "zstd-3") if k in secs), default=None)
     print(f"CPU: {cpu_name()}; machine shared with other agents (load average "
           f"{os.getloadavg()[0]:.1f} at the end of the run)")
     print(f"{len(chunks)} chunks, {raw / 2**20:.1f} MiB of {args.bits}-bit weights; order-0 entropy "
           f"{8 * h0_chunks / raw:.3f} bits/byte per chunk; least of {args.repeat} interleaved rounds per chunk\n")
-    print("| codec | bits/byte | vs order-0 (per chunk) | encode MB/s | decode MB/s (1 thread) | decode vs zstd-3 |")
+    print("| codec | bits/byte | vs order-0 (per chunk) | encode MB/s | decode MB/s (1 thread) "
+          "| decode vs zstd-3 (its faster path) |")
     print("|---|---|---|---|---|---|")
     rows = []
     for label in labels:
@@ -241,7 +255,8 @@ def main(argv=None) -> int:
     p.add_argument("--group", type=int, default=None)
     p.add_argument("--chunk-size", type=int, default=256 * 1024)
     p.add_argument("--sample-mb", type=float, default=16)
-    p.add_argument("--codecs", default="raw,tans,rans,lzw-16 old,lzw-16,lzw-12,zstd-3 lib,zstd-3,zstd-19 lib,zstd-19")
+    p.add_argument("--codecs", default="raw,tans prev,tans,rans,lzw-16 old,lzw-16 prev,lzw-16,lzw-12,lzw-20,zstd-3 lib,"
+                                       "zstd-3,zstd-19 lib,zstd-19")
     p.add_argument("--configs", default="8:raw,8:lzw-12,8:lzw-16,8:rans,8:tans,8:zstd,8:auto,"
                                         "4:raw,4:lzw-16,4:rans,4:tans,4:zstd,4:auto,ternary:raw,ternary:lzw-16,"
                                         "ternary:rans,ternary:tans,ternary:zstd,ternary:auto")

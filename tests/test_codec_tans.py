@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinyqmoe.compress.common import TANS_R, normalize_freqs
+from tinyqmoe.compress.common import E_BAD_STATE, E_TRAILING, OK, TANS_R, normalize_freqs
 from tinyqmoe.compress.entropy import order0_entropy_bits
 from tinyqmoe.compress.tans_decode import tans_decode, tans_decode_core, tans_decode_reference
 from tinyqmoe.compress.tans_encode import tans_encode
@@ -113,3 +113,33 @@ def test_corrupt_errors_are_typed():
         tans_decode(enc, 0)                        # symbols present in an empty chunk
     with pytest.raises(FormatError):
         tans_decode(enc, len(data) + 1)            # one byte too many: bits run out or a lane ends off 0
+
+
+@pytest.mark.parametrize("alphabet", [2, 17, 256])
+def test_fast_path_known_answers_every_length(alphabet):
+    # the fast loop (whole rounds of 8, bit position kept in the low byte of a sum of table entries) against
+    # the plain-Python reference, for lengths around the round, refill and batch boundaries and the tail
+    rng = np.random.default_rng(alphabet)
+    for n in list(range(0, 70)) + [127, 128, 129, 1000, 4095, 4096, 4097, 20_001]:
+        data = rng.integers(0, alphabet, n, dtype=np.uint8).tobytes()
+        enc = tans_encode(data)
+        assert tans_decode(enc, n).tobytes() == data == tans_decode_reference(enc, n)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(200, 6000), st.integers(0, 2**32 - 1), st.integers(1, 5))
+def test_damaged_bit_streams_decode_like_the_reference(n, seed, flips):
+    # flips in the bit stream change symbols, not bounds: whenever the bits last to the end (the status is
+    # then OK, or final states off 0, or bits left over), the core wrote the reference decoder's bytes; and
+    # nothing is written past raw_size
+    rng = np.random.default_rng(seed)
+    data = np.clip(np.rint(rng.normal(0, 20, n)), -127, 127).astype(np.int8).view(np.uint8).tobytes()
+    enc = bytearray(tans_encode(data))
+    start = len(enc) - (len(enc) - 32) // 2                 # somewhere in the bit stream
+    for _ in range(flips):
+        enc[rng.integers(start, len(enc))] ^= 1 << rng.integers(8)
+    out = np.zeros(n + 16, np.uint8)
+    status = tans_decode_core(out[:n], np.frombuffer(bytes(enc), np.uint8))
+    assert status <= 0 and not out[n:].any()
+    if status in (OK, E_BAD_STATE, E_TRAILING):
+        assert out[:n].tobytes() == tans_decode_reference(bytes(enc), n)

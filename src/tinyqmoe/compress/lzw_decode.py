@@ -4,10 +4,14 @@ Every dictionary entry is a substring of the output already written, so an entry
 (offset, length) extent of the output and decoding a code is a forward copy: no prefix-chain
 walks. The entry table is sized to what the chunk can define, min(2^max_bits, raw_size + 258).
 
-`lzw_decode_core(out, src) -> status` is the numba entry point (the fused reader calls it): each code
-is one unaligned 64-bit load of the stream while 8 bytes remain, and each string one 8-byte over-copy
-per 8 bytes (the bytes written past the string's end are rewritten by the strings after it), except a
-string that overlaps itself (KwKwK) or would over-copy past the end of `out`: those go byte by byte.
+`lzw_decode_core(out, src) -> status` is the numba entry point (the fused reader calls it, through
+`lzw_decode_scratch` with a reused dictionary). Its fast path runs codes of one width in a loop whose
+every load and store is in bounds by the run's length, checked once per run: per code one unaligned
+64-bit load of the stream, one entry load, one check that the code is below d and one that its string
+is 1..8 bytes, then one 8-byte over-copy of the string (the bytes written past its end are rewritten by
+the strings after it) and the next entry. A byte's first appearance, CLEAR (their entries hold a length
+of 2^32 - 1), a long or self-overlapping (KwKwK) string, a code width change, the last bytes of `out` or
+of the stream and corrupt codes go through a slow path that checks everything, one code at a time.
 `lzw_decode_kernel` is the first, byte-at-a-time decoder, kept as the second implementation the
 tests compare against and as the benchmark's "old" row.
 """
@@ -20,6 +24,8 @@ from tinyqmoe.compress.common import (E_BAD_CODE, E_OVERFLOW, E_TRAILING, E_TRUN
                                       LZW_FIRST_CODE, LZW_MAX_BITS, LZW_MIN_BITS, OK, load_u64, raise_status,
                                       refill_bits, store_u64)
 from tinyqmoe.errors import CorruptionDetected, TruncatedInput
+
+_NEW = 0xFFFFFFFF   # the entry of a byte not yet written, and of CLEAR: a length no chunk has (> 8: the slow path)
 
 
 @njit(cache=True, nogil=True)
@@ -99,15 +105,47 @@ def lzw_decode_scratch(out, src, ent):
         return E_TRUNCATED
     if src[0] < LZW_MIN_BITS or src[0] > LZW_MAX_BITS or ent.size < LZW_FIRST_CODE:
         return E_BAD_CODE
+    if cap > (1 << 31):                                 # offsets must fit the entry's 32 high bits
+        return E_OVERFLOW
     limit = 1 << np.int64(src[0])                      # ent: code -> offset << 32 | length
-    ent[:256] = 0                                       # a literal: length 0 until its byte is first written,
-                                                        # then the extent of that byte in out
+    ent[:LZW_FIRST_CODE] = _NEW                         # bytes not yet written, and CLEAR: the slow path's business
     d_end = min(limit - 1, ent.size)                   # d may not reach it (a full dictionary needs CLEAR)
+    safe_bits = (ns - 7) * 8                            # a code starting below this bit is one 8-byte load
     bit, o = 8, 0
     d, width, have_prev, prev = LZW_FIRST_CODE, LZW_MIN_BITS, 0, 0
     while o < cap:
         if d + have_prev > (1 << width):                # w(d + 1) once a previous string exists
             width += 1
+        if have_prev and bit < safe_bits:
+            # fast path: a run of codes with one width, every load of src, ent and out in bounds by the run's
+            # length (codes start below safe_bits; d stays below d_end and 2^width; each code writes 8 bytes
+            # at o <= cap - 8). A code leaves the run, unconsumed, if it is not below d (KwKwK, or corrupt)
+            # or its string is not 1..8 bytes (a byte's first appearance, CLEAR, a long string).
+            n = min((1 << width) - d, d_end - d, (cap - o) >> 3, (safe_bits - 1 - bit) // width + 1)
+            if n > 0:
+                mask, uw = np.uint64((1 << width) - 1), np.uint64(width)
+                ud, ub, uo, up = np.uint64(d), np.uint64(bit), np.uint64(o), np.uint64(prev)
+                d_stop = ud + np.uint64(n)
+                while ud < d_stop:
+                    k = (load_u64(src, ub >> np.uint64(3)) >> (ub & np.uint64(7))) & mask
+                    if k >= ud:
+                        break
+                    e = np.uint64(ent[k])
+                    ln = e & np.uint64(0xFFFFFFFF)
+                    if ln > np.uint64(8):
+                        break
+                    ub += uw
+                    ent[ud] = up + np.uint64(1)         # define d = previous string + first byte of this one
+                    ud += np.uint64(1)
+                    store_u64(out, uo, load_u64(out, e >> np.uint64(32)))   # the string, over-copied to 8 bytes
+                    up = (uo << np.uint64(32)) | ln
+                    uo += ln
+                d, bit, o, prev = np.int64(ud), np.int64(ub), np.int64(uo), np.int64(up)
+                if o >= cap:
+                    break
+                if d + 1 > (1 << width):
+                    width += 1
+        # slow path: one code, every check
         k = _code_at(src, bit, width)
         if k < 0:
             return E_TRUNCATED
@@ -123,19 +161,16 @@ def lzw_decode_scratch(out, src, ent):
         elif k > 255:
             return E_BAD_CODE
         off, ln = ent[k] >> 32, ent[k] & 0xFFFFFFFF
-        if ln == 0:                                     # a byte's first appearance
+        if ln == _NEW:                                  # a byte's first appearance: its extent from now on
             out[o] = k
             ent[k] = (o << 32) | 1
             ln = 1
+        elif o + ln > cap:
+            return E_OVERFLOW
         elif o + ((ln + 7) & ~7) <= cap and k != d - 1:  # 8-byte over-copies
-            if o + ln > cap:
-                return E_OVERFLOW
-            store_u64(out, o, load_u64(out, off))
-            for j in range(8, ln, 8):
+            for j in range(0, ln, 8):
                 store_u64(out, o + j, load_u64(out, off + j))
         else:                                           # KwKwK overlaps itself, or too near the end of out
-            if o + ln > cap:
-                return E_OVERFLOW
             for j in range(ln):
                 out[o + j] = out[off + j]
         prev, have_prev = (o << 32) | ln, 1

@@ -1,7 +1,9 @@
 """tANS decoder (docs/FORMAT.md §7.3): 8 lanes read one LSB-first bit stream, a 4096-entry state table.
 
 A state is an index into the table; its entry packs (nb, symbol, base) so that one symbol costs one
-table load, one byte store and `x = base + next nb bits`. The fast loop runs whole rounds of 8 symbols
+table load, one byte store and `x = base + next nb bits`: 7 instructions (load, shift of the bit word,
+byte store of the symbol from the entry's second byte, bzhi and bit-position add straight from the entry,
+base shift, add). The fast loop runs whole rounds of 8 symbols
 whose reads it has proven in bounds beforehand (one check per batch of rounds); the last bytes go
 through a checked slow path. Whatever the input, no read or write leaves `src` or `out`.
 
@@ -45,6 +47,12 @@ def _bits_checked(src, at, nb):
     return (v >> np.uint64(at & 7)) & np.uint64((1 << nb) - 1)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _low_bits(v, t):
+    # the low (t & 255) bits of v (one bzhi: it reads only the low byte of t)
+    return v & ((np.uint64(1) << (t & np.uint64(255))) - np.uint64(1))
+
+
 @njit(cache=True, nogil=True)
 def tans_lanes_kernel(out, src, ptr, table, xs):
     # out uint8 [n] <- the bit stream src[ptr:]; xs int64 [8] initial states (< R); table from tans_table_kernel
@@ -55,7 +63,10 @@ def tans_lanes_kernel(out, src, ptr, table, xs):
     x4, x5, x6, x7 = np.uint64(x4), np.uint64(x5), np.uint64(x6), np.uint64(x7)
     p, bp, i = np.uint64(ptr), np.uint64(0), np.uint64(0)
     m8, m255, one = np.uint64(8), np.uint64(255), np.uint64(1)
+    # bp adds whole table entries (nb in the low byte): its low byte is the exact bit offset while at most
+    # 7 + 4 * 12 bits are read between two refills, and shifts and bzhi only look at the low bits
     while True:                                      # fast path: batches of rounds whose loads are in bounds
+        bp &= m255
         p += bp >> np.uint64(3)
         bp &= np.uint64(7)
         if np.uint64(ns) < p + np.uint64(_ROUND_BYTES // 2 + 8):
@@ -65,45 +76,50 @@ def tans_lanes_kernel(out, src, ptr, table, xs):
         if rounds == 0:
             break
         for _ in range(rounds):
+            bp &= m255
             p += bp >> np.uint64(3)
             bp &= np.uint64(7)
             bits = load_u64(src, p)
             t = np.uint64(table[x0])
             out[i] = np.uint8(t >> m8)
-            x0 = (t >> np.uint64(16)) + ((bits >> bp) & ((one << (t & m255)) - one))
-            bp += t & m255
+            x0 = (t >> np.uint64(16)) + _low_bits(bits >> (bp & np.uint64(63)), t)
+            bp += t
             t = np.uint64(table[x1])
             out[i + np.uint64(1)] = np.uint8(t >> m8)
-            x1 = (t >> np.uint64(16)) + ((bits >> bp) & ((one << (t & m255)) - one))
-            bp += t & m255
+            x1 = (t >> np.uint64(16)) + _low_bits(bits >> (bp & np.uint64(63)), t)
+            bp += t
             t = np.uint64(table[x2])
             out[i + np.uint64(2)] = np.uint8(t >> m8)
-            x2 = (t >> np.uint64(16)) + ((bits >> bp) & ((one << (t & m255)) - one))
-            bp += t & m255
+            x2 = (t >> np.uint64(16)) + _low_bits(bits >> (bp & np.uint64(63)), t)
+            bp += t
             t = np.uint64(table[x3])
             out[i + np.uint64(3)] = np.uint8(t >> m8)
-            x3 = (t >> np.uint64(16)) + ((bits >> bp) & ((one << (t & m255)) - one))
-            bp += t & m255
+            x3 = (t >> np.uint64(16)) + _low_bits(bits >> (bp & np.uint64(63)), t)
+            bp += t
+            bp &= m255
             p += bp >> np.uint64(3)
             bp &= np.uint64(7)
             bits = load_u64(src, p)
             t = np.uint64(table[x4])
             out[i + np.uint64(4)] = np.uint8(t >> m8)
-            x4 = (t >> np.uint64(16)) + ((bits >> bp) & ((one << (t & m255)) - one))
-            bp += t & m255
+            x4 = (t >> np.uint64(16)) + _low_bits(bits >> (bp & np.uint64(63)), t)
+            bp += t
             t = np.uint64(table[x5])
             out[i + np.uint64(5)] = np.uint8(t >> m8)
-            x5 = (t >> np.uint64(16)) + ((bits >> bp) & ((one << (t & m255)) - one))
-            bp += t & m255
+            x5 = (t >> np.uint64(16)) + _low_bits(bits >> (bp & np.uint64(63)), t)
+            bp += t
             t = np.uint64(table[x6])
             out[i + np.uint64(6)] = np.uint8(t >> m8)
-            x6 = (t >> np.uint64(16)) + ((bits >> bp) & ((one << (t & m255)) - one))
-            bp += t & m255
+            x6 = (t >> np.uint64(16)) + _low_bits(bits >> (bp & np.uint64(63)), t)
+            bp += t
             t = np.uint64(table[x7])
             out[i + np.uint64(7)] = np.uint8(t >> m8)
-            x7 = (t >> np.uint64(16)) + ((bits >> bp) & ((one << (t & m255)) - one))
-            bp += t & m255
+            x7 = (t >> np.uint64(16)) + _low_bits(bits >> (bp & np.uint64(63)), t)
+            bp += t
             i += m8
+    bp &= m255
+    p += bp >> np.uint64(3)
+    bp &= np.uint64(7)
     xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7] = x0, x1, x2, x3, x4, x5, x6, x7
     at = np.int64(p) * 8 + np.int64(bp)              # slow path: every read checked
     for j in range(np.int64(i), n):
