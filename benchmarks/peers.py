@@ -31,6 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PEERS = ("tinyqmoe-int8", "llama.cpp-q8_0", "transformers-fp32")
+# also: "tinyqmoe-4bit" (a raw 4-bit group-32 container, resident and packed) against "llama.cpp-q4_1"
+# (the shipped GGUF, whose layers are Q4_1)
 DEFAULT_PEERS_PYTHON = "/work/peers-venv/bin/python"
 
 
@@ -76,7 +78,7 @@ def child_llama_cpp(job: dict) -> dict:
 
     llm.eval(ids[:8])  # warm-up
     prompt_tps, gen_tps = timed_runs(prefill, decode_one, job["gen_tokens"], job["repeats"])
-    return {"peer": "llama.cpp-q8_0", "version": llama_cpp.__version__, "load_s": load_s,
+    return {"peer": job["peer"], "version": llama_cpp.__version__, "load_s": load_s,
             "prompt_tps": prompt_tps, "gen_tps": gen_tps, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -116,14 +118,28 @@ def child_tinyqmoe(job: dict) -> dict:
     import tinyqmoe
     from tinyqmoe.bench import run_bench
 
-    model = tinyqmoe.load(job["model"], weights="int8", threads=job["threads"])
+    model = tinyqmoe.load(job["model"], weights=None if job["model"].endswith(".tqm") else "int8",
+                          threads=job["threads"])
     r = run_bench(model, prompt_tokens=len(job["prompt_ids"]), gen_tokens=job["gen_tokens"], repeats=job["repeats"])
-    return {"peer": "tinyqmoe-int8", "version": getattr(tinyqmoe, "__version__", "?"), "load_s": r.load_s,
+    return {"peer": job["peer"], "version": getattr(tinyqmoe, "__version__", "?"), "load_s": r.load_s,
             "prompt_tps": r.prompt_tps, "gen_tps": r.gen_tps, "peak_rss_mb": peak_rss_mb()}
 
 
-CHILDREN = {"llama.cpp-q8_0": child_llama_cpp, "transformers-fp32": child_transformers,
-            "tinyqmoe-int8": child_tinyqmoe}
+CHILDREN = {"llama.cpp-q8_0": child_llama_cpp, "llama.cpp-q4_1": child_llama_cpp,
+            "transformers-fp32": child_transformers, "tinyqmoe-int8": child_tinyqmoe, "tinyqmoe-4bit": child_tinyqmoe}
+
+
+def four_bit_container(src: Path, out_dir: Path) -> Path:
+    """The default model as a raw 4-bit container with one scale per 32 inputs, written once."""
+    from tinyqmoe.compress.writer import CompressOptions, write_container
+    from tinyqmoe.formats.load import open_checkpoint
+
+    path = out_dir / "default-4bit-g32-raw.tqm"
+    if not path.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open_checkpoint(src) as ck:
+            write_container(ck, path, CompressOptions(bits=4, group=32, codec="raw"), progress=False)
+    return path
 
 
 # ---- parent
@@ -198,10 +214,14 @@ def main(argv=None) -> int:
     for peer in args.peers.split(","):
         if peer == "llama.cpp-q8_0":
             model, python = str(q8_0_model(src, args.peers_python)), args.peers_python
+        elif peer == "llama.cpp-q4_1":
+            model, python = str(src), args.peers_python
+        elif peer == "tinyqmoe-4bit":
+            model, python = str(four_bit_container(src, args.out)), sys.executable
         else:
             model, python = str(src), sys.executable
         print(f"running {peer} ...", file=sys.stderr)
-        row = run_child(python, peer, dict(job, model=model), args.threads)
+        row = run_child(python, peer, dict(job, model=model, peer=peer), args.threads)
         print(json.dumps(row), file=sys.stderr)
         rows.append(dict(row, loadavg_1min_after=os.getloadavg()[0]))
     machine["loadavg_1min_after"] = os.getloadavg()[0]

@@ -77,3 +77,17 @@ def test_q4_every_nibble_value():
     x = rng.standard_normal((2, 32)).astype(np.float32)
     expect = ref.matmul_q8(q, scale, x)
     np.testing.assert_allclose(matmul_q4_f32(p, scale, x), expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("group", [32, 64])
+def test_dequant_rows_q4_equals_widened(group):
+    """The long-prompt path's dequantization of packed 4-bit rows: the widened values times their scales."""
+    from tinyqmoe.compress.quant import quantize, unpack_bits
+    from tinyqmoe.kernels.matvec_q4 import dequant_rows_q4
+
+    w = np.random.default_rng(3).standard_normal((24, 128)).astype(np.float32)
+    qt, _ = quantize(w, 4, group)
+    out = np.empty((10, 128), np.float32)
+    dequant_rows_q4(out, np.ascontiguousarray(qt.q), np.ascontiguousarray(qt.scale, np.float32), 7)
+    want = unpack_bits(qt.q, 4)[7:17].astype(np.float32) * np.repeat(qt.scale[7:17], group, axis=1)
+    np.testing.assert_array_equal(out, want)

@@ -116,3 +116,18 @@ def matmul_q4_f32(p: np.ndarray, scale: np.ndarray, x: np.ndarray) -> np.ndarray
     y = np.empty((T, p.shape[0]), np.float32)
     matmul_q4(y, p, scale, xa, xb, xsum)
     return y
+
+
+@njit(fastmath=True, cache=True, nogil=True)
+def dequant_rows_q4(w, p, scale, row0):
+    """rows row0 .. row0+R of (p (O,I/2) packed 4-bit * scale (O,G)) -> w (R,I) f32 (long prompts' BLAS blocks)"""
+    R, I = w.shape
+    gs = I // scale.shape[1]
+    for r in range(R):
+        for j in range(I // 2):
+            b = np.int32(p[row0 + r, j])
+            lo = (b & 15) - ((b & 8) << 1)           # the low nibble, sign-extended
+            hi = (b >> 4) - ((b & 128) >> 3)          # the high nibble, sign-extended
+            s = scale[row0 + r, (2 * j) // gs]
+            w[r, 2 * j] = np.float32(lo) * s
+            w[r, 2 * j + 1] = np.float32(hi) * s

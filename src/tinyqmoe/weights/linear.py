@@ -19,6 +19,7 @@ from tinyqmoe.errors import UsageError
 from tinyqmoe.kernels.gemm_i8 import linear_q8q8
 from tinyqmoe.kernels.layer import matmul_tiles
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
+from tinyqmoe.kernels.matvec_q4 import dequant_rows_q4
 from tinyqmoe.runtime import SERIAL, Runtime
 
 
@@ -116,7 +117,7 @@ class Linear:
                 dequant_rows_q8(w, self.q, self.scale, r0)
             else:
                 w = np.empty((r1 - r0, I), np.float32)
-                dequant_rows_q8(w, self.int8(slice(r0, r1)), self.scale[r0:r1], 0)
+                dequant_rows_q4(w, self.p, self.scale, r0)
             y[:, r0:r1] = x @ w.T
 
         rt.map(block, range(0, O, R))
