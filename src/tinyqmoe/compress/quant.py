@@ -90,9 +90,13 @@ def _scale_name(scale_dtype) -> str:
 ROW_BLOCK_VALUES = 1 << 20   # quantize and measure error this many values at a time: memory ~ the tensor
 
 
-def _quantize_levels(w, group, scale_dtype, qmax: int, absmean: bool, per_byte: int):
-    """Round to integers in [-qmax, qmax] per group -> (q int8 [O, I], scale f32 [O, I // g], g, QuantError).
-    Works in row blocks so that temporaries stay small next to the tensor itself."""
+def _quantize_levels(w, group, scale_dtype, qmax: int, absmean: bool, per_byte: int,
+                     qmin: int | None = None, search: tuple = ()):
+    """Round to integers in [qmin, qmax] (qmin = -qmax by default) per group -> (q int8 [O, I], scale f32
+    [O, I // g], g, QuantError). The scale is max|w| / qmax (or the mean |w|), or with `search` the one of
+    max|w| / d for d in `search` with the least squared error in each group. Works in row blocks so that
+    temporaries stay small next to the tensor itself."""
+    qmin = -qmax if qmin is None else qmin
     wg, g = _groups(w, group, per_byte)
     o, i = w.shape
     q = np.empty((o, i), np.int8)
@@ -104,7 +108,18 @@ def _quantize_levels(w, group, scale_dtype, qmax: int, absmean: bool, per_byte: 
         stat = np.mean(np.abs(b), axis=2) if absmean else np.max(np.abs(b), axis=2) / qmax
         s = _rounded_scale(stat, scale_dtype)
         safe = np.where(s > 0, s, 1.0)
-        qb = np.clip(np.rint(b / safe[:, :, None]), -qmax, qmax).astype(np.int8)
+        qb = np.clip(np.rint(b / safe[:, :, None]), qmin, qmax).astype(np.int8)
+        if search:
+            best = np.sum((b - qb * s[:, :, None]) ** 2, axis=2)
+            amax = np.max(np.abs(b), axis=2)
+            for d in search:
+                sc = _rounded_scale(amax / d, scale_dtype)
+                qc = np.clip(np.rint(b / np.where(sc > 0, sc, 1.0)[:, :, None]), qmin, qmax).astype(np.int8)
+                err = np.sum((b - qc * sc[:, :, None]) ** 2, axis=2)
+                better = err < best
+                best = np.where(better, err, best)
+                s = np.where(better, sc, s)
+                qb = np.where(better[:, :, None], qc, qb)
         q[r:r + step] = qb.reshape(-1, i)
         scale[r:r + step] = s
         b64 = b.astype(np.float64)
@@ -128,10 +143,16 @@ def dequantize_int8(qt: QuantizedTensor) -> np.ndarray:
     return (qt.q.reshape(o, i // g, g).astype(np.float32) * qt.scale[:, :, None]).reshape(o, i)
 
 
+INT4_DIVISORS = tuple(float(d) for d in np.linspace(6.0, 8.5, 11))
+
+
 def quantize_int4(w: np.ndarray, group: int | None = 32,
                   scale_dtype=np.float32) -> tuple[QuantizedTensor, QuantError]:
-    """Symmetric 4-bit (-7..7) per group, packed two per byte."""
-    q, scale, g, err = _quantize_levels(w, group, scale_dtype, 7, False, 2)
+    """4-bit per group, packed two per byte: values -8..7 times a non-negative scale chosen per group
+    among max|w| / d, d in INT4_DIVISORS, for the least squared error (the -8 level and the search
+    take 29% off the error power of max|w| / 7 on the default model's Q4_1-sourced weights: 21.2-21.4
+    against 19.7-19.9 dB SQNR)."""
+    q, scale, g, err = _quantize_levels(w, group, scale_dtype, 7, False, 2, qmin=-8, search=INT4_DIVISORS)
     return QuantizedTensor(q=pack_bits(q, 4), scale=scale, group=g, bits=4, scale_dtype=_scale_name(scale_dtype)), err
 
 
