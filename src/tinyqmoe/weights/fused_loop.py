@@ -25,7 +25,9 @@ from tinyqmoe.compress.rans_decode import rans_decode_core
 from tinyqmoe.compress.tans_decode import tans_decode_core
 from tinyqmoe.compress.xxh64 import xxh64_core
 from tinyqmoe.compress.zstd_decode import LIBZSTD, zstd_decode_core
+from tinyqmoe.kernels.layer import row_times_tokens
 from tinyqmoe.kernels.matvec import q8_row_dot
+from tinyqmoe.kernels.rowdot import BLOCK
 
 E_READ = -20          # pread returned fewer bytes than the chunk's stored size
 E_CHECKSUM = -21      # the chunk's bytes do not match its checksum
@@ -104,6 +106,7 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
     per-thread buffers [threads, ...]; status int64 [n] <- 0 or the chunk's error."""
     n = table.shape[0]
     T, I = x.shape
+    tiles = I % BLOCK == 0 and scales.shape[1] > 0 and (I // scales.shape[1]) % BLOCK == 0   # kernels/rowdot.py fits
     for i in prange(n):
         tid = numba.get_thread_id()
         off, size, raw = table[i, 0], table[i, 1], table[i, 2]
@@ -137,6 +140,11 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
                         acc += w[r, j] * x[t, j]
                     y[t, r0 + r] = acc
             continue
+        if bits == 4 and tiles:   # packed rows straight into the tiles: nibbles unpacked in registers
+            p = dst.reshape(rc, I // 2)
+            for r in range(rc):
+                row_times_tokens(y, r0 + r, p[r], scales[r0 + r], x, False)
+            continue
         if bits == 8:
             q = dst.view(np.int8).reshape(rc, I)
         else:
@@ -145,6 +153,10 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
                 status[i] = E_TERNARY
                 continue
             q = wide.reshape(rc, I)
-        for r in range(rc):
-            for t in range(T):
-                y[t, r0 + r] = q8_row_dot(q[r], scales[r0 + r], x[t])
+        if tiles:
+            for r in range(rc):
+                row_times_tokens(y, r0 + r, q[r], scales[r0 + r], x, False)
+        else:
+            for r in range(rc):
+                for t in range(T):
+                    y[t, r0 + r] = q8_row_dot(q[r], scales[r0 + r], x[t])
