@@ -20,7 +20,7 @@ from tinyqmoe.model.forward import forward_batch
 from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, decode_text, prefill
 from tinyqmoe.model.sampling import SamplingParams
 from tinyqmoe.model.state import Activations, RunState
-from tinyqmoe.model.tokenizer import Tokenizer
+from tinyqmoe.model.tokenizer import Tokenizer, container_tokenizer
 from tinyqmoe.runtime import Runtime
 from tinyqmoe.weights.source import SOURCES
 
@@ -190,7 +190,7 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
     try:
         if reader.tokenizer is None:
             raise UsageError("container has no tokenizer", tqm)
-        tokenizer = Tokenizer(reader.tokenizer, tqm)  # before the budget: its memory is measured, not guessed
+        tokenizer = container_tokenizer(reader, tqm)  # before the budget: its memory is measured, not guessed
         cfg = reader.config
         ctx = _context(plan.context, cfg.max_seq_len, plan.budget)
         source = plan.source
