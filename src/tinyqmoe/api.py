@@ -186,6 +186,8 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
     if plan.kind != "tqm" and plan.budget is not None and not _int8_cache_path(plan.path, plan.group).exists():
         warmup.int8_cache_in_child(plan.path, plan.group, plan.progress)   # its peak is the child's, not ours
     tqm = plan.path if plan.kind == "tqm" else _int8_cache(plan.path, plan.group, plan.progress)
+    if plan.budget is not None:   # LLVM's pages come and go before the header and tokenizer, not on top
+        warmup.start_llvm()
     reader = Container(tqm, cold=plan.cold, storage_bw=plan.storage_bw)
     try:
         if reader.tokenizer is None:
@@ -206,6 +208,7 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
             source = "resident"
         if plan.budget is not None:   # compile the kernels in a child: LLVM's memory is not given back
             warmup.kernels_in_child(reader, source, rt.threads)
+            warmup.load_kernels(reader, source)     # before the weights, library pages dropped after each
         if source == "resident":
             bar = _progress_bar(cfg.n_layers, f"loading {tqm.name}") if plan.progress else None
             w = resident.from_container(reader, rt, progress=bar)

@@ -1,14 +1,16 @@
 """Memory budget: an explicit account of what a run keeps in RAM, and the fastest source that fits.
 
 Peak RSS = max(this process's peak so far, what it holds now (measured: interpreter, numpy,
-numba/llvmlite, the tokenizer; memory a finished step freed, such as building the int8 cache, is not
-counted) + kernels (loading the compiled numba kernels and the threads' stacks at the first forward pass)
-+ weights held by the source + KV cache for the context + activations. Page cache is not RSS: the
-streamed and fused sources read the file with pread, so its pages never count against the budget.
+numba/llvmlite with LLVM started, the tokenizer; memory a finished step freed, such as building the int8
+cache, is not counted) + kernels (loading the compiled numba kernels, the threads' stacks, the library
+pages a forward pass touches) + weights held by the source + KV cache for the context + activations.
+Page cache is not RSS: the streamed and fused sources read the file with pread, so its pages never count
+against the budget.
 
-"Now" is measured rather than assumed because it varies by tens of MB with how the kernel maps
-the 179 MB libllvmlite.so: 98 MB after `import tinyqmoe.api` in one venv, 136 MB in a fresh one on
-the same machine, same packages.
+"Now" and the peak so far are measured rather than assumed: a budgeted load starts LLVM before the
+tokenizer, with the clean pages of the 180 MB libllvmlite.so dropped before and after (warmup.py), so
+its transient pages are in the peak so far, and how much of the library the page cache had mapped does
+not change "now".
 """
 from __future__ import annotations
 
@@ -19,19 +21,26 @@ from tinyqmoe.memory import drop_clean_library_pages, peak_rss_bytes, rss_bytes,
 from tinyqmoe.weights.source import SOURCES
 
 from tinyqmoe.units import MB  # sizes are shown in decimal megabytes (tinyqmoe.units parses them)
-# Measured growth of RSS from the moment the budget is measured (library pages just dropped, see
-# drop_clean_library_pages) to the end of a first generation (cached numba kernels loaded, which maps
-# LLVM's code again; OpenMP and pool threads started), weights and KV cache aside, AMD EPYC Zen 3:
-# default model, fused: +119 MB in a freshly installed venv (the kernel maps freshly written
-# libraries in large folios: +117 MB of file pages), +74 MB in an older venv of the same packages;
-# tiny model, LZW container, resident (the reader's decoders load too): +140 MB fresh (+110 file,
-# +26 anonymous), +87 MB older. The largest, with a margin.
-KERNELS = 150 * MB
+# Measured growth of RSS from the moment the budget is measured (LLVM started, tokenizer built, library
+# pages dropped) to the end of a first generation, weights and KV cache aside: the kernels the warm-up
+# child listed, loaded before the weights with the library pages dropped after each (warmup.py), the
+# threads, the library pages a forward pass faults in (`benchmarks/runtime_floor.py --run`: the growth
+# less the estimate's weights and activations and the KV cache the run touched). AMD EPYC family 25,
+# December, an older venv and a freshly installed one: default model +9 MB fused, +11 streamed, +30
+# resident (LZW container: its decoders load too); tiny model +21-22 MB; 1B shape, fused, +3-6 MB. (It
+# was +74-140 MB when the first forward pass faulted LLVM's pages in on top of everything else.) The
+# largest, with a margin.
+KERNELS = 40 * MB
 
 
 def mb(n: int) -> str:
     """A size as users read budgets: decimal MB, or KB below one MB."""
     return f"{n / MB:.0f} MB" if n >= MB else f"{n / 1000:.0f} KB"
+
+
+def mb_up(n: int) -> str:
+    """A need in whole MB, rounded up: a budget of the number shown fits."""
+    return f"{-(-n // MB)} MB"
 
 
 @dataclasses.dataclass
@@ -96,5 +105,5 @@ def choose_source(container, max_memory: int, context: int, threads: int,
     others = ", ".join(f"{e.source} {mb(e.total)}" for e in estimates if e is not least)
     raise MemoryBudgetError(
         f"a budget of {mb(max_memory)} is too small: the smallest run ({least.source}, "
-        f"context {context}) needs about {mb(least.total)} ({least.describe()}; {others}); "
+        f"context {context}) needs about {mb_up(least.total)} ({least.describe()}; {others}); "
         f"a shorter context (--context) shrinks the KV cache", name or container.path)
