@@ -117,7 +117,7 @@ def compiled_kernels() -> list[tuple[str, str, list]]:
 def start_llvm() -> None:
     """Start numba's LLVM (typing and target contexts; the runtime module it compiles at every start)
     with the library pages dropped before and after each step."""
-    from tinyqmoe.memory import drop_clean_library_pages, trim_heap
+    from tinyqmoe.memory import drop_clean_library_pages
 
     drop_clean_library_pages()
     try:
@@ -128,7 +128,6 @@ def start_llvm() -> None:
         cpu_target.target_context.refresh()     # compiles numba's runtime (NRT) module
     except Exception:  # noqa: BLE001  numba internals: without them kernels start LLVM on first use
         pass
-    trim_heap()
     drop_clean_library_pages()
 
 
