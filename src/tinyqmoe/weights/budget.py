@@ -29,8 +29,8 @@ from tinyqmoe.units import MB  # sizes are shown in decimal megabytes (tinyqmoe.
 # December. A venv whose libllvmlite.so has been in the page cache a while: default model +9 MB fused,
 # +11 streamed, +30 resident (LZW container: its decoders load too); tiny model +21-22 MB; 1B shape,
 # fused, +3-6 MB. A freshly installed venv (a fresh clone in CI), whose just-written libraries the kernel
-# maps in large folios: loading one cached kernel faults ~40 MB of LLVM's pages at once, default model
-# +40 MB fused, +36 streamed. (It was +74-140 MB when the first forward pass faulted LLVM's pages in on
+# maps in large folios: loading one cached kernel faults 40-50 MB of LLVM's pages at once, default model
+# +40-49 MB fused, +36-44 streamed (two fresh clones). (It was +74-140 MB when the first forward pass faulted LLVM's pages in on
 # top of everything else.) The largest, with a margin.
 KERNELS = 60 * MB
 
