@@ -1,6 +1,7 @@
 """What the process costs before its first weight: VmRSS after each step, each variant in a fresh process.
 
-    .venv/bin/python benchmarks/runtime_floor.py [--tokenizer DIR] [--aot]
+    .venv/bin/python benchmarks/runtime_floor.py [--tokenizer DIR] [--aot] [--run MODEL [--source S]
+                                                 [--context N] [--max-memory SIZE] [-n N]]
 
 numba      import numpy -> import numba -> first call of a cached kernel (LLVM starts) -> the clean
            pages of libllvmlite.so dropped (madvise MADV_DONTNEED on its mappings that hold no private
@@ -13,6 +14,11 @@ tokenizer  DIR holding tokenizer.json (and tokenizer.model, tiktoken's format, f
 aot        numba.pycc compiles an int8 matvec ahead of time (needs a C compiler), for the generic x86-64
            target and for this CPU, with fastmath patched in (pycc has no option for it); speed against
            the jitted kernel on one thread, and VmRSS of a process that imports only numpy and the module.
+run        MODEL loaded under --max-memory as `tinyqmoe generate` does (the source the budget picks, or
+           --source), N tokens generated: the peak before the budget is measured (import, LLVM start,
+           tokenizer), what the process holds when it is measured ("now"), the growth after it (kernels
+           loaded, weights, the KV cache the run touches; VmHWM reset at that point through
+           /proc/self/clear_refs), the whole run's peak, and the budget's estimate.
 """
 from __future__ import annotations
 
@@ -182,6 +188,37 @@ print(json.dumps({"import numpy": base, "AOT module imported and called": st("Vm
 """
 
 
+BUDGETED = """
+import sys
+def st(key):                             # decimal MB, as budgets are written
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return round(int(line.split()[1]) * 1024 / 1e6)
+import tinyqmoe.api as api
+import tinyqmoe.weights.budget as budget
+model, size, source, context, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+seen = {}
+def measured(est):                       # the estimate the load used; then restart the peak from here
+    seen.update(so_far=st("VmHWM"), now=round(est.parts["process now"] / 1e6), estimate=round(est.total / 1e6),
+                parts={k: round(v / 1e6) for k, v in est.parts.items()})
+    open("/proc/self/clear_refs", "w").write("5")
+    return est
+choose, estimate = budget.choose_source, budget.estimate
+def choose_source(*a, **k):
+    return measured(choose(*a, **k))
+def estimate_forced(*a, **k):
+    return measured(estimate(*a, **k))
+budget.choose_source, budget.estimate = choose_source, estimate_forced
+m = api.load(model, max_memory=size, context=context or None, threads=2,
+             source=None if source == "auto" else source)
+seen["loaded"] = st("VmRSS")
+m.tokenizer.stop_ids = frozenset()
+list(m.stream_ids(m.tokenizer.encode("The capital of France is"), max_new_tokens=n))
+seen.update(source=m.source, end=st("VmRSS"), peak_after=st("VmHWM"), growth=st("VmHWM") - seen["now"])
+print(json.dumps(seen))
+"""
+
+
 def run(code: str, *args: str) -> dict:
     r = subprocess.run([sys.executable, "-c", "import json\n" + code, *args], capture_output=True, text=True,
                        env=dict(os.environ))
@@ -194,7 +231,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", help="directory with tokenizer.json (+ tokenizer.model for tiktoken)")
     ap.add_argument("--aot", action="store_true", help="build and measure the numba.pycc module")
+    ap.add_argument("--run", metavar="MODEL", help="load MODEL under a budget and measure the run (see above)")
+    ap.add_argument("--source", default="auto", help="with --run: resident, fused, streamed or auto (default)")
+    ap.add_argument("--context", type=int, default=0, help="with --run: positions (default: 1024 under a budget)")
+    ap.add_argument("--max-memory", default="8GB", help="with --run: the budget (default 8GB)")
+    ap.add_argument("-n", type=int, default=16, help="with --run: tokens to generate (default 16)")
     a = ap.parse_args()
+    if a.run:
+        print(json.dumps(run(BUDGETED, a.run, a.max_memory, a.source, str(a.context), str(a.n))))
+        return 0
     print("VmRSS MB, numba steps:", json.dumps(run(NUMBA_STEPS), indent=1))
     if a.tokenizer:
         for how in ("from_str, kept", "from_str, dropped", "from_file", "tiktoken"):

@@ -121,7 +121,9 @@ def test_generate_under_a_budget_stays_under_it(smol_lzw):
 def test_first_run_of_a_float_checkpoint_stays_under_its_budget(default_gguf, tmp_path):
     """Issue 12: with an empty int8 cache, `generate default --max-memory 300MB` built the cache, peaked at
     402 MB and then refused the run. Building the cache now streams, and the budget's base is what the
-    process holds after it (never below its peak so far), so the first run fits and stays under."""
+    process holds after it (never below its peak so far), so the first run fits and stays under; since
+    issue 15 (LLVM's pages dropped, kernels loaded before the weights; the smallest budget 167-183 MB)
+    under 220 MB."""
     import os
     import re
     import subprocess
@@ -131,10 +133,10 @@ def test_first_run_of_a_float_checkpoint_stays_under_its_budget(default_gguf, tm
 
     (tmp_path / "assets").symlink_to(cache_dir() / "assets")   # the pinned model, not its int8 cache
     env = dict(os.environ, TINYQMOE_CACHE=str(tmp_path))
-    r = subprocess.run([sys.executable, "-m", "tinyqmoe", "generate", "default", "--max-memory", "300MB",
+    r = subprocess.run([sys.executable, "-m", "tinyqmoe", "generate", "default", "--max-memory", "220MB",
                         "--context", "128", "-p", "The capital of France is", "-n", "8"],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout and list((tmp_path / "int8").glob("*.tqm"))   # this run built the cache
     peak = int(re.search(r"peak RSS (\d+) MB", r.stderr).group(1))
-    assert peak <= 300, r.stderr
+    assert peak <= 220, r.stderr

@@ -20,7 +20,7 @@ from tinyqmoe.model.forward import forward_batch
 from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, decode_text, prefill
 from tinyqmoe.model.sampling import SamplingParams
 from tinyqmoe.model.state import Activations, RunState
-from tinyqmoe.model.tokenizer import Tokenizer
+from tinyqmoe.model.tokenizer import Tokenizer, container_tokenizer
 from tinyqmoe.runtime import Runtime
 from tinyqmoe.weights.source import SOURCES
 
@@ -186,11 +186,13 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
     if plan.kind != "tqm" and plan.budget is not None and not _int8_cache_path(plan.path, plan.group).exists():
         warmup.int8_cache_in_child(plan.path, plan.group, plan.progress)   # its peak is the child's, not ours
     tqm = plan.path if plan.kind == "tqm" else _int8_cache(plan.path, plan.group, plan.progress)
+    if plan.budget is not None:   # LLVM's pages come and go before the header and tokenizer, not on top
+        warmup.start_llvm()
     reader = Container(tqm, cold=plan.cold, storage_bw=plan.storage_bw)
     try:
         if reader.tokenizer is None:
             raise UsageError("container has no tokenizer", tqm)
-        tokenizer = Tokenizer(reader.tokenizer, tqm)  # before the budget: its memory is measured, not guessed
+        tokenizer = container_tokenizer(reader, tqm)  # before the budget: its memory is measured, not guessed
         cfg = reader.config
         ctx = _context(plan.context, cfg.max_seq_len, plan.budget)
         source = plan.source
@@ -206,6 +208,7 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
             source = "resident"
         if plan.budget is not None:   # compile the kernels in a child: LLVM's memory is not given back
             warmup.kernels_in_child(reader, source, rt.threads)
+            warmup.load_kernels(reader, source)     # before the weights, library pages dropped after each
         if source == "resident":
             bar = _progress_bar(cfg.n_layers, f"loading {tqm.name}") if plan.progress else None
             w = resident.from_container(reader, rt, progress=bar)

@@ -1,7 +1,8 @@
 """The child process of tinyqmoe.warmup: `python -m tinyqmoe.warmup_child int8 PATH GROUP PROGRESS` builds
-the int8 cache of a float checkpoint; `... kernels TQM SOURCE THREADS` loads a container with a source and runs
-a short prefill and decode, so numba compiles and caches those kernels. An error comes back on stdout as one
-JSON line (class, message, path), which the parent raises again."""
+the int8 cache of a float checkpoint; `... kernels TQM SOURCE THREADS LIST` loads a container with a source
+and runs a short prompt, a long one (over SMALL_BATCH tokens: other kernels) and a decode, so numba
+compiles and caches those kernels, and writes their list (module, name, signatures; a pickle) to LIST.
+An error comes back on stdout as one JSON line (class, message, path), which the parent raises again."""
 from __future__ import annotations
 
 import json
@@ -17,11 +18,19 @@ def _child(argv: list[str]) -> None:
 
         _int8_cache(Path(argv[1]), int(argv[2]) or None, argv[3] == "1")
     elif argv[0] == "kernels":
-        from tinyqmoe.api import load
+        import pickle
 
-        with load(argv[1], source=argv[2], threads=int(argv[3]), context=16) as model:
+        from tinyqmoe.api import load
+        from tinyqmoe.warmup import compiled_kernels
+
+        from tinyqmoe.kernels.matvec import SMALL_BATCH
+
+        with load(argv[1], source=argv[2], threads=int(argv[3]), context=SMALL_BATCH + 16) as model:
             ids = model.tokenizer.encode("The capital of France is")[:6] or [1, 2, 3]
-            list(model.stream_ids(ids, max_new_tokens=3))
+            list(model.stream_ids(ids, max_new_tokens=3))                         # short prompt, decode
+            list(model.stream_ids((ids * SMALL_BATCH)[:SMALL_BATCH + 4], max_new_tokens=1))   # a long prompt
+        if len(argv) > 4:
+            Path(argv[4]).write_bytes(pickle.dumps(compiled_kernels()))
     else:
         raise errors.UsageError(f"unknown warm-up job {argv[0]!r}")
 

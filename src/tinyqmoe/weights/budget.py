@@ -1,100 +1,48 @@
 """Memory budget: an explicit account of what a run keeps in RAM, and the fastest source that fits.
 
 Peak RSS = max(this process's peak so far, what it holds now (measured: interpreter, numpy,
-numba/llvmlite, the tokenizer; memory a finished step freed, such as building the int8 cache, is not
-counted) + kernels (loading the compiled numba kernels and the threads' stacks at the first forward pass)
-+ weights held by the source + KV cache for the context + activations. Page cache is not RSS: the
-streamed and fused sources read the file with pread, so its pages never count against the budget.
+numba/llvmlite with LLVM started, the tokenizer; memory a finished step freed, such as building the int8
+cache, is not counted) + kernels (loading the compiled numba kernels, the threads' stacks, the library
+pages a forward pass touches) + weights held by the source + KV cache for the context + activations.
+Page cache is not RSS: the streamed and fused sources read the file with pread, so its pages never count
+against the budget.
 
-"Now" is measured rather than assumed because it varies by tens of MB with how the kernel maps
-the 179 MB libllvmlite.so: 98 MB after `import tinyqmoe.api` in one venv, 136 MB in a fresh one on
-the same machine, same packages.
+"Now" and the peak so far are measured rather than assumed: a budgeted load starts LLVM before the
+tokenizer, with the clean pages of the 180 MB libllvmlite.so dropped before and after (warmup.py), so
+its transient pages are in the peak so far, and how much of the library the page cache had mapped does
+not change "now".
 """
 from __future__ import annotations
 
 import dataclasses
 
 from tinyqmoe.errors import MemoryBudgetError, UsageError
+from tinyqmoe.memory import drop_clean_library_pages, peak_rss_bytes, rss_bytes, trim_heap  # noqa: F401
 from tinyqmoe.weights.source import SOURCES
 
 from tinyqmoe.units import MB  # sizes are shown in decimal megabytes (tinyqmoe.units parses them)
-# Measured growth of RSS from the moment the budget is measured (library pages just dropped, see
-# drop_clean_library_pages) to the end of a first generation (cached numba kernels loaded, which maps
-# LLVM's code again; OpenMP and pool threads started), weights and KV cache aside, AMD EPYC Zen 3:
-# default model, fused: +119 MB in a freshly installed venv (the kernel maps freshly written
-# libraries in large folios: +117 MB of file pages), +74 MB in an older venv of the same packages;
-# tiny model, LZW container, resident (the reader's decoders load too): +140 MB fresh (+110 file,
-# +26 anonymous), +87 MB older. The largest, with a margin.
-KERNELS = 150 * MB
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set so far (VmHWM). Not ru_maxrss: Linux carries that over from
-    the parent across fork + exec, so a small child of a big parent reports the parent's peak."""
-    peak = _status_kb("VmHWM")
-    if peak is not None:
-        return peak
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def rss_bytes() -> int:
-    """This process's resident set now (VmRSS)."""
-    now = _status_kb("VmRSS")
-    return peak_rss_bytes() if now is None else now
-
-
-def drop_clean_library_pages() -> int:
-    """Unmap the clean file pages of read-only library mappings (libllvmlite.so alone holds 60-115 MB after
-    `import numba`, by how the page cache holds it); they are faulted in again when used. -> bytes dropped.
-
-    Only mappings of a file that are not writable and hold no private (copy-on-write) pages, which
-    smaps reports as `Anonymous: 0 kB`, are touched: MADV_DONTNEED on them changes no byte the process
-    can read. It makes what a process holds "now" the same whatever the page cache held, so the budget
-    measures the same in a fresh venv and an old one. Linux only; elsewhere a no-op."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        with open("/proc/self/smaps") as f:
-            lines = f.read().splitlines()
-    except (OSError, AttributeError):
-        return 0
-    spans, cur = [], None
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 5 and "-" in parts[0] and ":" in parts[3]:     # a mapping's first line
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            cur = {"lo": lo, "hi": hi, "perms": parts[1], "path": parts[5] if len(parts) > 5 else ""}
-            spans.append(cur)
-        elif cur is not None and parts and parts[0] in ("Rss:", "Anonymous:"):
-            cur[parts[0][:-1]] = int(parts[1]) * 1024
-    dropped = 0
-    for s in spans:
-        path = s["path"]
-        if (path.startswith("/") and not path.startswith(("/dev/", "/memfd:", "/SYSV")) and "w" not in s["perms"]
-                and s.get("Anonymous", 1) == 0 and s.get("Rss", 0) > 0):
-            if libc.madvise(s["lo"], s["hi"] - s["lo"], 4) == 0:   # MADV_DONTNEED
-                dropped += s["Rss"]
-    return dropped
+# Measured growth of RSS from the moment the budget is measured (LLVM started, tokenizer built, library
+# pages dropped) to the end of a first generation, weights and KV cache aside: the kernels the warm-up
+# child listed, loaded before the weights with the library pages dropped after each (warmup.py), the
+# threads, the library pages a forward pass faults in (`benchmarks/runtime_floor.py --run`: the growth
+# less the estimate's weights and activations and the KV cache the run touched). AMD EPYC family 25,
+# December. A venv whose libllvmlite.so has been in the page cache a while: default model +9 MB fused,
+# +11 streamed, +30 resident (LZW container: its decoders load too); tiny model +21-22 MB; 1B shape,
+# fused, +3-6 MB. A freshly installed venv (a fresh clone in CI), whose just-written libraries the kernel
+# maps in large folios: loading one cached kernel faults 40-50 MB of LLVM's pages at once, default model
+# +40-49 MB fused, +36-44 streamed (two fresh clones). (It was +74-140 MB when the first forward pass faulted LLVM's pages in on
+# top of everything else.) The largest, with a margin.
+KERNELS = 60 * MB
 
 
 def mb(n: int) -> str:
     """A size as users read budgets: decimal MB, or KB below one MB."""
     return f"{n / MB:.0f} MB" if n >= MB else f"{n / 1000:.0f} KB"
+
+
+def mb_up(n: int) -> str:
+    """A need in whole MB, rounded up: a budget of the number shown fits."""
+    return f"{-(-n // MB)} MB"
 
 
 @dataclasses.dataclass
@@ -159,5 +107,5 @@ def choose_source(container, max_memory: int, context: int, threads: int,
     others = ", ".join(f"{e.source} {mb(e.total)}" for e in estimates if e is not least)
     raise MemoryBudgetError(
         f"a budget of {mb(max_memory)} is too small: the smallest run ({least.source}, "
-        f"context {context}) needs about {mb(least.total)} ({least.describe()}; {others}); "
+        f"context {context}) needs about {mb_up(least.total)} ({least.describe()}; {others}); "
         f"a shorter context (--context) shrinks the KV cache", name or container.path)
