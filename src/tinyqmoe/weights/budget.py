@@ -73,8 +73,10 @@ def estimate(container, source: str, context: int, threads: int, so_far: tuple[i
     layer0 = [e for e in entries if e.name.startswith("model.layers.0.") and len(e.shape) == 2]
     max_stored = max(int(e.chunks["stored_size"].max()) for e in entries if e.n_chunks)
     max_raw = max(int(e.chunks["raw_size"].max()) for e in entries if e.n_chunks)
-    if source == "resident":
-        weights = sum(int8_bytes(e) for e in entries) + scales + floats
+    if source == "resident":   # 4-bit rows stay packed where the kernels take them (weights/resident.py)
+        from tinyqmoe.weights.resident import resident_packed
+
+        weights = sum(e.raw_bytes if resident_packed(e) else int8_bytes(e) for e in entries) + scales + floats
     elif source == "streamed":
         weights = 2 * sum(int8_bytes(e) for e in layer0) + scales + floats + threads * (max_stored + 2 * max_raw)
     elif source == "fused":   # per thread: the compiled loop's buffers, and a codec's transient tables

@@ -63,13 +63,18 @@ def from_checkpoint(ckpt, kind: str = "int8", group: int | None = None, progress
     return assemble(ckpt.config, ckpt.get, lambda name: Linear.from_float(ckpt.get(name), kind, group), progress)
 
 
+def resident_packed(e) -> bool:
+    """Does a container tensor stay packed in RAM? 4-bit rows of whole 32-input blocks (kernels/rowdot.py)."""
+    return e.qtype == "int4" and e.shape[1] % 32 == 0 and e.group % 32 == 0
+
+
 def from_container(container, rt, progress=None) -> ResidentWeights:
     """Decode a .tqm container's tensors into RAM through the reader (pread, chunks in parallel)."""
     def make(name):
         e = container.tensor(name)
         if e.qtype == "f32":
             return Linear(w=container.read_float(name, rt.pool))
-        if e.qtype == "int4" and e.shape[1] % 32 == 0 and e.group % 32 == 0:
+        if resident_packed(e):
             # kept packed: the kernels unpack nibbles in registers (kernels/rowdot.py), half the bytes
             qt = container.read_quantized(name, rt.pool)
             return Linear(p=np.ascontiguousarray(qt.q), scale=np.ascontiguousarray(qt.scale, dtype=np.float32))
