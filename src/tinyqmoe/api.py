@@ -245,21 +245,19 @@ def _weights_bits(w) -> float:
     return 8.0 * sum(x.nbytes for x in lins) / n
 
 
-def _keeps_q8_0_blocks(path: Path, group: int | None) -> bool:
+def _keeps_q8_0_blocks(ckpt, group: int | None) -> bool:
     """Does the int8 cache keep the file's own int8 blocks? Yes for a GGUF whose quantized layers are
     all Q8_0, loaded with the default grouping: its int8 cache then has one f16 scale per 32 inputs,
     and quantizing a Q8_0 block (d * q, q in -127..127 with |q| = 127 where the block peaks, as
     llama.cpp writes it) again gives back exactly d and q, so the weights run as stored in the file
     (8.5 bits/weight, like Q8_0) instead of re-quantized per channel (tests/test_gguf_loader.py)."""
-    if group is not None or path.suffix.lower() != ".gguf":
+    if group is not None or Path(ckpt.path).suffix.lower() != ".gguf":
         return False
     from tinyqmoe.compress.writer import CompressOptions, is_quantized_name
-    from tinyqmoe.formats.load_gguf import open_gguf
 
     opts = CompressOptions(bits=8, codec="raw")
-    with open_gguf(path) as ckpt:
-        names = [n for n in ckpt.names if is_quantized_name(n, ckpt.shapes[n], opts)]
-        return bool(names) and all(ckpt.source_dtypes.get(n) == "q8_0" for n in names)
+    names = [n for n in ckpt.names if is_quantized_name(n, ckpt.shapes[n], opts)]
+    return bool(names) and all(ckpt.source_dtypes.get(n) == "q8_0" for n in names)
 
 
 def _int8_cache_path(path: Path, group: int | None) -> Path:
@@ -270,8 +268,7 @@ def _int8_cache_path(path: Path, group: int | None) -> Path:
 
     files = sorted(path.glob("*")) if path.is_dir() else [path]
     key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
-    blocks = "|q8_0-blocks" if _keeps_q8_0_blocks(path, group) else ""
-    digest = hashlib.sha256(f"{key}|group={group}|v3{blocks}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{key}|group={group}|v4".encode()).hexdigest()[:16]   # v4: Q8_0 blocks kept
     return cache_dir() / "int8" / f"{path.stem}-{digest}.tqm"
 
 
@@ -290,7 +287,7 @@ def _int8_cache(path: Path, group: int | None, progress: bool) -> Path:
             for n_in in {c.dim, c.q_dim, c.ffn_dim}:
                 if group and n_in % group:
                     raise UsageError(f"group size {group} does not divide the input dimension {n_in}", path)
-            if _keeps_q8_0_blocks(path, group):
+            if _keeps_q8_0_blocks(ckpt, group):
                 opts = CompressOptions(bits=8, group=32, scale_dtype="f16", codec="raw", stats=False)
             else:
                 opts = CompressOptions(bits=8, group=group or 0, codec="raw", stats=False)
