@@ -43,11 +43,11 @@ demo: $(VENV)/.demo
 	$(BIN)/tinyqmoe compress default -o $(OUT)/smol-lzw.tqm --codec lzw
 	$(BIN)/tinyqmoe inspect $(OUT)/smol-lzw.tqm | tail -4
 	$(BIN)/tinyqmoe verify $(OUT)/smol-lzw.tqm
-	@echo "== 5. the same model entropy-coded (codec auto: tANS, ~7.07 bits/weight), run inside a memory budget"
+	@echo "== 5. the same model entropy-coded (codec auto: tANS, ~7.07 bits/weight), run inside a 220 MB budget"
 	@echo "==    smaller than its int8 weights + runtime; then the LZW file the same way (the paper's codec: slower)"
 	$(BIN)/tinyqmoe compress default -o $(OUT)/smol-auto.tqm --codec auto
-	$(BIN)/tinyqmoe generate $(OUT)/smol-auto.tqm --max-memory 300MB --context 128 -p "The capital of France is" -n 16
-	$(BIN)/tinyqmoe generate $(OUT)/smol-lzw.tqm --max-memory 300MB --context 128 -p "The capital of France is" -n 16
+	$(BIN)/tinyqmoe generate $(OUT)/smol-auto.tqm --max-memory 220MB --context 128 -p "The capital of France is" -n 16
+	$(BIN)/tinyqmoe generate $(OUT)/smol-lzw.tqm --max-memory 220MB --context 128 -p "The capital of France is" -n 16
 	@echo "== 6. a small evaluation: 50 ARC-Easy questions, 8-bit vs compressed"
 	$(BIN)/tinyqmoe eval --compare 8-bit=default:int8 Compressed=$(OUT)/smol-lzw.tqm --tasks arc_easy --limit 50 --output $(OUT)/eval
 
