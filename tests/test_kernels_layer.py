@@ -17,11 +17,15 @@ def random_weights(group, tie, seed=0):
     import dataclasses
 
     cfg = dataclasses.replace(PRESETS["tiny"], tie_embeddings=tie)
+    return cfg, from_checkpoint(MemoryCheckpoint(cfg, random_tensors(cfg, seed)), "int8", group)
+
+
+def random_tensors(cfg, seed):
+    """float32 tensors of a random Llama of config `cfg`: norms near 1, weights of std 0.08."""
     rng = np.random.default_rng(seed)
-    tensors = {name: ((1.0 + 0.1 * rng.standard_normal(shape)) if len(shape) == 1
-                      else 0.08 * rng.standard_normal(shape)).astype(np.float32)
-               for name, shape in expected_tensors(cfg).items()}
-    return cfg, from_checkpoint(MemoryCheckpoint(cfg, tensors), "int8", group)
+    return {name: ((1.0 + 0.1 * rng.standard_normal(shape)) if len(shape) == 1
+                   else 0.08 * rng.standard_normal(shape)).astype(np.float32)
+            for name, shape in expected_tensors(cfg).items()}
 
 
 @pytest.mark.parametrize("group, tie", [(None, False), (32, True)])
@@ -154,10 +158,7 @@ def packed_4bit_weights(seed=6, group=32):
     from tinyqmoe.weights.resident import assemble
 
     cfg = dataclasses.replace(PRESETS["tiny"], tie_embeddings=True)
-    rng = np.random.default_rng(seed)
-    tensors = {name: ((1.0 + 0.1 * rng.standard_normal(shape)) if len(shape) == 1
-                      else 0.08 * rng.standard_normal(shape)).astype(np.float32)
-               for name, shape in expected_tensors(cfg).items()}
+    tensors = random_tensors(cfg, seed)
     packed = {n: quantize(t, 4, group)[0] for n, t in tensors.items() if t.ndim == 2}
 
     def make(widen):

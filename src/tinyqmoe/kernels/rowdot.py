@@ -1,6 +1,6 @@
 """An int8 weight row times a few f32 token rows, each token's sum in an order the code fixes.
 
-    q8_dot_R(q, s, x_0..x_{R-1}, b_0..b_{R-1}, n, gs) -> R float32, for R = 1..4 tokens:
+    q8_dot_R(q, s, x_0..x_{R-1}, b_0..b_{R-1}, n, gs) -> R float32, for R = 1..3 tokens:
         b_r + sum_{i < n} (q[i] * s[i // gs]) * x_r[i]
 
 q is an int8 row of n values, or a uint8 row of n/2 bytes holding 4-bit two's-complement values
@@ -194,9 +194,3 @@ def q8_dot_2(typingctx, q, s, x0, x1, b0, b1, n, gs):
 def q8_dot_3(typingctx, q, s, x0, x1, x2, b0, b1, b2, n, gs):
     """b_r + the row . x_r for r = 0..2 -> 3 f32"""
     return _typed(3, q, s, (x0, x1, x2), (b0, b1, b2), n, gs)
-
-
-@intrinsic
-def q8_dot_4(typingctx, q, s, x0, x1, x2, x3, b0, b1, b2, b3, n, gs):
-    """b_r + the row . x_r for r = 0..3 -> 4 f32"""
-    return _typed(4, q, s, (x0, x1, x2, x3), (b0, b1, b2, b3), n, gs)

@@ -73,6 +73,10 @@ class Slot:
     def prefilling(self) -> bool:
         return self.fed < len(self.job.prompt)
 
+    def chunk_end(self, size: int) -> int:
+        """Where the prompt's next chunk ends: the next multiple of `size`, or the prompt's end."""
+        return min(len(self.job.prompt), (self.fed // size + 1) * size)
+
 
 class TextStream:
     """Incremental detokenization: decodes a short window, never splits a UTF-8 character.
@@ -230,7 +234,7 @@ class Scheduler:
         for slot in self._active:
             if not slot.prefilling:
                 continue
-            end = min(len(slot.job.prompt), (slot.fed // FUSED_CHUNK + 1) * FUSED_CHUNK)
+            end = slot.chunk_end(FUSED_CHUNK)
             if chunks and rows + end - slot.fed > FUSED_PREFILL:
                 break
             chunks.append((slot, end))
@@ -248,7 +252,7 @@ class Scheduler:
 
     def _prefill_chunk(self, slot: Slot) -> None:
         """The prompt's tokens up to the next multiple of PREFILL_CHUNK, alone in one call."""
-        end = min(len(slot.job.prompt), (slot.fed // PREFILL_CHUNK + 1) * PREFILL_CHUNK)
+        end = slot.chunk_end(PREFILL_CHUNK)
         tokens = slot.job.prompt[slot.fed: end]
         logits = self.model.forward_batch([slot.state], [tokens], path="auto")[0]
         slot.fed = end

@@ -65,7 +65,9 @@ def from_checkpoint(ckpt, kind: str = "int8", group: int | None = None, progress
 
 def resident_packed(e) -> bool:
     """Does a container tensor stay packed in RAM? 4-bit rows of whole 32-input blocks (kernels/rowdot.py)."""
-    return e.qtype == "int4" and e.shape[1] % 32 == 0 and e.group % 32 == 0
+    from tinyqmoe.kernels.rowdot import fits
+
+    return e.qtype == "int4" and fits(e.shape[1], e.group)
 
 
 def from_container(container, rt, progress=None) -> ResidentWeights:
