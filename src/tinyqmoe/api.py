@@ -19,7 +19,7 @@ from tinyqmoe.model.config import LlamaConfig
 from tinyqmoe.model.forward import forward_batch
 from tinyqmoe.model.generate import GenerationStats, decode_n_tokens, decode_text, prefill
 from tinyqmoe.model.sampling import SamplingParams
-from tinyqmoe.model.state import Activations, RunState
+from tinyqmoe.model.state import STORAGE_BYTES, Activations, RunState, check_cache_type
 from tinyqmoe.model.tokenizer import Tokenizer, container_tokenizer
 from tinyqmoe.runtime import Runtime
 from tinyqmoe.weights.source import SOURCES
@@ -44,6 +44,8 @@ class LoadPlan:
     progress: bool
     storage_bw: float | None = None   # emulated storage speed, bytes per second (streamed/fused)
     sequences: int = 1                # sequences held at once (a server's slots): the budget holds their KV
+    cache_type_k: str = "f32"         # how KV caches hold keys: "f32" | "f16"
+    cache_type_v: str = "f32"         # and values
 
     @property
     def reads_container(self) -> bool:
@@ -54,7 +56,8 @@ class LoadPlan:
 def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int | None = None,
               max_memory: int | str | None = None, group: int | None = None, progress: bool = False,
               cache: bool = True, source: str = "auto", cold: bool = False,
-              context: int | None = None, storage_bw: int | str | None = None, sequences: int = 1) -> LoadPlan:
+              context: int | None = None, storage_bw: int | str | None = None, sequences: int = 1,
+              cache_type_k: str = "f32", cache_type_v: str = "f32") -> LoadPlan:
     """Resolve and check the arguments of `load` (see there) into a LoadPlan."""
     from tinyqmoe.locate import model_kind, resolve
     from tinyqmoe.units import parse_size
@@ -71,6 +74,8 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
         raise UsageError(f"group must be >= 1, got {group}")
     if context is not None and context < 0:
         raise UsageError(f"context must be >= 0 (0: the model's own), got {context}")
+    check_cache_type(cache_type_k, "key cache type")
+    check_cache_type(cache_type_v, "value cache type")
     budget = None if max_memory is None else parse_size(max_memory, "max_memory")
     bw = None if storage_bw is None else parse_size(str(storage_bw).removesuffix("/s"), "storage_bw")
     if bw is not None and bw <= 0:
@@ -91,7 +96,7 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
         weights = "stored"
     weights = weights or "int8"
     plan = LoadPlan(str(path_or_name), path, kind, weights, group, cache, source, budget, context,
-                    threads, cold, progress, bw, sequences)
+                    threads, cold, progress, bw, sequences, cache_type_k, cache_type_v)
     chunked = budget is not None or source in ("streamed", "fused")
     if chunked and weights == "f32":
         raise UsageError("memory budgets and streamed/fused sources run int8 weights, not f32")
@@ -106,7 +111,8 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
 def load(path_or_name: str | Path, weights: str | None = None, threads: int | None = None,
          max_memory: int | str | None = None, group: int | None = None, progress: bool = False,
          cache: bool = True, source: str = "auto", cold: bool = False, context: int | None = None,
-         storage_bw: int | str | None = None, sequences: int = 1) -> "Model":
+         storage_bw: int | str | None = None, sequences: int = 1,
+         cache_type_k: str = "f32", cache_type_v: str = "f32") -> "Model":
     """Load a model: an HF directory, a .gguf or .tqm file, or the name `default`.
 
     weights:    for float checkpoints, "int8" (default: symmetric per output channel, or per `group`
@@ -126,9 +132,11 @@ def load(path_or_name: str | Path, weights: str | None = None, threads: int | No
                 sources: a warm page cache plus a byte-rate throttle on every read (docs/streaming.md).
     sequences:  how many sequences of `context` positions will be held at once (a server's slots): the
                 budget accounts for the KV caches of all of them.
+    cache_type_k, cache_type_v: how the KV caches hold keys and values: "f32" (default: the reference
+                numbers) or "f16" (half the memory, llama.cpp's default; needs F16C).
     """
     return build(plan_load(path_or_name, weights, threads, max_memory, group, progress, cache, source, cold,
-                           context, storage_bw, sequences))
+                           context, storage_bw, sequences, cache_type_k, cache_type_v))
 
 
 def build(plan: LoadPlan) -> "Model":
@@ -172,7 +180,8 @@ def _from_checkpoint(plan: LoadPlan, rt: Runtime) -> "Model":
             bar(None, None)
         ctx = _context(plan.context, ckpt.config.max_seq_len, None)
         return Model(plan.name, ckpt.config, tokenizer, w, rt, weights_kind=plan.weights, source="resident",
-                     max_context=ctx, bits_per_weight=_weights_bits(w))
+                     max_context=ctx, bits_per_weight=_weights_bits(w),
+                     cache_types=(plan.cache_type_k, plan.cache_type_v))
 
 
 def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
@@ -196,19 +205,22 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
         cfg = reader.config
         ctx = _context(plan.context, cfg.max_seq_len, plan.budget)
         source = plan.source
+        kv_bytes = (STORAGE_BYTES[plan.cache_type_k], STORAGE_BYTES[plan.cache_type_v])
         if plan.budget is not None and source == "auto":
             allowed = tuple(s for s in SOURCES if not ((plan.cold or plan.storage_bw) and s == "resident"))
-            source = choose_source(reader, plan.budget, ctx * plan.sequences, rt.threads, allowed, plan.name).source
+            source = choose_source(reader, plan.budget, ctx * plan.sequences, rt.threads, allowed, plan.name,
+                                   kv_bytes=kv_bytes).source
         elif plan.budget is not None:
-            forced = estimate(reader, source, ctx * plan.sequences, rt.threads)
+            forced = estimate(reader, source, ctx * plan.sequences, rt.threads, kv_bytes=kv_bytes)
             if forced.total > plan.budget:
                 raise MemoryBudgetError(f"source {source} needs about {mb(forced.total)} "
                                         f"({forced.describe()}), over the budget of {mb(plan.budget)}", plan.name)
         elif source == "auto":
             source = "resident"
         if plan.budget is not None:   # compile the kernels in a child: LLVM's memory is not given back
-            warmup.kernels_in_child(reader, source, rt.threads)
-            warmup.load_kernels(reader, source)     # before the weights, library pages dropped after each
+            cache_types = (plan.cache_type_k, plan.cache_type_v)
+            warmup.kernels_in_child(reader, source, rt.threads, cache_types)
+            warmup.load_kernels(reader, source, cache_types)   # before the weights, library pages dropped after each
         if source == "resident":
             bar = _progress_bar(cfg.n_layers, f"loading {tqm.name}") if plan.progress else None
             w = resident.from_container(reader, rt, progress=bar)
@@ -222,7 +234,7 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
         raise
     kind = "tqm" if plan.kind == "tqm" else "int8"
     return Model(plan.name, cfg, tokenizer, w, rt, weights_kind=kind, source=source, max_context=ctx,
-                 bits_per_weight=_container_bits(reader))
+                 bits_per_weight=_container_bits(reader), cache_types=(plan.cache_type_k, plan.cache_type_v))
 
 
 def _container_bits(c) -> float:
@@ -299,7 +311,8 @@ class Model:
     """A loaded model. One forward pass at a time (its activation buffers are reused)."""
 
     def __init__(self, name: str, config: LlamaConfig, tokenizer: Tokenizer, weights, runtime: Runtime, *,
-                 weights_kind: str, source: str, max_context: int, bits_per_weight: float):
+                 weights_kind: str, source: str, max_context: int, bits_per_weight: float,
+                 cache_types: tuple[str, str] = ("f32", "f32")):
         self.name = name
         self.config = config
         self.tokenizer = tokenizer
@@ -309,6 +322,7 @@ class Model:
         self.source = source                # "resident" | "fused" | "streamed"
         self.max_context = max_context      # positions a sequence may hold (a budget lowers it)
         self.bits_per_weight = bits_per_weight  # linear layers, scales included, before any codec
+        self.cache_types = cache_types      # (keys, values) of every KV cache: "f32" | "f16"
         self.load_seconds = 0.0
         self.last_stats = GenerationStats()
         self._acts = Activations(config)
@@ -358,8 +372,9 @@ class Model:
         return self.runtime.threads
 
     def new_state(self, capacity: int | None = None) -> RunState:
-        """A sequence's KV cache for `capacity` positions (default and most: max_context)."""
-        return RunState(self.config, min(capacity or self.max_context, self.max_context))
+        """A sequence's KV cache for `capacity` positions (default and most: max_context), of the
+        model's cache types."""
+        return RunState(self.config, min(capacity or self.max_context, self.max_context), *self.cache_types)
 
     def forward_batch(self, states: list[RunState], token_lists: list, all_logits: bool = False,
                       path: str = "auto") -> list[np.ndarray]:

@@ -48,7 +48,7 @@ def code_key() -> str:
     return h.hexdigest()[:16]
 
 
-def _stamp(container, source: str) -> Path:
+def _stamp(container, source: str, cache_types: tuple[str, str] = ("f32", "f32")) -> Path:
     from tinyqmoe.assets import cache_dir
 
     layout = set()   # what picks a kernel's types: quantization, grouping, scale type, codecs, layers
@@ -57,7 +57,8 @@ def _stamp(container, source: str) -> Path:
         layout.add((e.qtype, e.group > 0, e.scale_dtype, len(e.shape), codecs))
     layout = sorted(layout, key=str)
     layers = container.config.n_layers   # the resident decode kernel takes one tuple of n_layers arrays
-    tag = hashlib.sha256(f"{source}|{layout}|{layers}".encode()).hexdigest()[:12]
+    kv = "" if cache_types == ("f32", "f32") else f"|kv={cache_types}"   # the KV cache's element types
+    tag = hashlib.sha256(f"{source}|{layout}|{layers}{kv}".encode()).hexdigest()[:12]
     return cache_dir() / "kernels" / f"{code_key()}-{tag}.ok"
 
 
@@ -79,9 +80,10 @@ def int8_cache_in_child(path: Path, group: int | None, progress: bool) -> None:
     _run_child(["int8", str(path), str(group or 0), "1" if progress else "0"], "building the int8 cache")
 
 
-def kernels_in_child(container, source: str, threads: int) -> bool:
-    """Compile the kernels `source` uses on `container` in a child process, once. True if it ran."""
-    stamp = _stamp(container, source)
+def kernels_in_child(container, source: str, threads: int, cache_types: tuple[str, str] = ("f32", "f32")) -> bool:
+    """Compile the kernels `source` uses on `container` (with KV caches of `cache_types`) in a child
+    process, once. True if it ran."""
+    stamp = _stamp(container, source, cache_types)
     if stamp.exists() and stamp.with_suffix(".kernels").exists():
         return False
     t0 = time.perf_counter()
@@ -89,7 +91,8 @@ def kernels_in_child(container, source: str, threads: int) -> bool:
           f"budget)...", file=sys.stderr, flush=True)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     listed = stamp.with_suffix(f".{os.getpid()}.kernels.tmp")
-    _run_child(["kernels", str(container.path), source, str(threads), str(listed)], "compiling the kernels")
+    _run_child(["kernels", str(container.path), source, str(threads), str(listed), *cache_types],
+               "compiling the kernels")
     os.replace(listed, stamp.with_suffix(".kernels"))
     tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(f"compiled in {time.perf_counter() - t0:.1f} s\n")
@@ -131,7 +134,7 @@ def start_llvm() -> None:
     drop_clean_library_pages()
 
 
-def load_kernels(container, source: str) -> int:
+def load_kernels(container, source: str, cache_types: tuple[str, str] = ("f32", "f32")) -> int:
     """Load, from numba's cache, the kernels the child compiled for `source`, dropping the library pages
     after each; then hand back the heap LLVM freed. -> kernels loaded (0 without a list)."""
     import importlib
@@ -140,7 +143,7 @@ def load_kernels(container, source: str) -> int:
     from tinyqmoe.memory import drop_clean_library_pages, trim_heap
 
     try:
-        listed = pickle.loads(_stamp(container, source).with_suffix(".kernels").read_bytes())
+        listed = pickle.loads(_stamp(container, source, cache_types).with_suffix(".kernels").read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
         return 0
     loaded = 0

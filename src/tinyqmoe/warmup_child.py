@@ -1,7 +1,8 @@
 """The child process of tinyqmoe.warmup: `python -m tinyqmoe.warmup_child int8 PATH GROUP PROGRESS` builds
-the int8 cache of a float checkpoint; `... kernels TQM SOURCE THREADS LIST` loads a container with a source
-and runs a short prompt, a long one (over SMALL_BATCH tokens: other kernels) and a decode, so numba
-compiles and caches those kernels, and writes their list (module, name, signatures; a pickle) to LIST.
+the int8 cache of a float checkpoint; `... kernels TQM SOURCE THREADS LIST [CTK CTV]` loads a container
+with a source (and KV caches of those types) and runs a short prompt, a long one (over SMALL_BATCH
+tokens: other kernels) and a decode, so numba compiles and caches those kernels, and writes their list
+(module, name, signatures; a pickle) to LIST.
 An error comes back on stdout as one JSON line (class, message, path), which the parent raises again."""
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def _child(argv: list[str]) -> None:
 
         from tinyqmoe.kernels.matvec import SMALL_BATCH
 
-        with load(argv[1], source=argv[2], threads=int(argv[3]), context=SMALL_BATCH + 16) as model:
+        ctk, ctv = argv[5:7] if len(argv) > 6 else ("f32", "f32")
+        with load(argv[1], source=argv[2], threads=int(argv[3]), context=SMALL_BATCH + 16,
+                  cache_type_k=ctk, cache_type_v=ctv) as model:
             ids = model.tokenizer.encode("The capital of France is")[:6] or [1, 2, 3]
             list(model.stream_ids(ids, max_new_tokens=3))                         # short prompt, decode
             list(model.stream_ids((ids * SMALL_BATCH)[:SMALL_BATCH + 4], max_new_tokens=1))   # a long prompt

@@ -87,6 +87,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--ctx-size", "--context", dest="context", type=int, default=None, metavar="N",
                    help="positions the KV cache holds (prompt + generated); 0 = the model's own "
                         "(default: the model's own, 1024 with --max-memory)")
+    p.add_argument("-ctk", "--cache-type-k", choices=("f32", "f16"), default="f32",
+                   help="how the KV cache holds keys: f32 (default: the reference numbers) or f16 "
+                        "(half the memory; llama.cpp's default)")
+    p.add_argument("-ctv", "--cache-type-v", choices=("f32", "f16"), default="f32",
+                   help="how the KV cache holds values: f32 (default) or f16")
     p.add_argument("--no-cache", action="store_true",
                    help="quantize float checkpoints in memory instead of caching their int8 weights")
     add_progress_option(p)
@@ -162,6 +167,11 @@ def check_model_options(args) -> None:
     threads_arg(args.threads)
 
 
+def cache_types(args) -> dict:
+    """The KV cache types given on the command line, as load() keywords."""
+    return {"cache_type_k": args.cache_type_k, "cache_type_v": args.cache_type_v}
+
+
 def load_model(args):
     import tinyqmoe
     from tinyqmoe.errors import UsageError
@@ -175,7 +185,7 @@ def load_model(args):
     model = tinyqmoe.load(path, weights=args.weights or "int8", threads=threads_arg(args.threads),
                           group=args.group, progress=show_progress(args), max_memory=args.max_memory,
                           source=args.source, cold=args.cold, context=args.context, cache=not args.no_cache,
-                          storage_bw=getattr(args, "storage_bw", None))
+                          storage_bw=getattr(args, "storage_bw", None), **cache_types(args))
     model.name = str(args.model)
     log.info("loaded %s: %s weights, %s source, context %d, %d threads, %.2f s", args.model, model.weights_kind,
              model.source, model.max_context, model.threads, model.load_seconds)

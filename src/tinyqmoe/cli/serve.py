@@ -38,12 +38,13 @@ def run(args) -> int:
     if args.max_memory is not None:
         # the budget holds the KV caches of --parallel sequences of this many positions
         per_sequence = per_sequence or 1024
-    from tinyqmoe.cli.common import check_model_options, threads_arg
+    from tinyqmoe.cli.common import cache_types, check_model_options, threads_arg
 
     check_model_options(args)
     model = tinyqmoe.load(args.model, weights=args.weights, threads=threads_arg(args.threads), group=args.group,
                           progress=sys.stderr.isatty(), max_memory=args.max_memory, source=args.source,
-                          cold=args.cold, cache=not args.no_cache, context=per_sequence, sequences=args.parallel)
+                          cold=args.cold, cache=not args.no_cache, context=per_sequence, sequences=args.parallel,
+                          **cache_types(args))
     keep = 0 if args.max_memory is not None else None   # under a budget, no caches beyond the running ones
     app = create_app(model, parallel=args.parallel, queue=args.queue, api_key=args.api_key, keep_caches=keep)
     print(f"tinyqmoe: serving {model_ids(model)[0]} at http://{args.host}:{args.port}/v1 ({model.weights_kind} "

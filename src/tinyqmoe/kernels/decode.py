@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyqmoe.kernels.half import kernel_view
 from tinyqmoe.kernels.layer import model_q8
 from tinyqmoe.kernels.rowdot import fits
 
@@ -96,8 +97,9 @@ class FusedDecode:
         pos = np.concatenate([np.arange(s.pos, s.pos + n, dtype=np.int64) for s, n in zip(states, lens)])
         for s, n in zip(states, lens):
             s.reserve(s.pos + int(n))
-            if s.k.dtype != np.float32 or not (s.k.flags.c_contiguous and s.v.flags.c_contiguous):
-                raise ValueError("RunState caches must be C-contiguous float32")   # RunState makes them so
+            if (s.k.dtype, s.v.dtype) != (states[0].k.dtype, states[0].v.dtype) or not (
+                    s.k.flags.c_contiguous and s.v.flags.c_contiguous):
+                raise ValueError("the caches of one fused call must be C-contiguous and of one type")   # RunState makes them so
         ends = np.cumsum(lens)
         head_rows = np.arange(T, dtype=np.int64) if all_logits else ends - 1
         self._scratch(T, int(pos.max()) + 1)
@@ -113,7 +115,7 @@ class FusedDecode:
         out = self.out[:len(head_rows)]
         model_q8(out, x, self.h[:T], self.q[:T], self.att[:T], self.f[:T], self.tmp[:T], self.scores,
                  self.attn_norm, qkv_q, qkv_s, wo_q, wo_s, self.ffn_norm, gu_q, gu_s, wd_q, wd_s,
-                 k_addr, v_addr, cap, seq, pos, np.cos(angles), np.sin(angles), np.float32(c.norm_eps),
+                 k_addr, v_addr, cap, seq, pos, _like(states[0].k), _like(states[0].v), np.cos(angles), np.sin(angles), np.float32(c.norm_eps),
                  self.norm, _rows(self.weights.lm_head), self.weights.lm_head.scale, head_rows)
         for s, n in zip(states, lens):
             s.pos += int(n)
@@ -123,3 +125,8 @@ class FusedDecode:
         else:
             parts = [out[i:i + 1] for i in range(len(states))]
         return [p.copy() for p in parts] if copy else parts
+
+
+def _like(cache: np.ndarray) -> np.ndarray:
+    """An empty array of the element type the kernels see for `cache` (float32, or uint16 for f16)."""
+    return np.empty(0, kernel_view(cache[:0]).dtype)

@@ -5,9 +5,11 @@ Shape letters as in tinyqmoe.model.config: T rows (tokens; small: decode is 1 pe
 dim, H query heads, K kv heads, E head dim, Q = H*E, F ffn dim, L layers, V vocab.
 
 Rows: row t is a token of sequence seq[t] at position pos[t]. Sequence s keeps its KV cache in two
-float32 arrays (L, K, S_s, E) at addresses k_addr[s], v_addr[s] with S_s = cap[s] positions (RunState's
-k and v, kept alive by the caller for the call: kernels/decode.py). One sequence's prompt is T rows of
-one seq at consecutive positions; a decode step of several sequences is one row each.
+arrays (L, K, S_s, E) at addresses k_addr[s], v_addr[s] with S_s = cap[s] positions (RunState's k and
+v, kept alive by the caller for the call: kernels/decode.py), of the element type of `k_like` and
+`v_like` (empty arrays that only carry it: float32, or uint16 for f16 bits, kernels/half.py). One
+sequence's prompt is T rows of one seq at consecutive positions; a decode step of several sequences is
+one row each.
 
 Every linear is int8 `q` (O, I) times f32 `scale` (O, G), one scale per I//G inputs; activations stay
 f32. Each weight row is multiplied with up to 3 token rows at once (kernels/rowdot.py), in an order
@@ -27,6 +29,7 @@ from numba import carray, njit, prange, types
 from numba.extending import intrinsic
 
 from tinyqmoe.kernels.elementwise import rmsnorm
+from tinyqmoe.kernels.half import from_f32, to_f32
 from tinyqmoe.kernels.rowdot import q8_dot_1, q8_dot_2, q8_dot_3
 
 
@@ -34,35 +37,35 @@ SILU_BLOCK = 16   # gate|up rows per work item (ffn dims are multiples of 32: ke
 
 
 @intrinsic
-def _f32_pointer(typingctx, address):
-    """an integer address as a float32 pointer (for numba.carray)"""
-    if not isinstance(address, types.Integer):
+def _pointer(typingctx, address, like):
+    """an integer address as a pointer to the element type of array `like` (for numba.carray)"""
+    if not (isinstance(address, types.Integer) and isinstance(like, types.Array)):
         return None
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-    return types.CPointer(types.float32)(address), codegen
+    return types.CPointer(like.dtype)(address, like), codegen
 
 
 @njit(fastmath=True, cache=True, nogil=True, inline="always")
-def kv_cache(addr, L, K, S, E):
-    """the (L, K, S, E) float32 array at `addr`"""
-    return carray(_f32_pointer(addr), (L, K, S, E))
+def kv_cache(addr, L, K, S, E, like):
+    """the (L, K, S, E) array at `addr`, of like's element type"""
+    return carray(_pointer(addr, like), (L, K, S, E))
 
 
 @njit(fastmath=True, cache=True, nogil=True)
-def write_kv(tmp, Q, K, E, l, n_layers, k_addr, v_addr, cap, seq, pos):
+def write_kv(tmp, Q, K, E, l, n_layers, k_addr, v_addr, cap, seq, pos, k_like, v_like):
     """Row t's key and value (tmp[t, Q:Q+KE], tmp[t, Q+KE:Q+2KE]) into layer l, position pos[t] of its
     sequence's caches. A function of its own, called outside the parallel regions: numba's parfor
     pass drops stores into an array made inside a region (carray) that the region never reads."""
     for t in range(tmp.shape[0]):
         sq = seq[t]
-        kc = kv_cache(k_addr[sq], n_layers, K, cap[sq], E)
-        vc = kv_cache(v_addr[sq], n_layers, K, cap[sq], E)
+        kc = kv_cache(k_addr[sq], n_layers, K, cap[sq], E, k_like)
+        vc = kv_cache(v_addr[sq], n_layers, K, cap[sq], E, v_like)
         for kh in range(K):
             for e in range(E):
-                kc[l, kh, pos[t], e] = tmp[t, Q + kh * E + e]
-                vc[l, kh, pos[t], e] = tmp[t, Q + (K + kh) * E + e]
+                kc[l, kh, pos[t], e] = from_f32(tmp[t, Q + kh * E + e], kc)
+                vc[l, kh, pos[t], e] = from_f32(tmp[t, Q + (K + kh) * E + e], vc)
 
 
 @njit(fastmath=True, cache=True, nogil=True, inline="always")
@@ -95,7 +98,7 @@ def matmul_tiles(y, q, scale, x):
 @njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
 def layer_q8(x, h, q, att, f, tmp, scores,
              attn_norm, wqkv_q, wqkv_s, wo_q, wo_s, ffn_norm, wgu_q, wgu_s, wd_q, wd_s,
-             l, n_layers, k_addr, v_addr, cap, seq, pos, cos, sin, eps):
+             l, n_layers, k_addr, v_addr, cap, seq, pos, k_like, v_like, cos, sin, eps):
     """Layer l, in place on the residual x (T,D) of rows t at positions pos[t] of sequences seq[t].
 
     scratch: h (T,D), q (T,Q), att (T,Q), f (T,F), tmp (T, >= max(Q+2KE, F)), scores (T*H, >= max pos+1)
@@ -135,22 +138,22 @@ def layer_q8(x, h, q, att, f, tmp, scores,
             else:
                 tmp[t, r0] = a
                 tmp[t, r1] = b
-    write_kv(tmp, Q, K, E, l, n_layers, k_addr, v_addr, cap, seq, pos)
+    write_kv(tmp, Q, K, E, l, n_layers, k_addr, v_addr, cap, seq, pos, k_like, v_like)
     # multi-head attention (grouped-query: H/K query heads share a kv head); row t sees 0..pos[t]
     for th in prange(T * H):
         t = th // H
         hd = th % H
         kv = hd // group
         sq = seq[t]
-        kc = kv_cache(k_addr[sq], n_layers, K, cap[sq], E)
-        vc = kv_cache(v_addr[sq], n_layers, K, cap[sq], E)
+        kc = kv_cache(k_addr[sq], n_layers, K, cap[sq], E, k_like)
+        vc = kv_cache(v_addr[sq], n_layers, K, cap[sq], E, v_like)
         n = pos[t] + 1
         qo = hd * E
         m = np.float32(-np.inf)
         for p in range(n):
             sc = np.float32(0.0)
             for e in range(E):
-                sc += q[t, qo + e] * kc[l, kv, p, e]
+                sc += q[t, qo + e] * to_f32(kc[l, kv, p, e])
             sc *= inv_sqrt_e
             scores[th, p] = sc
             m = max(m, sc)
@@ -165,7 +168,7 @@ def layer_q8(x, h, q, att, f, tmp, scores,
         for p in range(n):
             w = scores[th, p] * inv_total
             for e in range(E):
-                att[t, qo + e] += w * vc[l, kv, p, e]
+                att[t, qo + e] += w * to_f32(vc[l, kv, p, e])
     # output projection and residual connection
     for o in prange(D):
         row_times_tokens(x, o, wo_q[o], wo_s[o], att, True)
@@ -204,12 +207,12 @@ def logits_q8(out, x, h, rows, norm, head_q, head_s, eps):
 @njit(fastmath=True, cache=True, nogil=True, error_model="numpy")
 def model_q8(out, x, h, q, att, f, tmp, scores,
              attn_norm, wqkv_q, wqkv_s, wo_q, wo_s, ffn_norm, wgu_q, wgu_s, wd_q, wd_s,
-             k_addr, v_addr, cap, seq, pos, cos, sin, eps, norm, head_q, head_s, head_rows):
+             k_addr, v_addr, cap, seq, pos, k_like, v_like, cos, sin, eps, norm, head_q, head_s, head_rows):
     """All L layers over the rows of x, then the logits of the rows head_rows: out (J,V); one call per
     step. The linears' q and scale are tuples of L arrays; attn_norm, ffn_norm (L,D)."""
     L = len(wqkv_q)
     for l in range(L):
         layer_q8(x, h, q, att, f, tmp, scores,
                  attn_norm[l], wqkv_q[l], wqkv_s[l], wo_q[l], wo_s[l], ffn_norm[l], wgu_q[l], wgu_s[l],
-                 wd_q[l], wd_s[l], l, L, k_addr, v_addr, cap, seq, pos, cos, sin, eps)
+                 wd_q[l], wd_s[l], l, L, k_addr, v_addr, cap, seq, pos, k_like, v_like, cos, sin, eps)
     logits_q8(out, x, h, head_rows, norm, head_q, head_s, eps)

@@ -13,6 +13,7 @@ import numpy as np
 
 from tinyqmoe.kernels.attention import attention, attention_blas
 from tinyqmoe.kernels.elementwise import rmsnorm, rope_rotate_half, silu_mul
+from tinyqmoe.kernels.half import kernel_view
 from tinyqmoe.kernels.matvec import SMALL_BATCH
 from tinyqmoe.model.rope import cos_sin
 from tinyqmoe.model.state import Activations, RunState
@@ -58,13 +59,15 @@ def forward_batch(weights, states: list[RunState], tokens: list, rt, acts: Activ
             # RoPE relative positional encoding: rotate q and k
             rope_rotate_half(q, cos, sin)
             rope_rotate_half(k, cos, sin)
-            # key and value at these positions into the sequence's KV cache
+            # key and value at these positions into the sequence's KV cache (float32, or rounded to f16)
             p0 = st.pos
             st.k[l, :, p0: p0 + T] = k.transpose(1, 0, 2)
             st.v[l, :, p0: p0 + T] = v.transpose(1, 0, 2)
             # multi-head attention (grouped-query: H/K query heads share a kv head)
-            kernel = attention if (stream or T <= SMALL_BATCH) else attention_blas
-            kernel(att[r0:r0 + T].reshape(T, H, E), q, st.k[l], st.v[l], p0)
+            if stream or T <= SMALL_BATCH:
+                attention(att[r0:r0 + T].reshape(T, H, E), q, kernel_view(st.k[l]), kernel_view(st.v[l]), p0)
+            else:
+                attention_blas(att[r0:r0 + T].reshape(T, H, E), q, st.k[l], st.v[l], p0)
         # output projection and residual connection
         x += layer.wo(att, rt, proj, stream)
         # ffn rmsnorm

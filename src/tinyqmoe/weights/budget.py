@@ -60,9 +60,10 @@ class Estimate:
         return text + (f"; peak so far {mb(self.floor)}" if self.floor > sum(self.parts.values()) else "")
 
 
-def estimate(container, source: str, context: int, threads: int, so_far: tuple[int, int] | None = None) -> Estimate:
-    """Peak RSS of running `container` with `source` for `context` tokens, on top of what the process
-    holds now; never below its peak so far. `so_far` = (resident now, peak so far), measured when not
+def estimate(container, source: str, context: int, threads: int, so_far: tuple[int, int] | None = None,
+             kv_bytes: tuple[int, int] = (4, 4)) -> Estimate:
+    """Peak RSS of running `container` with `source` for `context` tokens (KV caches of kv_bytes per
+    key and per value element), on top of what the process holds now; never below its peak so far. `so_far` = (resident now, peak so far), measured when not
     given: call it after building the tokenizer. (Resident now, not the peak, is the base: memory a
     step freed, e.g. building the int8 cache of a float checkpoint, is not held while running.)"""
     c = container.config
@@ -86,7 +87,7 @@ def estimate(container, source: str, context: int, threads: int, so_far: tuple[i
         weights = 2 * scales + floats + threads * per_thread
     else:
         raise UsageError(f"unknown weight source {source!r}")
-    kv = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * context
+    kv = sum(kv_bytes) * c.n_layers * c.n_kv_heads * c.head_dim * context
     acts = 4 * (3 * c.vocab_size + 16 * (2 * c.ffn_dim + 3 * c.dim + c.q_dim + 2 * c.kv_dim))
     if so_far is None:
         drop_clean_library_pages()
@@ -96,12 +97,13 @@ def estimate(container, source: str, context: int, threads: int, so_far: tuple[i
 
 
 def choose_source(container, max_memory: int, context: int, threads: int,
-                  sources: tuple[str, ...] = SOURCES, name: str | None = None) -> Estimate:
+                  sources: tuple[str, ...] = SOURCES, name: str | None = None,
+                  kv_bytes: tuple[int, int] = (4, 4)) -> Estimate:
     """The fastest of `sources` whose estimate fits `max_memory`, or MemoryBudgetError naming the minimum
     (and the model as the user named it)."""
     drop_clean_library_pages()
     so_far = (rss_bytes(), peak_rss_bytes())
-    estimates = [estimate(container, s, context, threads, so_far) for s in sources]  # fastest first
+    estimates = [estimate(container, s, context, threads, so_far, kv_bytes) for s in sources]  # fastest first
     for est in estimates:
         if est.total <= max_memory:
             return est
@@ -110,4 +112,5 @@ def choose_source(container, max_memory: int, context: int, threads: int,
     raise MemoryBudgetError(
         f"a budget of {mb(max_memory)} is too small: the smallest run ({least.source}, "
         f"context {context}) needs about {mb_up(least.total)} ({least.describe()}; {others}); "
-        f"a shorter context (--context) shrinks the KV cache", name or container.path)
+        f"a shorter context (--context){' or an f16 KV cache (-ctk f16 -ctv f16)' if max(kv_bytes) > 2 else ''} "
+        f"shrinks the KV cache", name or container.path)
