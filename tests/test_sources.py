@@ -61,6 +61,24 @@ def test_sources_give_identical_tokens_and_logits(tiny_tqm, codec):
         np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
 
 
+def test_f16_kv_caches_through_every_source(tiny_tqm):
+    """-ctk f16 -ctv f16: every source runs, greedy tokens agree, and the budget counts half the KV."""
+    from tinyqmoe.compress.reader import open_container
+    from tinyqmoe.weights.budget import estimate
+
+    f16 = {"cache_type_k": "f16", "cache_type_v": "f16"}
+    ref_tokens, ref_logits = greedy(tiny_tqm["raw"], source="resident", **f16)
+    assert ref_tokens == greedy(tiny_tqm["raw"], source="resident")[0]
+    for source in ("streamed", "fused"):
+        tokens, logits = greedy(tiny_tqm["raw"], source=source, **f16)
+        assert tokens == ref_tokens, source
+        np.testing.assert_allclose(logits, ref_logits, rtol=1e-3, atol=1e-3 * np.abs(ref_logits).max())
+    with open_container(tiny_tqm["raw"]) as c:
+        kv32 = estimate(c, "fused", 64, 1, so_far=(0, 0)).parts["kv cache"]
+        kv16 = estimate(c, "fused", 64, 1, so_far=(0, 0), kv_bytes=(2, 2)).parts["kv cache"]
+    assert kv32 == 2 * kv16 > 0
+
+
 def test_cold_regime_same_tokens(tiny_tqm):
     assert greedy(tiny_tqm["lzw"], source="fused", cold=True)[0] == greedy(tiny_tqm["lzw"], source="resident")[0]
 
