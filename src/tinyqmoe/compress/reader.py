@@ -412,10 +412,11 @@ class Container:
             out[:] = unpack_bits(self.read_chunk(e, i, self.scratch("packed", int(e.chunks[i]["raw_size"]))), e.bits)
         return out
 
-    def read_payload(self, name: str, pool=None) -> np.ndarray:
-        """The whole decoded payload: uint8 [O, B], chunks decoded in parallel on `pool` (nogil numba)."""
+    def read_payload(self, name: str, pool=None, alloc=np.empty) -> np.ndarray:
+        """The whole decoded payload: uint8 [O, B] (from `alloc(shape, dtype)`), chunks decoded in
+        parallel on `pool` (nogil numba)."""
         e = self.tensor(name)
-        out = np.empty((e.rows, e.row_bytes), np.uint8)
+        out = alloc((e.rows, e.row_bytes), np.uint8)
 
         def one(i):
             r, n = e.chunk_rows(i)
@@ -438,12 +439,13 @@ class Container:
             raise CorruptionDetected(f"{name}: a scale is negative, infinite or NaN", self.path, field="scale")
         return scale
 
-    def read_quantized(self, name: str, pool=None) -> QuantizedTensor:
-        """The quantized tensor exactly as written: q int8 [O, I] (8 bits) or packed uint8 [O, B]."""
+    def read_quantized(self, name: str, pool=None, alloc=np.empty) -> QuantizedTensor:
+        """The quantized tensor exactly as written: q int8 [O, I] (8 bits) or packed uint8 [O, B]
+        (the payload from `alloc(shape, dtype)`)."""
         e = self.tensor(name)
         if e.qtype == "f32":
             raise UsageError(f"{name} is stored as f32, not quantized (use read_float)", self.path)
-        payload = self.read_payload(name, pool)
+        payload = self.read_payload(name, pool, alloc)
         q = payload.view(np.int8) if e.bits == 8 else payload
         return QuantizedTensor(q=q, scale=self.read_scale(name), group=e.group, bits=e.bits,
                                scale_dtype=e.scale_dtype)

@@ -63,15 +63,20 @@ class Linear:
         return cls(q=np.ascontiguousarray(q, dtype=np.int8), scale=np.ascontiguousarray(qt.scale, dtype=np.float32))
 
     @classmethod
-    def concat(cls, parts: list["Linear"]) -> "Linear":
-        """Stack the rows of several linears of the same kind and input size."""
+    def concat(cls, parts: list["Linear"], alloc=np.empty) -> "Linear":
+        """Stack the rows of several linears of the same kind and input size (into arrays from
+        `alloc(shape, dtype)`: weights/arena.py)."""
+        def stack(arrays):
+            out = alloc((sum(a.shape[0] for a in arrays),) + arrays[0].shape[1:], arrays[0].dtype)
+            return np.concatenate(arrays, out=out)
+
         if parts[0].w is not None:
-            return cls(w=np.concatenate([p.w for p in parts]))
+            return cls(w=stack([p.w for p in parts]))
         if len({p.scale.shape[1] for p in parts}) != 1:
             raise UsageError("cannot fuse linears with different quantization groups")
         if all(p.p is not None for p in parts):
-            return cls(p=np.concatenate([p.p for p in parts]), scale=np.concatenate([p.scale for p in parts]))
-        return cls(q=np.concatenate([p.int8() for p in parts]), scale=np.concatenate([p.scale for p in parts]))
+            return cls(p=stack([p.p for p in parts]), scale=stack([p.scale for p in parts]))
+        return cls(q=stack([p.int8() for p in parts]), scale=stack([p.scale for p in parts]))
 
     def int8(self, rows=slice(None)) -> np.ndarray:
         """Rows of the integer weights widened to int8 (a view of `q` for int8 weights)."""
@@ -140,14 +145,18 @@ class Layer:
                 + self.w_gate_up.nbytes + self.w_down.nbytes)
 
 
-def layer_from_tensors(get, i: int, make) -> Layer:
-    """Assemble layer i from `get(hf_name) -> array` and `make(hf_name) -> Linear`."""
+def layer_from_tensors(get, i: int, make, alloc=None) -> Layer:
+    """Assemble layer i from `get(hf_name) -> array` and `make(hf_name) -> Linear`. With `alloc`
+    (weights/arena.py), `make(hf_name, alloc)` is asked for the linears kept as they are, and the fused
+    ones are stacked into `alloc`'s arrays, in the order the forward pass reads them."""
     p = f"model.layers.{i}."
+    kept = (lambda name: make(name)) if alloc is None else (lambda name: make(name, alloc))
+    fused = (lambda parts: Linear.concat(parts)) if alloc is None else (lambda parts: Linear.concat(parts, alloc))
     return Layer(
         attn_norm=np.ascontiguousarray(get(p + "input_layernorm.weight"), dtype=np.float32),
-        wqkv=Linear.concat([make(p + f"self_attn.{x}_proj.weight") for x in "qkv"]),
-        wo=make(p + "self_attn.o_proj.weight"),
+        wqkv=fused([make(p + f"self_attn.{x}_proj.weight") for x in "qkv"]),
+        wo=kept(p + "self_attn.o_proj.weight"),
         ffn_norm=np.ascontiguousarray(get(p + "post_attention_layernorm.weight"), dtype=np.float32),
-        w_gate_up=Linear.concat([make(p + "mlp.gate_proj.weight"), make(p + "mlp.up_proj.weight")]),
-        w_down=make(p + "mlp.down_proj.weight"),
+        w_gate_up=fused([make(p + "mlp.gate_proj.weight"), make(p + "mlp.up_proj.weight")]),
+        w_down=kept(p + "mlp.down_proj.weight"),
     )

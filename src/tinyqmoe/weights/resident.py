@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 
 from tinyqmoe.errors import UsageError
+from tinyqmoe.weights.arena import Arena
 from tinyqmoe.weights.linear import Layer, Linear, layer_from_tensors
 
 WEIGHT_KINDS = ("f32", "int8")
@@ -42,15 +43,17 @@ class ResidentWeights:
         pass
 
 
-def assemble(config, get_float, make, progress=None) -> ResidentWeights:
-    """Engine weights from `get_float(hf_name) -> f32 array` (norms) and `make(hf_name) -> Linear`."""
-    embed = make("model.embed_tokens.weight")
+def assemble(config, get_float, make, progress=None, alloc=None) -> ResidentWeights:
+    """Engine weights from `get_float(hf_name) -> f32 array` (norms) and `make(hf_name) -> Linear`
+    (`make(hf_name, alloc)` with an allocator: weights/arena.py)."""
+    kept = make if alloc is None else (lambda name: make(name, alloc))
+    embed = kept("model.embed_tokens.weight")
     layers = []
     for i in range(config.n_layers):
-        layers.append(layer_from_tensors(get_float, i, make))
+        layers.append(layer_from_tensors(get_float, i, make, alloc))
         if progress:
             progress(i + 1, config.n_layers)
-    lm_head = embed if config.tie_embeddings else make("lm_head.weight")
+    lm_head = embed if config.tie_embeddings else kept("lm_head.weight")
     dtype = "int8" if layers and layers[0].wo.rows_int is not None else "f32"
     return ResidentWeights(embed=embed, layers=layers, norm=get_float("model.norm.weight"), lm_head=lm_head,
                            dtype=dtype)
@@ -71,16 +74,31 @@ def resident_packed(e) -> bool:
 
 
 def from_container(container, rt, progress=None) -> ResidentWeights:
-    """Decode a .tqm container's tensors into RAM through the reader (pread, chunks in parallel)."""
-    def make(name):
+    """Decode a .tqm container's tensors into RAM through the reader (pread, chunks in parallel). The
+    quantized rows and their scales go into one huge-page arena (weights/arena.py)."""
+    def make(name, alloc=np.empty):
         e = container.tensor(name)
         if e.qtype == "f32":
             return Linear(w=container.read_float(name, rt.pool))
-        if resident_packed(e):
-            # kept packed: the kernels unpack nibbles in registers (kernels/rowdot.py), half the bytes
-            qt = container.read_quantized(name, rt.pool)
-            return Linear(p=np.ascontiguousarray(qt.q), scale=np.ascontiguousarray(qt.scale, dtype=np.float32))
-        q, scale = container.read_int8(name, rt.pool)
+        if resident_packed(e) or e.bits == 8:
+            # 4-bit kept packed: the kernels unpack nibbles in registers (kernels/rowdot.py), half the bytes
+            qt = container.read_quantized(name, rt.pool, alloc)
+            scale = alloc(qt.scale.shape, np.float32)
+            scale[:] = qt.scale
+            return Linear(p=qt.q, scale=scale) if qt.bits == 4 else Linear(q=qt.q, scale=scale)
+        q, scale = container.read_int8(name, rt.pool)   # widened exactly (4-bit rows the kernels cannot take)
         return Linear(q=q, scale=scale)
 
-    return assemble(container.config, lambda n: container.read_float(n, rt.pool), make, progress)
+    return assemble(container.config, lambda n: container.read_float(n, rt.pool), make, progress,
+                    Arena(resident_row_bytes(container)).empty)
+
+
+def resident_row_bytes(container) -> int:
+    """Bytes of the quantized rows and scales `from_container` keeps (an upper bound: 64-byte alignment
+    of each array included)."""
+    total = 0
+    for e in (container.tensor(n) for n in container.names):
+        if e.qtype != "f32" and len(e.shape) == 2:
+            rows = e.rows * e.row_bytes if resident_packed(e) or e.bits == 8 else e.shape[0] * e.shape[1]
+            total += rows + 4 * e.scale_size // (4 if e.scale_dtype == "f32" else 2) + 2 * 64
+    return total
