@@ -115,7 +115,8 @@ class FusedDecode:
         out = self.out[:len(head_rows)]
         model_q8(out, x, self.h[:T], self.q[:T], self.att[:T], self.f[:T], self.tmp[:T], self.scores,
                  self.attn_norm, qkv_q, qkv_s, wo_q, wo_s, self.ffn_norm, gu_q, gu_s, wd_q, wd_s,
-                 k_addr, v_addr, cap, seq, pos, _like(states[0].k), _like(states[0].v), np.cos(angles), np.sin(angles), np.float32(c.norm_eps),
+                 k_addr, v_addr, cap, seq, pos, _like(states[0].k), _like(states[0].v),
+                 np.cos(angles), np.sin(angles), np.float32(c.norm_eps),
                  self.norm, _rows(self.weights.lm_head), self.weights.lm_head.scale, head_rows)
         for s, n in zip(states, lens):
             s.pos += int(n)
