@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinyqmoe.compress.quant import (QuantizedTensor, dequantize, dequantize_int8, pack_bits, quantize,
-                                     quantize_int4, quantize_int8, quantize_ternary, unpack_bits)
+from tinyqmoe.compress.quant import (QuantizedTensor, dequantize, dequantize_int8, int_values, pack_bits, quantize,
+                                     quantize_int4, quantize_int8, quantize_ternary, quantize_uint4, unpack_bits)
 from tinyqmoe.errors import UsageError
 
 
@@ -90,6 +90,8 @@ def test_dequantize_matches_int8_path():
     lambda: quantize_int4(np.zeros((2, 5), np.float32), 5),
     lambda: quantize(np.zeros((2, 8), np.float32), 3),
     lambda: quantize(np.zeros((2, 8), np.float32), 8, None, "bf16"),
+    lambda: quantize(np.zeros((2, 8), np.float32), qtype="uint3"),
+    lambda: quantize_uint4(np.zeros((2, 5), np.float32), 5),
 ])
 def test_bad_arguments(call):
     with pytest.raises(UsageError):
@@ -106,3 +108,71 @@ def test_blockwise_error_equals_full_error(monkeypatch):
     assert np.array_equal(full[0].q, blocked[0].q) and np.array_equal(full[0].scale, blocked[0].scale)
     ref = quant.quant_error(w, dequantize(full[0]))
     assert abs(blocked[1].sqnr_db - ref.sqnr_db) < 1e-6 and abs(blocked[1].rel_frobenius - ref.rel_frobenius) < 1e-9
+
+
+def q4_1_grid(rng, o, i, levels=16, f16=True):
+    """Weights as a llama.cpp Q4_1 file holds them, decoded as formats/gguf_dequant.py decodes them:
+    per block of 32, w = d * q + m in float32, d and m fp16, q in 0..levels-1 with both ends used."""
+    d = (rng.uniform(0.001, 0.05, (o, i // 32, 1))).astype(np.float16 if f16 else np.float32).astype(np.float32)
+    m = (-rng.uniform(0.0, 0.4, (o, i // 32, 1))).astype(np.float16 if f16 else np.float32).astype(np.float32)
+    q = rng.integers(0, levels, (o, i // 32, 32))
+    q[:, :, 0], q[:, :, 1] = 0, levels - 1
+    w = q.astype(np.float32) * d
+    w += m
+    return w.reshape(o, i)
+
+
+@pytest.mark.parametrize("scale_dtype", ["f16", "f32"])
+def test_uint4_gives_back_a_q4_1_grid(scale_dtype):
+    """Weights on a Q4_1 grid (the default model's: every linear of its GGUF is Q4_1) come back from uint4
+    exactly with fp16 scales and offsets (Q4_1's own), to float32 rounding with fp32 ones; the symmetric
+    int4 grid cannot hold them."""
+    w = q4_1_grid(np.random.default_rng(7), 24, 256)
+    qt, err = quantize_uint4(w, 32, scale_dtype)
+    assert qt.qtype == "uint4" and qt.q.shape == (24, 128) and qt.offset.shape == qt.scale.shape == (24, 8)
+    v = int_values(qt)
+    assert v.min() == 0 and v.max() == 15
+    d = dequantize(qt)
+    if scale_dtype == "f16":
+        assert np.array_equal(d, w) and err.sqnr_db == float("inf")
+    else:
+        assert np.abs(d - w).max() <= 4 * np.finfo(np.float32).eps * np.abs(w).max() and err.sqnr_db > 120
+    assert quantize_int4(w, 32)[1].sqnr_db < 25
+
+
+def test_uint4_search_finds_grids_that_skip_levels_and_never_hurts():
+    """A grid whose groups use only 13 of the 16 levels (as Q4_1 blocks quantized with an importance
+    matrix can) comes back exactly through the search; on Gaussian weights every group's error is at most
+    the min/max grid's, and uint4 beats int4 on skewed weights."""
+    rng = np.random.default_rng(8)
+    w = q4_1_grid(rng, 8, 128, levels=13)
+    assert quantize_uint4(w, 32, "f16", search=False)[1].sqnr_db < 40
+    assert np.array_equal(dequantize(quantize_uint4(w, 32, "f16")[0]), w)
+    g = rng.standard_normal((16, 256)).astype(np.float32)
+    plain, e_plain = quantize_uint4(g, 32, search=False)
+    searched, e_search = quantize_uint4(g, 32)
+    err = lambda qt: ((dequantize(qt) - g).astype(np.float64) ** 2).reshape(16, 8, 32).sum(2)   # noqa: E731
+    assert np.all(err(searched) <= err(plain)) and e_search.sqnr_db > e_plain.sqnr_db + 0.3
+    skewed = np.abs(g) + 0.1
+    assert quantize_uint4(skewed, 32)[1].sqnr_db > quantize_int4(skewed, 32)[1].sqnr_db + 3
+    # the reported error is the dequantized tensor's; a constant group is exact (scale 0, offset the value)
+    assert abs(np.linalg.norm(g - dequantize(searched)) / np.linalg.norm(g) - e_search.rel_frobenius) < 1e-6
+    const = np.full((2, 64), -0.75, np.float32)
+    qc, ec = quantize_uint4(const, 32)
+    assert np.array_equal(dequantize(qc), const) and np.all(qc.scale == 0) and ec.sqnr_db == float("inf")
+
+
+def test_uint4_packing_is_unsigned_and_blockwise_equal(monkeypatch):
+    import tinyqmoe.compress.quant as quant
+
+    q = np.array([[0, 15, 8, 7]], np.int8)
+    assert pack_bits(q, 4).tolist() == [[0xF0, 0x78]]
+    assert unpack_bits(pack_bits(q, 4), 4, signed=False).tolist() == q.tolist()
+    w = np.random.default_rng(9).standard_normal((37, 64)).astype(np.float32)
+    full = quant.quantize_uint4(w, 16)
+    monkeypatch.setattr(quant, "ROW_BLOCK_VALUES", 64 * 5)
+    blocked = quant.quantize_uint4(w, 16)
+    for f in ("q", "scale", "offset"):
+        assert np.array_equal(getattr(full[0], f), getattr(blocked[0], f))
+    assert abs(full[1].sqnr_db - blocked[1].sqnr_db) < 1e-6
+    assert quantize(w, 4, 16, qtype="uint4")[0].qtype == "uint4" and quantize(w, 4, 16)[0].qtype == "int4"
