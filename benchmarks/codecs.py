@@ -37,6 +37,7 @@ from tinyqmoe.compress.writer import (CompressOptions, chunk_rows, is_quantized_
                                                write_container)
 from tinyqmoe.compress.entropy import order0_entropy_bits
 from tinyqmoe.compress.quant import quantize
+from tinyqmoe.compress.container_format import QTYPES
 from tinyqmoe.formats.load import open_checkpoint
 
 STREAM_CODECS = {  # label -> (codec, params); a " lib" suffix: decoded by the zstandard library's API,
@@ -55,7 +56,9 @@ def sample_chunks(model: str, bits: int, group: int | None, chunk_size: int, sam
             shape = ck.shapes[name]
             if not is_quantized_name(name, shape, opts):
                 continue
-            qt, _ = quantize(ck.get(name), bits, tensor_group(shape[1], opts.group_size, bits))
+            qtype = opts.tensor_qtype(name)     # as the writer: uint4 for 4 bits, the embedding at int8
+            qt, _ = quantize(ck.get(name), group=tensor_group(shape[1], opts.group_size, QTYPES[qtype]),
+                             scale_dtype=opts.scale_dtype, qtype=qtype)
             p = np.ascontiguousarray(qt.q).view(np.uint8)
             chunks += [p[r:r + n].reshape(-1).copy() for r, n in chunk_rows(p.shape[0], p.shape[1], chunk_size)]
     total = sum(c.size for c in chunks)

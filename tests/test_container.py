@@ -13,6 +13,7 @@ from tinyqmoe.compress import codecs
 from tinyqmoe.compress.reader import open_container
 from tinyqmoe.compress.writer import CompressOptions, chunk_rows, tensor_group, write_container
 from tinyqmoe.compress.inspect import account, verify
+from tinyqmoe.compress.container_format import QTYPES
 from tinyqmoe.compress.quant import quantize
 from tinyqmoe.errors import ModelNotFound, UsageError
 
@@ -22,13 +23,22 @@ def ckpt():
     return tiny_checkpoint()
 
 
-@pytest.mark.parametrize("bits,codec,scale_dtype", [
-    (8, "auto", "f32"), (8, "lzw", "f16"), (8, "rans", "f32"), (8, "zstd", "f32"), (8, "raw", "f32"),
-    (4, "rans", "f32"), (4, "lzw", "f16"), (2, "auto", "f32"), (2, "raw", "f16")])
-def test_bit_identical_round_trip(tmp_path, ckpt, bits, codec, scale_dtype):
+def reference_quantized(w, name, opts):
+    """What the writer stores for tensor `name` under `opts` (checked options): quantized afresh."""
+    qtype = opts.tensor_qtype(name)
+    group = tensor_group(w.shape[1], opts.group_size, QTYPES[qtype])
+    return quantize(w, group=group, scale_dtype=opts.scale_dtype, qtype=qtype)[0]
+
+
+@pytest.mark.parametrize("bits,codec,scale_dtype,extra", [
+    (8, "auto", "f32", {}), (8, "lzw", "f16", {}), (8, "rans", "f32", {}), (8, "zstd", "f32", {}),
+    (8, "raw", "f32", {}), (4, "rans", "f32", {}), (4, "lzw", "f16", {}), (4, "raw", None, {}),
+    (4, "lzw", "f32", {"symmetric": True}), (4, "raw", "f16", {"embed_bits": 4}),
+    (2, "auto", "f32", {}), (2, "raw", "f16", {})])
+def test_bit_identical_round_trip(tmp_path, ckpt, bits, codec, scale_dtype, extra):
     path = tmp_path / "m.tqm"
     opts = CompressOptions(bits=bits, codec=codec, chunk_size=1000, scale_dtype=scale_dtype, lzw_max_bits=10,
-                           threads=2)
+                           threads=2, **extra)
     write_container(ckpt, path, opts, progress=False)
     with open_container(path) as c:
         assert c.config == ckpt.config and c.tokenizer == ckpt.tokenizer and c.names == ckpt.names
@@ -37,11 +47,19 @@ def test_bit_identical_round_trip(tmp_path, ckpt, bits, codec, scale_dtype):
             if w.ndim == 1:
                 assert e.qtype == "f32" and np.array_equal(c.read_float(name), w)
                 continue
-            ref, _ = quantize(w, bits, tensor_group(w.shape[1], opts.group_size, bits), scale_dtype)
+            ref = reference_quantized(w, name, opts)
             qt = c.read_quantized(name)
-            assert qt.bits == bits and qt.group == ref.group and qt.q.dtype == ref.q.dtype
+            assert e.qtype == qt.qtype == ref.qtype and e.scale_dtype == opts.scale_dtype
+            assert qt.bits == ref.bits and qt.group == ref.group and qt.q.dtype == ref.q.dtype
             assert np.array_equal(qt.q, ref.q) and np.array_equal(qt.scale, ref.scale)
+            assert (qt.offset is None) == (ref.offset is None) and (qt.offset is None
+                                                                     or np.array_equal(qt.offset, ref.offset))
             assert e.n_chunks > 1 or e.rows * e.row_bytes <= 1000
+            if bits == 4:   # the embedding and LM head at 8 bits unless asked; scales f16 by default for uint4
+                want = (("int4" if extra.get("symmetric") else "uint4") if "embed_tokens" not in name
+                        and "lm_head" not in name or extra.get("embed_bits") == 4 else "int8")
+                assert e.qtype == want, name
+                assert scale_dtype or e.scale_dtype == "f16"
     assert verify(path)["file"] == os.path.getsize(path)
 
 
@@ -83,7 +101,7 @@ def test_header_is_a_complete_model(tmp_path, ckpt):
     with open(path, "rb") as f:
         blob = f.read()
     magic, major, minor, flags, io, isz, jo, jsz = struct.unpack_from("<8sHHIQQQQ", blob)
-    assert magic == b"TQMC\r\n\x1a\n" and (major, minor, flags) == (2, 0, 0)
+    assert magic == b"TQMC\r\n\x1a\n" and (major, minor, flags) == (2, 1, 0)
     assert io % 64 == 0 and jo == io + isz and jo + jsz == len(blob) and isz % 40 == 0
     header = json.loads(blob[jo:])
     assert header["config"]["hidden_size"] == 64 and header["tokenizer"]["chat_template"]
@@ -112,7 +130,7 @@ def test_version_1_files_still_read_and_carry_crc32(tmp_path, ckpt):
     tensors = {}
     for major, path in paths.items():
         blob = path.read_bytes()
-        assert struct.unpack_from("<HH", blob, 8) == ((1, 1) if major == 1 else (2, 0))
+        assert struct.unpack_from("<HH", blob, 8) == ((1, 1) if major == 1 else (2, 1))
         with open_container(path) as c:
             assert c.version[0] == major and c.checksum == ("crc32" if major == 1 else "xxh64")
             assert c.index_size == (32 if major == 1 else 40) * c.index.size
@@ -187,6 +205,9 @@ def test_cli_bad_arguments(tmp_path, capsys):
         ["compress", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "a.tqm")],
         ["compress", "default", "-o", str(tmp_path / "a.tqm"), "--codec", "lz4"],
         ["compress", "default", "-o", str(tmp_path / "a.tqm"), "--bits", "3"],
+        ["compress", "default", "-o", str(tmp_path / "a.tqm"), "--bits", "8", "--symmetric"],
+        ["compress", "default", "-o", str(tmp_path / "a.tqm"), "--bits", "4", "--embed-bits", "5"],
+        ["compress", "default", "-o", str(tmp_path / "a.tqm"), "--bits", "4", "--format-version", "1"],
         ["compress", "default", "-o", str(tmp_path / "no" / "a.tqm"), "--bits", "3"],
         ["inspect", str(not_a_model)],
         ["verify", str(tmp_path / "nothing.tqm")],
@@ -237,6 +258,84 @@ def test_any_chunk_size_round_trips(tmp_path_factory, chunk_size, codec, bits):
     with open_container(path) as c:
         e = c.tensor(name)
         w = ck.get(name)
-        ref, _ = quantize(w, bits, tensor_group(w.shape[1], CompressOptions(bits=bits).group_size, bits))
+        ref = reference_quantized(w, name, CompressOptions(bits=bits).check())
         assert np.array_equal(c.read_quantized(name).q, ref.q)
         assert e.n_chunks == len(chunk_rows(e.rows, e.row_bytes, chunk_size))
+
+
+def test_uint4_container_holds_mixed_qtypes_and_offsets(tmp_path, ckpt):
+    """A default 4-bit container: uint4 linears (a scale and an offset per group, both in the scales
+    section, row by row: FORMAT.md §6.1), the tied embedding / LM head at int8; every tensor dequantizes
+    as its QuantizedTensor does, and the offsets count in the bits per weight."""
+    from tinyqmoe.compress.inspect import tensor_rows
+    from tinyqmoe.compress.quant import dequantize
+
+    path = tmp_path / "m.tqm"
+    opts = CompressOptions(bits=4, codec="lzw", chunk_size=1500)
+    write_container(ckpt, path, opts, progress=False)
+    with open_container(path) as c:
+        assert {c.tensor(n).qtype for n in c.names} == {"uint4", "int8", "f32"}
+        e = c.tensor("model.layers.0.mlp.down_proj.weight")
+        o, g = e.scale_shape()
+        assert e.qtype == "uint4" and e.scale_dtype == "f16" and e.scale_size == o * 2 * g * 2
+        so = c.read_scales(e.name)
+        assert so.shape == (o, 2, g) and so.flags.c_contiguous
+        assert np.array_equal(so[:, 0], c.read_scale(e.name)) and np.array_equal(so[:, 1], c.read_offset(e.name))
+        assert (so[:, 1] < 0).any()                                 # offsets take either sign
+        assert c.read_offset("lm_head.weight") is None
+        for name in c.names:
+            if c.tensor(name).qtype != "f32":
+                assert np.array_equal(c.read_float(name), dequantize(c.read_quantized(name)))
+        w = ckpt.get(e.name)
+        assert np.abs(c.read_float(e.name) - w).max() < 0.2 * np.abs(w).max()
+        row = next(r for r in tensor_rows(c) if r.name == e.name)
+        assert row.bits_per_weight == pytest.approx(8 * (e.stored_bytes + o * g * 4) / (o * g * e.group))
+
+
+def test_uint4_needs_format_2(tmp_path, ckpt):
+    """Format 1.x readers know no uint4: a 1.x file is 4-bit only as symmetric int4."""
+    with pytest.raises(UsageError, match="format version 1 has no uint4"):
+        write_container(ckpt, tmp_path / "x.tqm", CompressOptions(bits=4, format_major=1), progress=False)
+    write_container(ckpt, tmp_path / "y.tqm", CompressOptions(bits=4, symmetric=True, format_major=1),
+                    progress=False)
+    with open_container(tmp_path / "y.tqm") as c:
+        assert c.version == (1, 1) and {c.tensor(n).qtype for n in c.names} == {"int4", "int8", "f32"}
+    for bad in (CompressOptions(bits=8, symmetric=True), CompressOptions(bits=4, embed_bits=3)):
+        with pytest.raises(UsageError):
+            bad.check()
+
+
+def test_uint4_records_and_offsets_are_checked(tmp_path, ckpt):
+    """FORMAT.md §4.1.1 and §6.1 for uint4: the scales section must hold a scale and an offset per group
+    (a record sized for scales alone is corrupt), an offset may be negative but not NaN or infinite, and
+    an int4 record cannot claim the uint4 layout's size."""
+    from container_corrupt import rebuild, split
+    from tinyqmoe.compress.common import crc32
+    from tinyqmoe.errors import CorruptionDetected
+
+    path = tmp_path / "m.tqm"
+    write_container(ckpt, path, CompressOptions(bits=4, codec="raw", scale_dtype="f32"), progress=False)
+    data, index, header = split(path.read_bytes())
+    name = "model.layers.1.self_attn.o_proj.weight"
+    rec = next(t for t in header["tensors"] if t["name"] == name)
+
+    def forged(blob=data, **changes):
+        h = json.loads(json.dumps(header))
+        next(t for t in h["tensors"] if t["name"] == name).update(changes)
+        out = tmp_path / "bad.tqm"
+        out.write_bytes(rebuild(blob, index, h))
+        return out
+
+    for changes in ({"scale_size": rec["scale_size"] // 2}, {"qtype": "int4"}):
+        with pytest.raises(CorruptionDetected, match="scale_size"):
+            open_container(forged(**changes))
+    # a NaN offset (the section's crc recomputed): refused when the scales are read
+    so, ss = rec["scale_offset"], rec["scale_size"]
+    section = np.frombuffer(data[so:so + ss], "<f4").copy()
+    g = section.size // (2 * rec["rows"])
+    section[g + 1] = np.nan                                     # row 0, offset of group 1
+    blob = data[:so] + section.tobytes() + data[so + ss:]
+    with open_container(forged(blob, scale_crc32=crc32(section.tobytes()))) as c:
+        with pytest.raises(CorruptionDetected, match="infinite or NaN"):
+            c.read_scales(name)
+        assert c.read_scale("model.layers.0.self_attn.o_proj.weight").shape == (64, 2)

@@ -29,9 +29,17 @@ def register(sub) -> None:
                    help="output .tqm path; replaced atomically if it exists (keeping its permissions); a symlink "
                         "is followed and the file it points to replaced; only regular files are written "
                         "(a directory, /dev/null or another device is refused before any work)")
-    p.add_argument("--bits", default="8", help="8, 4 or ternary (default 8)")
+    p.add_argument("--bits", default="8",
+                   help="8, 4 or ternary (default 8). 4 = qtype uint4: values 0..15 with a scale and an offset "
+                        "per group (llama.cpp's Q4_1 form); --symmetric for int4 (-8..7 times a scale)")
+    p.add_argument("--symmetric", action="store_true",
+                   help="with --bits 4: symmetric int4 (a scale per group, no offset) instead of uint4")
+    p.add_argument("--embed-bits", default=None, metavar="BITS",
+                   help="bits of the token embedding and LM head: 8, 4 or ternary (default: 8 in a 4-bit "
+                        "container, as llama.cpp keeps token_embd at Q8_0 in Q4_1 files; else as --bits)")
     p.add_argument("--group", type=int, default=None,
-                   help="inputs per scale; 0 = one per output channel (default: 0 for 8 bits, 32 for 4, 64 for ternary)")
+                   help="inputs per scale; 0 = one per output channel (default: 0 for 8 bits, 32 for 4, 64 for "
+                        "ternary; the embedding and LM head use the container's group whatever their bits)")
     p.add_argument("--codec", default="auto", help="lzw | ans | tans | zstd | raw | auto (per tensor, the "
                    "fastest-decoding codec within 0.5%% of the smallest; default)")
     p.add_argument("--lzw-max-bits", type=int, default=16, help="LZW maximum code width, 9..24 (default 16)")
@@ -39,7 +47,9 @@ def register(sub) -> None:
                    help="raw bytes per chunk, whole rows (default 256KiB; K/M are decimal, KiB/MiB binary); "
                         "'auto' = half the measured L2, from `tinyqmoe probe` (a quick probe runs if none is stored)")
     add_threads_option(p, "encoder threads")
-    p.add_argument("--scale-dtype", choices=("f32", "f16"), default="f32", help="how scales are stored")
+    p.add_argument("--scale-dtype", choices=("f32", "f16"), default=None,
+                   help="how scales (and uint4's offsets) are stored (default: f16 with --bits 4 uint4, as Q4_1; "
+                        "f32 otherwise)")
     p.add_argument("--no-quantize-embeddings", action="store_true", help="keep the token embedding in f32")
     p.add_argument("--no-quantize-lm-head", action="store_true", help="keep an untied LM head in f32")
     p.add_argument("--no-stats", action="store_true", help="skip the entropy / zstd-19 figures for inspect")
@@ -74,6 +84,9 @@ def run_compress(args) -> int:
     bits = BITS_CHOICES.get(str(args.bits).lower())
     if bits is None:
         raise UsageError(f"unsupported --bits {args.bits!r} (choose 8, 4 or ternary)")
+    embed_bits = None if args.embed_bits is None else BITS_CHOICES.get(str(args.embed_bits).lower())
+    if args.embed_bits is not None and embed_bits is None:
+        raise UsageError(f"unsupported --embed-bits {args.embed_bits!r} (choose 8, 4 or ternary)")
     chunk_size = args.chunk_size
     if chunk_size == "auto":
         from tinyqmoe.hw import cache_sizes_for
@@ -81,7 +94,8 @@ def run_compress(args) -> int:
 
         chunk_size = codec_chunk_bytes(cache_sizes_for("compress --chunk-size auto", quiet=args.quiet))
     threads = threads_arg(args.threads) or 0
-    opts = CompressOptions(bits=bits, group=args.group, codec=args.codec, lzw_max_bits=args.lzw_max_bits,
+    opts = CompressOptions(bits=bits, symmetric=args.symmetric, embed_bits=embed_bits,
+                           group=args.group, codec=args.codec, lzw_max_bits=args.lzw_max_bits,
                            chunk_size=chunk_size, threads=threads, scale_dtype=args.scale_dtype,
                            quantize_embeddings=not args.no_quantize_embeddings,
                            quantize_lm_head=not args.no_quantize_lm_head, stats=not args.no_stats,

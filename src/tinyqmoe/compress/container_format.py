@@ -9,7 +9,7 @@ import struct
 import numpy as np
 
 MAGIC = b"TQMC\r\n\x1a\n"
-VERSION_MAJOR, VERSION_MINOR = 2, 0   # written; 2.0: XXH64 chunk checksums in 40-byte records (docs/FORMAT.md)
+VERSION_MAJOR, VERSION_MINOR = 2, 1   # written; 2.0: XXH64 chunk checksums in 40-byte records, 2.1: qtype uint4 (docs/FORMAT.md)
 READ_MAJORS = (1, 2)                  # read: 1.x (CRC-32 in 32-byte records) and 2.x
 ALIGN = 64
 FIXED_HEADER_SIZE = 64
@@ -79,7 +79,8 @@ def chunk_checksum(major: int, data, codec: int, raw_size: int) -> int:
 
     return xxh64(data, chunk_seed(codec, raw_size))
 
-QTYPES = {"int8": 8, "int4": 4, "ternary": 2, "f32": 32}   # qtype -> bits per value (§5)
+QTYPES = {"int8": 8, "int4": 4, "uint4": 4, "ternary": 2, "f32": 32}   # qtype -> bits per value (§5)
+OFFSET_QTYPES = ("uint4",)   # qtypes with an offset per group after each row's scales (§6.1)
 SCALE_BYTES = {"f32": 4, "f16": 2}
 
 

@@ -15,6 +15,8 @@ TruncatedInput / UnsupportedParameter naming the file and the field. Reads are t
     c.read_chunk(e, i, out)            # chunk i checked and decoded into out: uint8 [row_count, row_bytes]
     c.read_chunk_int8(e, i, out)       # the same rows as int8 values (4-bit and ternary widened exactly)
     c.read_scale(name)                 # float32 [O, G]
+    c.read_offset(name)                # float32 [O, G] (uint4), or None
+    c.read_scales(name)                # float32 [O, G], or [O, 2, G] for uint4: scales then offsets per row
     c.read_quantized(name)             # QuantizedTensor, bit-identical to what was written
     c.read_float(name)                 # float32 (norms as stored; quantized tensors dequantized)
 
@@ -36,9 +38,10 @@ from tinyqmoe.compress import codecs
 from tinyqmoe.compress.common import RAW, check_codec_id, crc32
 from tinyqmoe.compress.container_format import (ALIGN, CHUNK_CHECKSUMS, CHUNK_RECORD_SIZES, FIXED_HEADER,
                                                 FIXED_HEADER_SIZE, MAGIC, MAX_CHUNK_RAW, MAX_JSON_SIZE,
-                                                MAX_TENSOR_BYTES, QTYPES, READ_MAJORS, SCALE_BYTES,
+                                                MAX_TENSOR_BYTES, OFFSET_QTYPES, QTYPES, READ_MAJORS,
+                                                SCALE_BYTES,
                                                 chunk_checksum, chunk_records)
-from tinyqmoe.compress.quant import QuantizedTensor, dequantize, unpack_bits
+from tinyqmoe.compress.quant import QuantizedTensor, dequantize, int_values, unpack_bits
 from tinyqmoe.errors import (ChecksumWrong, CorruptionDetected, FormatError, TruncatedInput,
                              UnsupportedParameter, UsageError)
 
@@ -48,7 +51,7 @@ class TensorEntry:
     """One tensor record (§4.1.1) with its slice of the chunk index (§4.2)."""
     name: str
     shape: tuple[int, ...]
-    qtype: str                 # int8 | int4 | ternary | f32
+    qtype: str                 # int8 | int4 | uint4 | ternary | f32
     bits: int                  # 8 | 4 | 2 | 32
     group: int                 # inputs per scale (0 for f32)
     scale_dtype: str | None    # f32 | f16 | None
@@ -83,6 +86,16 @@ class TensorEntry:
 
     def scale_shape(self) -> tuple[int, int]:
         return (self.shape[0], self.shape[1] // self.group)
+
+    @property
+    def has_offset(self) -> bool:
+        """uint4: an offset per group beside each scale (§6.1)."""
+        return self.qtype in OFFSET_QTYPES
+
+    @property
+    def signed(self) -> bool:
+        """Are the payload's fields two's complement (int8, int4, ternary) rather than unsigned (uint4)?"""
+        return self.qtype not in OFFSET_QTYPES
 
 
 def _field(d: dict, key: str, kind, where: str, path):
@@ -284,8 +297,10 @@ class Container:
                 bad(f"row_bytes {row_bytes} does not match {i} inputs of {bits} bits", "row_bytes")
             if scale_dtype not in SCALE_BYTES:
                 bad(f"unknown scale_dtype {scale_dtype!r}", "scale_dtype")
-            if ss != o * (i // group) * SCALE_BYTES[scale_dtype]:
-                bad(f"scale_size {ss} does not match shape and group", "scale_size")
+            per_group = (2 if qtype in OFFSET_QTYPES else 1) * SCALE_BYTES[scale_dtype]   # uint4: + offsets
+            if ss != o * (i // group) * per_group:
+                bad(f"scale_size {ss} does not match shape and group"
+                    + (" (a scale and an offset per group)" if qtype in OFFSET_QTYPES else ""), "scale_size")
             if so < FIXED_HEADER_SIZE or so % ALIGN or so + ss > self.index_offset:
                 bad(f"scales [{so}, {so + ss}) lie outside the data area", "scale_offset")
         if first != first_expected or first + n > n_records:
@@ -405,11 +420,13 @@ class Container:
 
     def read_chunk_int8(self, e: TensorEntry, i: int, out: np.ndarray) -> np.ndarray:
         """Chunk i of a quantized tensor as int8 values into `out` (int8 [row_count, I]): int8 payloads
-        decode in place, 4-bit and ternary ones are widened exactly."""
+        decode in place, 4-bit and ternary ones are widened exactly (uint4's fields to 0..15: its
+        offsets are read_offset's)."""
         if e.bits == 8:
             self.read_chunk(e, i, out.view(np.uint8))
         else:
-            out[:] = unpack_bits(self.read_chunk(e, i, self.scratch("packed", int(e.chunks[i]["raw_size"]))), e.bits)
+            packed = self.read_chunk(e, i, self.scratch("packed", int(e.chunks[i]["raw_size"])))
+            out[:] = unpack_bits(packed, e.bits, signed=e.signed)
         return out
 
     def read_payload(self, name: str, pool=None, alloc=np.empty) -> np.ndarray:
@@ -425,8 +442,10 @@ class Container:
         list((pool.map if pool is not None and e.n_chunks > 1 else map)(one, range(e.n_chunks)))
         return out
 
-    def read_scale(self, name: str) -> np.ndarray:
-        """§6.1: float32 [O, I // group], crc checked, finite and >= 0."""
+    def read_scales(self, name: str) -> np.ndarray:
+        """§6.1: the scales section as float32, crc checked: [O, I // group] scales, finite and >= 0, or for
+        uint4 [O, 2, I // group] (row o: its scales, then its offsets, finite), C-contiguous: the layout
+        the 4-bit kernels take (kernels/rowdot.py)."""
         e = self.tensor(name)
         if e.qtype == "f32":
             raise UsageError(f"{name} is an f32 tensor: it has no scales", self.path)
@@ -434,10 +453,26 @@ class Container:
         if crc32(raw) != e.scale_crc32:
             raise ChecksumWrong(f"{name}: scales checksum mismatch", self.path, field="scale_crc32")
         dt = "<f4" if e.scale_dtype == "f32" else "<f2"
-        scale = np.frombuffer(raw, dt).astype(np.float32).reshape(e.scale_shape())
-        if not np.all(np.isfinite(scale)) or np.any(scale < 0):
+        o, g = e.scale_shape()
+        values = np.frombuffer(raw, dt).astype(np.float32)
+        if not np.all(np.isfinite(values)):
+            raise CorruptionDetected(f"{name}: a scale or offset is infinite or NaN", self.path, field="scale")
+        values = values.reshape((o, 2, g) if e.has_offset else (o, g))
+        scale = values[:, 0] if e.has_offset else values
+        if np.any(scale < 0):
             raise CorruptionDetected(f"{name}: a scale is negative, infinite or NaN", self.path, field="scale")
-        return scale
+        return values
+
+    def read_scale(self, name: str) -> np.ndarray:
+        """§6.1: float32 [O, I // group], crc checked, finite and >= 0."""
+        s = self.read_scales(name)
+        return np.ascontiguousarray(s[:, 0]) if s.ndim == 3 else s
+
+    def read_offset(self, name: str) -> np.ndarray | None:
+        """§6.1: uint4's offsets, float32 [O, I // group] (finite, any sign); None for other qtypes."""
+        if not self.tensor(name).has_offset:
+            return None
+        return np.ascontiguousarray(self.read_scales(name)[:, 1])
 
     def read_quantized(self, name: str, pool=None, alloc=np.empty) -> QuantizedTensor:
         """The quantized tensor exactly as written: q int8 [O, I] (8 bits) or packed uint8 [O, B]
@@ -447,14 +482,16 @@ class Container:
             raise UsageError(f"{name} is stored as f32, not quantized (use read_float)", self.path)
         payload = self.read_payload(name, pool, alloc)
         q = payload.view(np.int8) if e.bits == 8 else payload
-        return QuantizedTensor(q=q, scale=self.read_scale(name), group=e.group, bits=e.bits,
-                               scale_dtype=e.scale_dtype)
+        s = self.read_scales(name)
+        scale, offset = (np.ascontiguousarray(s[:, 0]), np.ascontiguousarray(s[:, 1])) if s.ndim == 3 else (s, None)
+        return QuantizedTensor(q=q, scale=scale, group=e.group, bits=e.bits, scale_dtype=e.scale_dtype,
+                               offset=offset)
 
     def read_int8(self, name: str, pool=None) -> tuple[np.ndarray, np.ndarray]:
-        """A quantized tensor as (int8 [O, I], float32 scales [O, G]); 4-bit and ternary widened exactly."""
+        """A quantized tensor as (int8 [O, I], float32 scales [O, G]); 4-bit and ternary widened exactly
+        (uint4's fields to 0..15: its offsets are read_offset's)."""
         qt = self.read_quantized(name, pool)
-        q = qt.q if qt.bits == 8 else unpack_bits(qt.q, qt.bits)
-        return np.ascontiguousarray(q, dtype=np.int8), np.ascontiguousarray(qt.scale, dtype=np.float32)
+        return np.ascontiguousarray(int_values(qt), dtype=np.int8), np.ascontiguousarray(qt.scale, dtype=np.float32)
 
     def read_float(self, name: str, pool=None) -> np.ndarray:
         """float32 in the tensor's shape: f32 tensors as stored, quantized ones dequantized."""

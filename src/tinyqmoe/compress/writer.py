@@ -22,23 +22,29 @@ from tinyqmoe.compress.container_format import (CHUNK_DTYPE, FIXED_HEADER, FIXED
                                                 VERSION_MAJOR, VERSION_MINOR, align_up, chunk_checksum,
                                                 index_bytes as encode_index)
 from tinyqmoe.compress.entropy import zstd_size
-from tinyqmoe.compress.quant import BITS_QTYPE, quantize
+from tinyqmoe.compress.container_format import QTYPES
+from tinyqmoe.compress.quant import quantize
 from tinyqmoe.errors import UsageError
 from tinyqmoe.fileio import atomic_output, check_output
 
 BITS_CHOICES = {"8": 8, "4": 4, "ternary": 2, "2": 2}
 DEFAULT_GROUP = {8: 0, 4: 32, 2: 64}      # 0 = one scale per output channel
+# The token embedding and the LM head: 8 bits in a 4-bit container unless asked (llama.cpp's Q4_1 files
+# keep token_embd at Q8_0 too); the container's own width otherwise.
+DEFAULT_EMBED_BITS = {8: 8, 4: 8, 2: 2}
 
 
 @dataclasses.dataclass
 class CompressOptions:
-    bits: int = 8                   # 8 int8, 4 int4, 2 ternary
+    bits: int = 8                   # 8 int8, 4 uint4 (int4 if symmetric), 2 ternary
+    symmetric: bool = False         # bits 4: int4 (-8..7 times a scale) instead of uint4 (scale and offset)
+    embed_bits: int | None = None   # the embedding and LM head: None = DEFAULT_EMBED_BITS[bits]
     group: int | None = None        # inputs per scale; None = the default for the bit width, 0 = per channel
     codec: str = "auto"             # lzw | rans (ans) | tans | zstd | raw | auto (see _choose_streams)
     lzw_max_bits: int = 16
     chunk_size: int = 256 * 1024    # target raw bytes per chunk, rounded to whole rows
     threads: int = 0                # 0 = os.cpu_count()
-    scale_dtype: str = "f32"        # f32 | f16
+    scale_dtype: str | None = None  # f32 | f16; None: f16 for uint4 containers (Q4_1's), f32 otherwise
     quantize_embeddings: bool = True
     quantize_lm_head: bool = True
     zstd_level: int = 19
@@ -48,6 +54,16 @@ class CompressOptions:
     def check(self) -> "CompressOptions":
         if self.bits not in DEFAULT_GROUP:
             raise UsageError(f"unsupported bits {self.bits} (choose 8, 4 or ternary)")
+        if self.symmetric and self.bits != 4:
+            raise UsageError("--symmetric applies to --bits 4 only (8 bits and ternary are symmetric)")
+        if self.embed_bits is None:
+            self.embed_bits = DEFAULT_EMBED_BITS[self.bits]
+        if self.embed_bits not in DEFAULT_GROUP:
+            raise UsageError(f"unsupported embedding bits {self.embed_bits} (choose 8, 4 or ternary)")
+        if self.format_major == 1 and "uint4" in (self.qtype, self.tensor_qtype(EMBEDDING_NAMES[0])):
+            raise UsageError("format version 1 has no uint4 (4 bits with offsets): use --symmetric, or format 2")
+        if self.scale_dtype is None:
+            self.scale_dtype = "f16" if self.qtype == "uint4" else "f32"
         name = CODEC_ALIASES.get(self.codec, self.codec)
         if name != "auto" and name not in CODEC_IDS:
             raise UsageError(f"unknown codec {self.codec!r} (choose from {', '.join(codecs.CHOICES)})")
@@ -69,6 +85,24 @@ class CompressOptions:
     @property
     def group_size(self) -> int:
         return DEFAULT_GROUP[self.bits] if self.group is None else self.group
+
+    @property
+    def qtype(self) -> str:
+        """The qtype of the quantized linears."""
+        return qtype_for(self.bits, self.symmetric)
+
+    def tensor_qtype(self, name: str) -> str:
+        """The qtype of quantized tensor `name`: the embedding and LM head at embed_bits."""
+        if name in EMBEDDING_NAMES:
+            return qtype_for(self.embed_bits if self.embed_bits is not None else self.bits, self.symmetric)
+        return self.qtype
+
+
+EMBEDDING_NAMES = ("model.embed_tokens.weight", "lm_head.weight")
+
+
+def qtype_for(bits: int, symmetric: bool = False) -> str:
+    return {8: "int8", 4: "int4" if symmetric else "uint4", 2: "ternary"}[bits]
 
 
 def is_quantized_name(name: str, shape: tuple, opts: CompressOptions) -> bool:
@@ -187,7 +221,9 @@ def _plan(name: str, shape: tuple[int, ...], opts: CompressOptions) -> _Plan:
     rows = shape[0] if len(shape) == 2 else 1
     n_in = shape[1] if len(shape) == 2 else int(np.prod(shape))
     if is_quantized_name(name, shape, opts):
-        group, qtype, row_bytes = tensor_group(n_in, opts.group_size, opts.bits), BITS_QTYPE[opts.bits], n_in * opts.bits // 8
+        qtype = opts.tensor_qtype(name)
+        bits = QTYPES[qtype]
+        group, row_bytes = tensor_group(n_in, opts.group_size, bits), n_in * bits // 8
     else:
         group, qtype, row_bytes = 0, "f32", 4 * n_in
     chunks = chunk_rows(rows, row_bytes, opts.chunk_size)
@@ -202,6 +238,7 @@ class _Quantized:
     def __init__(self, plan: _Plan, opts: CompressOptions):
         self.plan, self.opts = plan, opts
         self.scale = np.empty((plan.rows, plan.n_in // plan.group), np.float32) if plan.group else None
+        self.offset = np.empty_like(self.scale) if plan.qtype == "uint4" else None
         self.signal = self.noise = 0.0
         self.counts = np.zeros(256, np.int64)
 
@@ -212,8 +249,10 @@ class _Quantized:
         if p.qtype == "f32":
             payload = np.ascontiguousarray(w, dtype="<f4").view(np.uint8)
         else:
-            qt, err = quantize(w, self.opts.bits, p.group, self.opts.scale_dtype)
+            qt, err = quantize(w, group=p.group, scale_dtype=self.opts.scale_dtype, qtype=p.qtype)
             self.scale[r0:r1] = qt.scale
+            if self.offset is not None:
+                self.offset[r0:r1] = qt.offset
             signal = float(np.sum(np.square(w, dtype=np.float64)))
             self.signal += signal
             self.noise += err.rel_frobenius ** 2 * signal
@@ -236,7 +275,10 @@ class _Quantized:
         if self.scale is None:
             return b""
         sdt = np.float16 if self.opts.scale_dtype == "f16" else np.float32
-        return np.ascontiguousarray(self.scale.astype(sdt)).tobytes()
+        if self.offset is None:
+            return np.ascontiguousarray(self.scale.astype(sdt)).tobytes()
+        # §6.1: per row its G scales, then its G offsets: [O, 2, G]
+        return np.ascontiguousarray(np.stack([self.scale, self.offset], axis=1).astype(sdt)).tobytes()
 
 
 def _streams(ckpt, plan: _Plan, quant: _Quantized, names: tuple[str, ...], opts: CompressOptions, pool,
@@ -261,7 +303,8 @@ def _write_tensor(f, pos: int, ckpt, name: str, opts: CompressOptions, pool, chu
     and filled once every block is quantized."""
     plan = _plan(name, tuple(ckpt.shapes[name]), opts)
     quant = _Quantized(plan, opts)
-    scale_size = plan.rows * (plan.n_in // plan.group) * (2 if opts.scale_dtype == "f16" else 4) if plan.group else 0
+    per_group = (2 if plan.qtype == "uint4" else 1) * (2 if opts.scale_dtype == "f16" else 4)   # + an offset
+    scale_size = plan.rows * (plan.n_in // plan.group) * per_group if plan.group else 0
     pos = _pad_to(f, pos, align_up(pos))
     scale_offset = pos
     f.write(b"\0" * scale_size)
