@@ -100,12 +100,47 @@ def test_int8_prefill_within_int8_tolerance(tmp_path):
     assert np.mean(np.sum(np.exp(lp) * (lp - lq), axis=1)) < 0.01
 
 
-@pytest.mark.parametrize("group", [None, 32])
-def test_fused_rows_never_depend_on_their_batch(group):
+def uint4_weights(seed=2, group=32, tie=False, embed_qtype="int8"):
+    """A random tiny Llama as a default 4-bit container holds it: uint4 linears kept packed with a scale
+    and an offset per group (Linear.p, kscale (O, 2, G)), the embedding and LM head `embed_qtype`; and the
+    same quantized weights dequantized to float32 (the reference)."""
+    import dataclasses
+
+    from tinyqmoe.compress.quant import dequantize, quantize
+    from tinyqmoe.weights.linear import Linear
+    from tinyqmoe.weights.resident import assemble
+
+    cfg = dataclasses.replace(PRESETS["tiny"], tie_embeddings=tie)
+    tensors = random_tensors(cfg, seed)
+    embeds = ("model.embed_tokens.weight", "lm_head.weight")
+    quant = {n: quantize(t + 0.02, group=group, qtype=embed_qtype if n in embeds else "uint4")[0]   # skewed:
+             for n, t in tensors.items() if t.ndim == 2}                                          # offsets matter
+
+    def make(reference):
+        def one(name):
+            qt = quant[name]
+            if reference:
+                return Linear(w=dequantize(qt))
+            if qt.offset is None:
+                return Linear(q=qt.q, scale=qt.scale)
+            return Linear(p=np.ascontiguousarray(qt.q), scale=qt.scale, offset=qt.offset)
+        return one
+
+    return cfg, assemble(cfg, tensors.__getitem__, make(False)), assemble(cfg, tensors.__getitem__, make(True))
+
+
+@pytest.mark.parametrize("group, kind", [(None, "int8"), (32, "int8"), (32, "uint4"), (None, "uint4")])
+def test_fused_rows_never_depend_on_their_batch(group, kind):
     """Several sequences in one fused call (the server's decode step): each sequence's logits are
     bit for bit those it gets alone, whatever else is in the call and in which tile of tokens it lands,
-    and equal the reference forward pass within float rounding."""
-    cfg, w = random_weights(group, False, seed=2)
+    and equal the reference forward pass within float rounding. uint4: packed rows with offsets (one
+    fused multiply-add per vector, kernels/rowdot.py), an int8 LM head, against float32 weights."""
+    if kind == "int8":
+        cfg, w = random_weights(group, False, seed=2)
+        w_ref = w
+    else:
+        cfg, w, w_ref = uint4_weights(seed=2, group=group)
+        assert w.layers[0].w_down.kscale.shape[1] == 2 and w.lm_head.q is not None
     fused = FusedDecode(w, cfg)
     prompts = [IDS[:3], IDS[5:12], IDS[2:4], IDS[9:18], IDS[1:2]]
     alone, batch, ref = [], [], []
@@ -117,7 +152,7 @@ def test_fused_rows_never_depend_on_their_batch(group):
         fused.run([s2], [p])
         batch.append(s2)
         s3 = RunState(cfg, 32)
-        forward(w, s3, p)
+        forward(w_ref, s3, p)
         ref.append(s3)
     for step in range(4):
         tokens = [[(7 * i + 3 * step) % cfg.vocab_size] for i in range(len(prompts))]
@@ -127,7 +162,7 @@ def test_fused_rows_never_depend_on_their_batch(group):
         together = fused.run([batch[i] for i in order], [tokens[i] for i in order])
         for j, i in enumerate(order):
             assert np.array_equal(together[j], solo[i]), (step, i)
-            r = forward(w, ref[i], tokens[i])
+            r = forward(w_ref, ref[i], tokens[i])
             np.testing.assert_allclose(solo[i], r, rtol=1e-4, atol=1e-4 * np.abs(r).max())
     for a, b in zip(alone, batch):
         assert a.pos == b.pos and np.array_equal(a.k, b.k) and np.array_equal(a.v, b.v)
@@ -209,3 +244,34 @@ def test_fused_decode_runs_packed_4bit_rows():
         ref = forward(w8, sr, [token])
         np.testing.assert_allclose(a, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
         np.testing.assert_allclose(forward(w4, s4r, [token]), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_uint4_paths_equal_the_dequantized_weights():
+    """uint4 everywhere, the LM head and embedding too (`--embed-bits 4`): the fused path, the reference
+    forward on packed rows, a long prompt (dequant_rows_u4 blocks) and the same values widened to int8 with
+    offsets (the fallback for rows the tiles do not take), all within float rounding of float32 weights."""
+    import dataclasses
+
+    from tinyqmoe.runtime import SERIAL
+    from tinyqmoe.weights.linear import Linear
+
+    cfg, w, w_ref = uint4_weights(seed=4, group=32, tie=True, embed_qtype="uint4")
+    assert w.lm_head.p is not None and w.embed.offset is not None
+    np.testing.assert_allclose(w.embed_rows(np.array(IDS[:4])), w_ref.embed_rows(np.array(IDS[:4])), atol=1e-6)
+    fused = FusedDecode(w, cfg)
+    s_f, s_r, s_p = (RunState(cfg, 32) for _ in range(3))
+    for token in IDS[:6]:
+        ref = forward(w_ref, s_r, [token])
+        tol = dict(rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        np.testing.assert_allclose(fused.step(s_f, [token]), ref, **tol)
+        np.testing.assert_allclose(forward(w, s_p, [token]), ref, **tol)
+    lin, lin_ref = w.layers[1].w_gate_up, w_ref.layers[1].w_gate_up
+    x = np.random.default_rng(1).standard_normal((40, lin.shape[1])).astype(np.float32)
+    want = x.astype(np.float64) @ lin_ref.w.T.astype(np.float64)
+    widened = Linear(q=lin.int8(), scale=lin.scale, offset=lin.offset)
+    assert widened.int8().max() == 15 and widened.int8().min() == 0
+    for got in (lin(x, SERIAL, stream=False), lin(x[:3]), widened(x, SERIAL, stream=False), widened(x[:5])):
+        np.testing.assert_allclose(got, want[:len(got)], rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # int8 activations (prefill_path "int8"): the offsets' share added in float32, the products' error only
+    got = widened(x, dataclasses.replace(SERIAL, int8_prefill=True), stream=False)
+    np.testing.assert_allclose(got, want, rtol=0, atol=0.02 * np.abs(want).max())

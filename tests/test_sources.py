@@ -27,20 +27,27 @@ def tiny_tqm(tmp_path_factory):
             write_container(ck, d / f"tiny-{label}.tqm", CompressOptions(codec=codec, chunk_size=2048,
                                                                          format_major=major), progress=False)
         out[label] = d / f"tiny-{label}.tqm"
-    with open_checkpoint(hf) as ck:
-        write_container(ck, d / "tiny-raw4.tqm", CompressOptions(codec="raw", bits=4, group=32, chunk_size=2048),
-                        progress=False)
-    out["raw4"] = d / "tiny-raw4.tqm"
+    # 4-bit: uint4 linears with an int8 embedding / LM head (the default), symmetric int4, and uint4 all
+    # through (the embedding and LM head too: the chunked linears' offsets in the streamed and fused sources)
+    for label, codec, extra in (("raw4", "raw", {}), ("raw4s", "raw", {"symmetric": True}),
+                                ("lzw4e4", "lzw", {"embed_bits": 4})):
+        with open_checkpoint(hf) as ck:
+            write_container(ck, d / f"tiny-{label}.tqm",
+                            CompressOptions(codec=codec, bits=4, group=32, chunk_size=2048, **extra), progress=False)
+        out[label] = d / f"tiny-{label}.tqm"
     return out
 
 
 def test_resident_4bit_stays_packed(tiny_tqm):
-    """A 4-bit container runs resident with its rows packed (half the bytes of int8), on the fused path."""
-    m = tinyqmoe.load(tiny_tqm["raw4"], threads=1)
-    lin = m.weights.layers[0].w_gate_up
-    assert lin.p is not None and lin.q is None and lin.p.shape[1] * 2 == lin.shape[1]
-    assert m.decode_path == "fused"
-    m.close()
+    """A 4-bit container runs resident with its rows packed (half the bytes of int8), on the fused path:
+    uint4 (offsets beside the scales) or int4, the int8 embedding / LM head beside them."""
+    for label, has_offset in (("raw4", True), ("raw4s", False)):
+        m = tinyqmoe.load(tiny_tqm[label], threads=1)
+        lin = m.weights.layers[0].w_gate_up
+        assert lin.p is not None and lin.q is None and lin.p.shape[1] * 2 == lin.shape[1]
+        assert (lin.offset is not None) == has_offset and m.weights.lm_head.q is not None
+        assert m.decode_path == "fused"
+        m.close()
 
 
 def greedy(path, **kw):
@@ -52,7 +59,7 @@ def greedy(path, **kw):
         m.close()
 
 
-@pytest.mark.parametrize("codec", ["lzw", "raw", "raw-v1", "raw4"])
+@pytest.mark.parametrize("codec", ["lzw", "raw", "raw-v1", "raw4", "raw4s", "lzw4e4"])
 def test_sources_give_identical_tokens_and_logits(tiny_tqm, codec):
     ref_tokens, ref_logits = greedy(tiny_tqm[codec], source="resident")
     for source in ("streamed", "fused"):

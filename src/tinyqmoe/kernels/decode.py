@@ -1,7 +1,8 @@
 """The fused decode path: the arguments of kernels.layer.model_q8 gathered once, scratch allocated once.
 
 `FusedDecode(weights, config)` takes resident quantized weights (a WeightSource whose `layer(i)`
-linears hold `.q` int8 (O, I), or `.p` packed 4-bit (O, I/2), and `.scale` f32 (O, G), with a
+linears hold `.q` int8 (O, I), or `.p` packed 4-bit (O, I/2), and `.kscale` f32 (O, G) scales, or (O, 2, G)
+scales and offsets (uint4: kernels/rowdot.py), with a
 quantized LM head: weights/resident.py).
 `run(states, token_lists)` appends token_lists[i] at states[i].pos of each RunState (k, v: (L,K,S,E))
 in one compiled call for all of them (the server's decode step: one token per sequence; a short prompt:
@@ -25,24 +26,30 @@ def _rows(linear):
     return getattr(linear, "rows_int", None)
 
 
+def _kscale(linear):
+    """the scales as the row kernels take them: (O, G), or (O, 2, G) with offsets"""
+    return getattr(linear, "kscale", None)
+
+
 def _fits(linear) -> bool:
-    q, scale = _rows(linear), getattr(linear, "scale", None)
+    q, scale = _rows(linear), _kscale(linear)
     if q is None or scale is None or q.ndim != 2 or q.dtype not in (np.int8, np.uint8):
         return False
     n_in = q.shape[1] * (2 if q.dtype == np.uint8 else 1)
     return (q.flags.c_contiguous and scale.dtype == np.float32 and scale.flags.c_contiguous
-            and fits(n_in, n_in // scale.shape[1]))
+            and fits(n_in, n_in // scale.shape[-1]))
 
 
 def supports(weights) -> bool:
     """Can FusedDecode run these weights? (every linear resident int8 or packed 4-bit, the LM head too,
-    each kind of linear the same in every layer, rows and scale groups of whole 32-input blocks:
-    kernels/rowdot.py)"""
+    each kind of linear the same in every layer (rows' dtype, offsets or not), rows and scale groups of
+    whole 32-input blocks: kernels/rowdot.py)"""
     layers = getattr(weights, "layers", None)
     if layers is None or not _fits(weights.lm_head):
         return False
     return all(_fits(getattr(l, name)) for l in layers for name in LINEARS) and all(
-        len({_rows(getattr(l, name)).dtype for l in layers}) == 1 for name in LINEARS)
+        len({(_rows(getattr(l, name)).dtype, _kscale(getattr(l, name)).ndim) for l in layers}) == 1
+        for name in LINEARS)
 
 
 class FusedDecode:
@@ -58,7 +65,7 @@ class FusedDecode:
         layers = list(weights.layers)
         self.attn_norm = np.stack([l.attn_norm for l in layers]).astype(np.float32)   # [L, D]
         self.ffn_norm = np.stack([l.ffn_norm for l in layers]).astype(np.float32)     # [L, D]
-        self.linears = tuple(tuple(_rows(getattr(l, name)) if part == "q" else getattr(l, name).scale
+        self.linears = tuple(tuple(_rows(getattr(l, name)) if part == "q" else _kscale(getattr(l, name))
                                    for l in layers)
                              for name in LINEARS for part in ("q", "scale"))
         self.norm = np.ascontiguousarray(weights.norm, dtype=np.float32)
@@ -117,7 +124,7 @@ class FusedDecode:
                  self.attn_norm, qkv_q, qkv_s, wo_q, wo_s, self.ffn_norm, gu_q, gu_s, wd_q, wd_s,
                  k_addr, v_addr, cap, seq, pos, _like(states[0].k), _like(states[0].v),
                  np.cos(angles), np.sin(angles), np.float32(c.norm_eps),
-                 self.norm, _rows(self.weights.lm_head), self.weights.lm_head.scale, head_rows)
+                 self.norm, _rows(self.weights.lm_head), _kscale(self.weights.lm_head), head_rows)
         for s, n in zip(states, lens):
             s.pos += int(n)
         if all_logits:

@@ -71,9 +71,10 @@ def write_kv(tmp, Q, K, E, l, n_layers, k_addr, v_addr, cap, seq, pos, k_like, v
 @njit(fastmath=True, cache=True, nogil=True, inline="always")
 def row_times_tokens(y, o, q_row, s_row, x, add):
     """y[t, o] (+)= (q_row * s_row) . x[t] for every row t of x (T, I), in tiles of up to 3 tokens
-    (the sum added to y inside the tile: kernels/rowdot.py)"""
+    (the sum added to y inside the tile: kernels/rowdot.py); s_row (G,) scales, or (2, G) scales and
+    offsets (uint4)"""
     T, I = x.shape
-    gs = I // s_row.shape[0]
+    gs = I // s_row.shape[-1]
     z = np.float32(0.0)
     t = 0
     while t + 3 <= T:
@@ -89,7 +90,8 @@ def row_times_tokens(y, o, q_row, s_row, x, add):
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def matmul_tiles(y, q, scale, x):
-    """(q (O,I) int8, or (O,I/2) packed 4-bit, times scale (O,G)) @ x (T,I)^T -> y (T,O), each row by
+    """(q (O,I) int8, or (O,I/2) packed 4-bit, times scale (O,G), or (O,2,G) scales and offsets for
+    uint4) @ x (T,I)^T -> y (T,O), each row by
     row_times_tokens (the 4-bit linears' streaming kernel outside the fused path)"""
     for o in prange(q.shape[0]):
         row_times_tokens(y, o, q[o], scale[o], x, False)

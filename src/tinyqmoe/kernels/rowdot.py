@@ -1,17 +1,23 @@
 """An int8 weight row times a few f32 token rows, each token's sum in an order the code fixes.
 
     q8_dot_R(q, s, x_0..x_{R-1}, b_0..b_{R-1}, n, gs) -> R float32, for R = 1..3 tokens:
-        b_r + sum_{i < n} (q[i] * s[i // gs]) * x_r[i]
+        b_r + sum_{i < n} (q[i] * s[i // gs]) * x_r[i]                 s float32 [G] (scales)
+        b_r + sum_{i < n} fma(q[i], s[0, i // gs], s[1, i // gs]) * x_r[i]
+                                                                       s float32 [2, G] (scales; offsets)
 
-q is an int8 row of n values, or a uint8 row of n/2 bytes holding 4-bit two's-complement values
-(docs/FORMAT.md §5: input 2m in the low nibble of byte m, 2m+1 in the high one), unpacked in registers:
-the same arithmetic on the same values as the row widened to int8, at half the bytes read.
+q is an int8 row of n values, or a uint8 row of n/2 bytes holding 4-bit values (docs/FORMAT.md §5:
+input 2m in the low nibble of byte m, 2m+1 in the high one), unpacked in registers: the same arithmetic
+on the same values as the row widened to int8, at half the bytes read. The nibbles are two's complement
+(int4, -8..7) when s is one row of scales, and unsigned (uint4, 0..15, zero-extended) when s carries an
+offset per group too (the layout of docs/FORMAT.md §6.1 for uint4: a row's G scales, then its G offsets);
+the weight is then scale * q + offset, one fused multiply-add per 8-lane vector (two EXACT operations
+without FMA hardware), the same for every tile.
 
 The row's bytes are loaded and converted to f32 once for all R tokens (what makes several sequences
 decoded together cost little more than one); each token then adds into its own ACCS accumulators of
 LANES floats: input i goes to lane i % LANES of accumulator (i // LANES) % ACCS, with a fused
 multiply-add, in increasing i. At the end the accumulators are added (0+1) + (2+3), scaled (one scale
-per row; per-group scales multiply the converted weights instead), the lanes summed pairwise, and the
+per row; per-group scales, and offsets, apply to the converted weights instead), the lanes summed pairwise, and the
 sum added to b_r (a residual: inside, so that a fast-math caller's `y += result` cannot be fused or
 re-associated differently in different tiles). No add or multiply here may be re-associated or
 contracted (EXACT below), so LLVM keeps exactly that order: a token's result is the same bit for bit
@@ -43,7 +49,7 @@ def fits(n_inputs: int, group: int) -> bool:
     return n_inputs > 0 and n_inputs % BLOCK == 0 and group % BLOCK == 0 and n_inputs % group == 0
 
 
-def _codegen(R, packed):
+def _codegen(R, packed, offsets):
     def codegen(context, builder, signature, args):
         i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
         v8i8, v8i32, v8f32 = ir.VectorType(i8, LANES), ir.VectorType(i32, LANES), ir.VectorType(f32, LANES)
@@ -75,7 +81,9 @@ def _codegen(R, packed):
 
         zero = ir.Constant(v8f32, None)
         blocks_per_group = builder.udiv(gs, ir.Constant(i64, BLOCK))
-        one_group = builder.icmp_unsigned(">=", gs, n)
+        # rows with offsets always take the grouped loop (an offset cannot be factored out of the sum)
+        one_group = ir.Constant(ir.IntType(1), 0) if offsets else builder.icmp_unsigned(">=", gs, n)
+        n_groups = builder.udiv(n, gs) if offsets else None      # the offsets follow the G scales
         grouped_bb = builder.append_basic_block("rowdot.grouped")
         rowscale_bb = builder.append_basic_block("rowdot.rowscale")
         done = builder.append_basic_block("rowdot.done")
@@ -101,13 +109,19 @@ def _codegen(R, packed):
             g = builder.phi(i64)            # scale group
             accs = [[builder.phi(v8f32) for _ in range(ACCS)] for _ in range(R)]
             scale = splat(builder.load(builder.gep(s_ptr, [g]))) if grouped else None
+            with_offsets = offsets and grouped   # (the one-scale loop is never entered for such rows)
+            offset = splat(builder.load(builder.gep(s_ptr, [builder.add(n_groups, g)]))) if with_offsets else None
             news = [[None] * ACCS for _ in range(R)]
             if packed:   # 16 bytes hold the block's 32 nibbles: input 2m low in byte m, 2m+1 high
                 b = builder.load(builder.bitcast(builder.gep(q_ptr, [builder.lshr(i, ir.Constant(i64, 1))]),
                                                  v16i8.as_pointer()), align=1)
                 four = ir.Constant(v16i8, [4] * (BLOCK // 2))
-                lo = builder.ashr(builder.shl(b, four), four)       # sign-extended low nibbles
-                hi = builder.ashr(b, four)
+                if offsets:   # unsigned fields (uint4): zero-extended
+                    lo = builder.and_(b, ir.Constant(v16i8, [15] * (BLOCK // 2)))
+                    hi = builder.lshr(b, four)
+                else:
+                    lo = builder.ashr(builder.shl(b, four), four)       # sign-extended low nibbles
+                    hi = builder.ashr(b, four)
                 order = [v for m in range(BLOCK // 2) for v in (m, BLOCK // 2 + m)]
                 nibbles = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(i32, BLOCK), order))
             for j in range(ACCS):
@@ -118,7 +132,9 @@ def _codegen(R, packed):
                 else:
                     wq = builder.load(builder.bitcast(builder.gep(q_ptr, [off]), v8i8.as_pointer()), align=1)
                 w = builder.sitofp(builder.sext(wq, v8i32), v8f32)
-                if grouped:
+                if with_offsets:
+                    w = fma(w, scale, offset)          # scale * q + offset
+                elif grouped:
                     w = fmul(w, scale)
                 for r in range(R):
                     xv = builder.load(builder.bitcast(builder.gep(x_ptrs[r], [off]), v8f32.as_pointer()), align=4)
@@ -168,14 +184,15 @@ def _codegen(R, packed):
 def _typed(R, q, s, xs, bs, n, gs):
     arrays_ok = (isinstance(q, types.Array) and q.ndim == 1 and q.dtype in (types.int8, types.uint8)
                  and q.layout == "C"
-                 and isinstance(s, types.Array) and s.ndim == 1 and s.dtype == types.float32
+                 and isinstance(s, types.Array) and s.ndim in (1, 2) and s.dtype == types.float32
                  and s.layout == "C"
                  and all(isinstance(x, types.Array) and x.ndim == 1 and x.dtype == types.float32
                          and x.layout == "C" for x in xs))
     if not (arrays_ok and all(b == types.float32 for b in bs)
             and isinstance(n, types.Integer) and isinstance(gs, types.Integer)):
         return None
-    return types.UniTuple(types.float32, R)(q, s, *xs, *bs, n, gs), _codegen(R, q.dtype == types.uint8)
+    return (types.UniTuple(types.float32, R)(q, s, *xs, *bs, n, gs),
+            _codegen(R, q.dtype == types.uint8, s.ndim == 2))
 
 
 @intrinsic

@@ -2,7 +2,8 @@
 
 Used by the fused source for every linear and by the streamed and fused sources for the embedding
 and the LM head (the largest tensors). Quantized tensors (int8, 4-bit, ternary: widened per chunk)
-and f32 tensors (`--no-quantize-embeddings`, `--no-quantize-lm-head`) both work.
+and f32 tensors (`--no-quantize-embeddings`, `--no-quantize-lm-head`) both work; uint4's offsets add
+each group's sum of x times the offset.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class ChunkedLinear:
         self.entry = reader.tensor(name)
         self.f32 = self.entry.qtype == "f32"
         self.scale = None if self.f32 else reader.read_scale(name)   # (O, G) f32: small, kept resident
+        self.offset = None if self.f32 else reader.read_offset(name)   # (O, G) f32 for uint4, else None
 
     @property
     def shape(self):
@@ -27,7 +29,7 @@ class ChunkedLinear:
 
     @property
     def nbytes(self) -> int:  # resident bytes
-        return 0 if self.f32 else self.scale.nbytes
+        return 0 if self.f32 else self.scale.nbytes + (0 if self.offset is None else self.offset.nbytes)
 
     def _buffer(self, n_rows: int) -> np.ndarray:
         """This thread's reused buffer (shared by every chunked linear of the file) for n_rows decoded
@@ -46,12 +48,14 @@ class ChunkedLinear:
             return rows
         return self.reader.read_chunk_int8(e, i, rows)
 
-    def _one(self, y, x, i):
+    def _one(self, y, x, i, xs=None):
         r0, n = self.entry.chunk_rows(i)
         if self.f32:
             matmul_f32_rows(y, self.chunk(i), x, r0)
         else:
             matmul_q8_rows(y, self.chunk(i), self.scale[r0:r0 + n], x, r0)
+            if xs is not None:   # uint4: + sum over groups of offset * (x summed over the group)
+                y[:, r0:r0 + n] += xs @ self.offset[r0:r0 + n].T
 
     def __call__(self, x: np.ndarray, rt: Runtime = SERIAL, out: np.ndarray | None = None,
                  stream: bool = True) -> np.ndarray:
@@ -63,10 +67,14 @@ class ChunkedLinear:
         x = np.ascontiguousarray(x)
         n = self.entry.n_chunks
         taken = itertools.count()   # next() on it is atomic under the GIL
+        xs = None
+        if self.offset is not None:
+            T, I = x.shape
+            xs = x.reshape(T, self.offset.shape[1], -1).sum(axis=2, dtype=np.float32)
 
         def worker(_):
             while (i := next(taken)) < n:
-                self._one(y, x, i)
+                self._one(y, x, i, xs)
 
         self.rt.map(worker, range(min(n, self.rt.threads)))
         return y
@@ -83,7 +91,10 @@ class ChunkedLinear:
                 out[k] = row
             else:
                 G = self.scale.shape[1]
-                out[k] = (row.reshape(G, -1).astype(np.float32) * self.scale[r][:, None]).reshape(-1)
+                w = row.reshape(G, -1).astype(np.float32) * self.scale[r][:, None]
+                if self.offset is not None:
+                    w += self.offset[r][:, None]
+                out[k] = w.reshape(-1)
         return out
 
 

@@ -106,7 +106,8 @@ class FusedScratch:
 
 def fusable(reader, names) -> bool:
     """Whether the compiled loop can run these tensors stacked: codecs it decodes, one kind of payload
-    (all f32 or all quantized with the same scale groups) and one input size."""
+    (all f32 or all of one qtype with the same scale groups; uint4 only in rows of whole 32-input blocks,
+    which it multiplies packed) and one input size."""
     from tinyqmoe.compress.common import LZW, RANS, RAW, TANS, ZSTD
     from tinyqmoe.weights.fused_loop import HAVE_ZSTD
 
@@ -114,8 +115,14 @@ def fusable(reader, names) -> bool:
     ok_codecs = {RAW, LZW, RANS, TANS} | ({ZSTD} if HAVE_ZSTD else set())
     if any(int(c) not in ok_codecs for e in entries for c in e.chunks["codec"]):
         return False
-    if len({e.shape[1] for e in entries}) != 1 or len({e.qtype == "f32" for e in entries}) != 1:
+    kinds = {e.qtype if e.qtype in ("f32", "uint4") else "signed" for e in entries}   # offsets or not
+    if len({e.shape[1] for e in entries}) != 1 or len(kinds) != 1:
         return False
+    if entries[0].qtype == "uint4":
+        from tinyqmoe.kernels.rowdot import fits
+
+        if not all(fits(e.shape[1], e.group) for e in entries):
+            return False
     return entries[0].qtype == "f32" or len({e.shape[1] // e.group for e in entries}) == 1
 
 
@@ -142,7 +149,8 @@ class FusedLinear:
         if entries[0].qtype == "f32":
             self.scales = np.ones((1, 1), np.float32)
         else:
-            self.scales = np.ascontiguousarray(np.concatenate([reader.read_scale(n) for n in names]))
+            # (O, G), or (O, 2, G) for uint4: per row its scales then its offsets (kernels/rowdot.py)
+            self.scales = np.ascontiguousarray(np.concatenate([reader.read_scales(n) for n in names]))
 
     @property
     def nbytes(self) -> int:

@@ -6,7 +6,9 @@ nopython code by symbol), checks its XXH64 (format 2.x, compress/xxh64.py) or CR
 like pread), decodes it (raw, LZW, tANS, rANS,
 zstd via libzstd), widens 4-bit / ternary fields to int8 (refusing a ternary `10`, FORMAT §5) and
 multiplies its rows into the output. A chunk that fails sets its status; the Python side raises the
-typed error naming the tensor and the chunk, exactly as compress/reader.py would.
+typed error naming the tensor and the chunk, exactly as compress/reader.py would. uint4 tensors (scales
+(O, 2, G): scales and offsets, kernels/rowdot.py) run here only as packed rows of whole 32-input
+blocks (weights/fused.py `fusable`), multiplied straight from the packed bytes.
 
 Shape letters: T tokens, I inputs, O output rows (all stacked tensors), G scale groups per row.
 """
@@ -18,6 +20,7 @@ import ctypes.util
 import numba
 import numpy as np
 from numba import njit, prange, types
+from numba.extending import overload
 
 from tinyqmoe.compress.common import E_TRAILING, E_TRUNCATED, LZW, OK, RANS, RAW, TANS, ZSTD
 from tinyqmoe.compress.lzw_decode import lzw_decode_scratch
@@ -98,15 +101,44 @@ def widen_fields(out, packed, bits) -> bool:
     return bad == 0
 
 
+def row_dot(q_row, s_row, x_row):
+    """(q_row * scales (+ offsets)) . x_row in compiled code: s_row (G,) scales, or (2, G) scales and
+    offsets (the rows' sums of x per group times the offsets added)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(row_dot, inline="always")
+def _row_dot(q_row, s_row, x_row):
+    if s_row.ndim == 1:
+        return lambda q_row, s_row, x_row: q8_row_dot(q_row, s_row, x_row)
+
+    def with_offsets(q_row, s_row, x_row):
+        I = q_row.shape[0]
+        G = s_row.shape[1]
+        gs = I // G
+        acc = np.float32(0.0)
+        for g in range(G):
+            s = np.float32(0.0)
+            xs = np.float32(0.0)
+            b = g * gs
+            for i in range(gs):
+                s += np.float32(q_row[b + i]) * x_row[b + i]
+                xs += x_row[b + i]
+            acc += s * s_row[0, g] + xs * s_row[1, g]
+        return acc
+    return with_offsets
+
+
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)   # fastmath: q8_row_dot inlines here and must vectorize
 def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf, wide_buf, ent, status):
     """y (T, O) <- W x for the chunks of `table` int64 [n, 7] (offset, stored_size, raw_size, out_row,
     row_count, codec, bits); checks uint64 [n]: XXH64s if `xxh` (format 2.x) else CRC-32s (1.x);
-    scales f32 (O, G) (unused for bits 32);
+    scales f32 (O, G), or (O, 2, G) scales and offsets (uint4) (unused for bits 32);
     per-thread buffers [threads, ...]; status int64 [n] <- 0 or the chunk's error."""
     n = table.shape[0]
     T, I = x.shape
-    tiles = I % BLOCK == 0 and scales.shape[1] > 0 and (I // scales.shape[1]) % BLOCK == 0   # kernels/rowdot.py fits
+    G = scales.shape[-1]
+    tiles = I % BLOCK == 0 and G > 0 and (I // G) % BLOCK == 0   # kernels/rowdot.py fits
     for i in prange(n):
         tid = numba.get_thread_id()
         off, size, raw = table[i, 0], table[i, 1], table[i, 2]
@@ -159,4 +191,4 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
         else:
             for r in range(rc):
                 for t in range(T):
-                    y[t, r0 + r] = q8_row_dot(q[r], scales[r0 + r], x[t])
+                    y[t, r0 + r] = row_dot(q[r], scales[r0 + r], x[t])

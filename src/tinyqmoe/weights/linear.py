@@ -14,23 +14,43 @@ import dataclasses
 
 import numpy as np
 
-from tinyqmoe.compress.quant import QuantizedTensor, quantize_int8, unpack_bits
+from tinyqmoe.compress.quant import QuantizedTensor, int_values, quantize_int8, unpack_bits
 from tinyqmoe.errors import UsageError
 from tinyqmoe.kernels.gemm_i8 import linear_q8q8
 from tinyqmoe.kernels.layer import matmul_tiles
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
-from tinyqmoe.kernels.matvec_q4 import dequant_rows_q4
+from tinyqmoe.kernels.matvec_q4 import dequant_rows_q4, dequant_rows_u4
 from tinyqmoe.runtime import SERIAL, Runtime
 
 
 @dataclasses.dataclass
 class Linear:
     """y = W x for W (O, I): float32 `w`, or int8 `q` times per-group `scale` (O, I // group), or
-    4-bit values packed two per byte `p` (O, I // 2; docs/FORMAT.md §5) times `scale`."""
+    4-bit values packed two per byte `p` (O, I // 2; docs/FORMAT.md §5) times `scale`; with `offset`
+    (O, G) (uint4) W = values * scale + offset, the packed fields then unsigned (0..15).
+
+    With an offset, scale and offset are views of one (O, 2, G) array `kscale` (per row its scales,
+    then its offsets: docs/FORMAT.md §6.1), the form the row kernels take (kernels/rowdot.py);
+    without, `kscale` is `scale`."""
     w: np.ndarray | None = None        # f32 (O, I)
     q: np.ndarray | None = None        # int8 (O, I)
     scale: np.ndarray | None = None    # f32 (O, G)
     p: np.ndarray | None = None        # uint8 (O, I // 2): 4-bit, kept packed in memory
+    offset: np.ndarray | None = None   # f32 (O, G): uint4's offsets
+    kscale: np.ndarray | None = dataclasses.field(default=None, repr=False)   # (O, G) or (O, 2, G)
+
+    def __post_init__(self):
+        if self.kscale is None:
+            if self.scale is None:
+                return
+            if self.offset is None:
+                self.kscale = np.ascontiguousarray(self.scale, dtype=np.float32)
+            else:
+                self.kscale = np.ascontiguousarray(np.stack([self.scale, self.offset], axis=1), dtype=np.float32)
+        if self.kscale.ndim == 3:
+            self.scale, self.offset = self.kscale[:, 0], self.kscale[:, 1]
+        else:
+            self.scale, self.offset = self.kscale, None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -42,7 +62,7 @@ class Linear:
     def nbytes(self) -> int:
         if self.w is not None:
             return self.w.nbytes
-        return (self.q if self.q is not None else self.p).nbytes + self.scale.nbytes
+        return (self.q if self.q is not None else self.p).nbytes + self.kscale.nbytes
 
     @property
     def rows_int(self) -> np.ndarray | None:
@@ -58,14 +78,14 @@ class Linear:
 
     @classmethod
     def from_quantized(cls, qt: QuantizedTensor) -> "Linear":
-        """int8 as is; 4-bit and ternary values widened to int8 with the same scales (exact)."""
-        q = qt.q if qt.bits == 8 else unpack_bits(qt.q, qt.bits)
-        return cls(q=np.ascontiguousarray(q, dtype=np.int8), scale=np.ascontiguousarray(qt.scale, dtype=np.float32))
+        """int8 as is; 4-bit and ternary values widened to int8 with the same scales (and offsets) (exact)."""
+        return cls(q=np.ascontiguousarray(int_values(qt), dtype=np.int8), scale=qt.scale, offset=qt.offset)
 
     @classmethod
     def concat(cls, parts: list["Linear"], alloc=np.empty) -> "Linear":
         """Stack the rows of several linears of the same kind and input size (into arrays from
-        `alloc(shape, dtype)`: weights/arena.py)."""
+        `alloc(shape, dtype)`: weights/arena.py); a mix of offset and plain ones is widened to int8, the
+        plain ones with zero offsets."""
         def stack(arrays):
             out = alloc((sum(a.shape[0] for a in arrays),) + arrays[0].shape[1:], arrays[0].dtype)
             return np.concatenate(arrays, out=out)
@@ -74,13 +94,16 @@ class Linear:
             return cls(w=stack([p.w for p in parts]))
         if len({p.scale.shape[1] for p in parts}) != 1:
             raise UsageError("cannot fuse linears with different quantization groups")
-        if all(p.p is not None for p in parts):
-            return cls(p=stack([p.p for p in parts]), scale=stack([p.scale for p in parts]))
-        return cls(q=stack([p.int8() for p in parts]), scale=stack([p.scale for p in parts]))
+        offsets = {p.offset is not None for p in parts}
+        if all(p.p is not None for p in parts) and len(offsets) == 1:
+            return cls(p=stack([p.p for p in parts]), kscale=stack([p.kscale for p in parts]))
+        offset = (np.concatenate([p.offset if p.offset is not None else np.zeros_like(p.scale) for p in parts])
+                  if True in offsets else None)
+        return cls(q=stack([p.int8() for p in parts]), scale=stack([p.scale for p in parts]), offset=offset)
 
     def int8(self, rows=slice(None)) -> np.ndarray:
         """Rows of the integer weights widened to int8 (a view of `q` for int8 weights)."""
-        return self.q[rows] if self.q is not None else unpack_bits(self.p[rows], 4)
+        return self.q[rows] if self.q is not None else unpack_bits(self.p[rows], 4, signed=self.offset is None)
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """Rows `idx` as float32 (the embedding lookup)."""
@@ -88,8 +111,20 @@ class Linear:
             return self.w[idx]
         o, i = self.shape
         g = self.scale.shape[1]
-        return (self.int8(idx).reshape(len(idx), g, i // g).astype(np.float32)
-                * self.scale[idx][:, :, None]).reshape(len(idx), i)
+        w = self.int8(idx).reshape(len(idx), g, i // g).astype(np.float32) * self.scale[idx][:, :, None]
+        if self.offset is not None:
+            w += self.offset[idx][:, :, None]
+        return w.reshape(len(idx), i)
+
+    def _add_offsets(self, y: np.ndarray, x: np.ndarray, r0: int = 0, r1: int | None = None) -> None:
+        """y[:, r0:r1] += the offsets' share of W x (int8 rows with offsets, outside the row kernels):
+        sum over groups of offset[o, g] * sum of x over group g."""
+        if self.offset is None:
+            return
+        T, I = x.shape
+        G = self.offset.shape[1]
+        xs = x.reshape(T, G, I // G).sum(axis=2, dtype=np.float32)
+        y[:, r0:r1] += xs @ self.offset[r0:r1].T
 
     def __call__(self, x: np.ndarray, rt: Runtime = SERIAL, out: np.ndarray | None = None,
                  stream: bool = True) -> np.ndarray:
@@ -101,13 +136,16 @@ class Linear:
             if self.w is not None:
                 matmul_f32(y, self.w, x)
             elif self.q is not None:
-                matmul_q8(y, self.q, self.scale, x)
+                matmul_q8(y, self.q, np.ascontiguousarray(self.scale), x)
+                self._add_offsets(y, x)
             else:
-                matmul_tiles(y, self.p, self.scale, np.ascontiguousarray(x, dtype=np.float32))
+                matmul_tiles(y, self.p, self.kscale, np.ascontiguousarray(x, dtype=np.float32))
             return y
         if self.q is not None and rt.int8_prefill:
             # activations quantized per token, int8 x int8 products with int32 sums (numba threads)
-            return linear_q8q8(x, self.q, self.scale, rt.block_bytes, y)
+            linear_q8q8(x, self.q, np.ascontiguousarray(self.scale), rt.block_bytes, y)
+            self._add_offsets(y, np.ascontiguousarray(x, dtype=np.float32))
+            return y
         # Long prompts: blocks of rows that fit the cache, dequantized and multiplied (single-threaded
         # BLAS) by the threads of the runtime's pool, one block per task.
         R = max(1, min(-(-O // rt.threads), rt.block_bytes // (4 * I)))  # >= one block per thread
@@ -119,7 +157,13 @@ class Linear:
                 w = self.w[r0:r1]
             elif self.q is not None:
                 w = np.empty((r1 - r0, I), np.float32)
-                dequant_rows_q8(w, self.q, self.scale, r0)
+                dequant_rows_q8(w, self.q, np.ascontiguousarray(self.scale), r0)
+                if self.offset is not None:
+                    G = self.offset.shape[1]
+                    w.reshape(r1 - r0, G, I // G)[:] += self.offset[r0:r1, :, None]
+            elif self.offset is not None:
+                w = np.empty((r1 - r0, I), np.float32)
+                dequant_rows_u4(w, self.p, self.kscale, r0)
             else:
                 w = np.empty((r1 - r0, I), np.float32)
                 dequant_rows_q4(w, self.p, self.scale, r0)

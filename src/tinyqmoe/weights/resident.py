@@ -67,10 +67,11 @@ def from_checkpoint(ckpt, kind: str = "int8", group: int | None = None, progress
 
 
 def resident_packed(e) -> bool:
-    """Does a container tensor stay packed in RAM? 4-bit rows of whole 32-input blocks (kernels/rowdot.py)."""
+    """Does a container tensor stay packed in RAM? 4-bit rows (int4 or uint4) of whole 32-input blocks
+    (kernels/rowdot.py)."""
     from tinyqmoe.kernels.rowdot import fits
 
-    return e.qtype == "int4" and fits(e.shape[1], e.group)
+    return e.qtype in ("int4", "uint4") and fits(e.shape[1], e.group)
 
 
 def from_container(container, rt, progress=None) -> ResidentWeights:
@@ -82,12 +83,14 @@ def from_container(container, rt, progress=None) -> ResidentWeights:
             return Linear(w=container.read_float(name, rt.pool))
         if resident_packed(e) or e.bits == 8:
             # 4-bit kept packed: the kernels unpack nibbles in registers (kernels/rowdot.py), half the bytes
-            qt = container.read_quantized(name, rt.pool, alloc)
-            scale = alloc(qt.scale.shape, np.float32)
-            scale[:] = qt.scale
-            return Linear(p=qt.q, scale=scale) if qt.bits == 4 else Linear(q=qt.q, scale=scale)
+            # (uint4: scales and offsets in the kernels' (O, 2, G) layout, the file's own)
+            rows = container.read_payload(name, rt.pool, alloc)
+            scales = container.read_scales(name)
+            kscale = alloc(scales.shape, np.float32)
+            kscale[:] = scales
+            return Linear(p=rows, kscale=kscale) if e.bits == 4 else Linear(q=rows.view(np.int8), kscale=kscale)
         q, scale = container.read_int8(name, rt.pool)   # widened exactly (4-bit rows the kernels cannot take)
-        return Linear(q=q, scale=scale)
+        return Linear(q=q, scale=scale, offset=container.read_offset(name))
 
     return assemble(container.config, lambda n: container.read_float(n, rt.pool), make, progress,
                     Arena(resident_row_bytes(container)).empty)

@@ -1,5 +1,9 @@
 """The streamed source (the paper's method): layer i decoded whole into one of two reused buffers just
-in time, while a background thread decodes layer i+1 into the other; RAM holds two layers."""
+in time, while a background thread decodes layer i+1 into the other; RAM holds two layers.
+
+Buffers hold int8 rows (4-bit and ternary widened), or f32, except uint4 rows of whole 32-input blocks:
+those stay packed (half the bytes) and multiply through kernels/rowdot.py with their offsets, as the
+resident source runs them (weights/resident.py)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +29,22 @@ class StreamedSource(ChunkedSourceBase):
         self._pending: dict[int, object] = {}
 
     def _scale(self, name: str) -> np.ndarray | None:
-        return None if self.reader.tensor(name).qtype == "f32" else self.reader.read_scale(name)
+        """(O, G) scales, (O, 2, G) scales and offsets (uint4), or None (f32)."""
+        return None if self.reader.tensor(name).qtype == "f32" else self.reader.read_scales(name)
+
+    @staticmethod
+    def _buffer_form(e) -> tuple[tuple[int, int], type]:
+        """The shape and dtype a tensor's rows take in a layer buffer."""
+        from tinyqmoe.weights.resident import resident_packed
+
+        if e.qtype == "f32":
+            return e.shape, np.float32
+        if e.qtype == "uint4" and resident_packed(e):
+            return (e.rows, e.row_bytes), np.uint8
+        return e.shape, np.int8
 
     def _alloc_layer(self) -> dict:
-        shape = lambda n: self.reader.tensor(f"model.layers.0.{n}").shape  # noqa: E731
-        return {n: np.empty(shape(n), np.float32 if self.reader.tensor(f"model.layers.0.{n}").qtype == "f32"
-                            else np.int8) for n in LINEARS}
+        return {n: np.empty(*self._buffer_form(self.reader.tensor(f"model.layers.0.{n}"))) for n in LINEARS}
 
     def _fill(self, i: int) -> Layer:
         buf = self._buffers[self._fills % 2]
@@ -39,17 +53,19 @@ class StreamedSource(ChunkedSourceBase):
         jobs = []
         for n in LINEARS:
             e = self.reader.tensor(p + n)
-            if buf[n].shape != e.shape or (buf[n].dtype == np.float32) != (e.qtype == "f32"):
-                buf[n] = np.empty(e.shape, np.float32 if e.qtype == "f32" else np.int8)
+            shape, dtype = self._buffer_form(e)
+            if buf[n].shape != shape or buf[n].dtype != dtype:
+                buf[n] = np.empty(shape, dtype)
             jobs.extend((e, k, buf[n]) for k in range(e.n_chunks))
         self.rt.map(lambda j: self._decode(*j), jobs)
-        lin = {n: Linear(w=buf[n]) if self._scales[i][n] is None else Linear(q=buf[n], scale=self._scales[i][n])
-               for n in LINEARS}
+        lin = {n: Linear(w=buf[n]) if self._scales[i][n] is None
+               else Linear(p=buf[n], kscale=self._scales[i][n]) if buf[n].dtype == np.uint8
+               else Linear(q=buf[n], kscale=self._scales[i][n]) for n in LINEARS}
         return stacked_layer(self.norms[i], lin)
 
     def _decode(self, e, k, dest):
         r0, n = e.chunk_rows(k)
-        if e.qtype == "f32":
+        if e.qtype == "f32" or dest.dtype == np.uint8:   # f32, or packed rows kept packed
             self.reader.read_chunk(e, k, dest[r0:r0 + n].view(np.uint8))
         else:
             self.reader.read_chunk_int8(e, k, dest[r0:r0 + n])
