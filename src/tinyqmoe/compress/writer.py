@@ -20,9 +20,8 @@ from tinyqmoe.compress import codecs
 from tinyqmoe.compress.common import CODEC_IDS, CODEC_ALIASES, LZW_MAX_BITS, LZW_MIN_BITS, crc32
 from tinyqmoe.compress.container_format import (CHUNK_DTYPE, FIXED_HEADER, FIXED_HEADER_SIZE, MAGIC,
                                                 VERSION_MAJOR, VERSION_MINOR, align_up, chunk_checksum,
-                                                index_bytes as encode_index)
+                                                QTYPES, index_bytes as encode_index)
 from tinyqmoe.compress.entropy import zstd_size
-from tinyqmoe.compress.container_format import QTYPES
 from tinyqmoe.compress.quant import quantize
 from tinyqmoe.errors import UsageError
 from tinyqmoe.fileio import atomic_output, check_output
