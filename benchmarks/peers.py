@@ -130,11 +130,12 @@ CHILDREN = {"llama.cpp-q8_0": child_llama_cpp, "llama.cpp-q4_1": child_llama_cpp
 
 
 def four_bit_container(src: Path, out_dir: Path) -> Path:
-    """The default model as a raw 4-bit container with one scale per 32 inputs, written once."""
+    """The default model as a raw 4-bit container (uint4: a scale and an offset per 32 inputs, the
+    embedding int8, as `compress --bits 4` writes it), written once."""
     from tinyqmoe.compress.writer import CompressOptions, write_container
     from tinyqmoe.formats.load import open_checkpoint
 
-    path = out_dir / "default-4bit-g32-raw.tqm"
+    path = out_dir / "default-uint4-g32-raw.tqm"
     if not path.exists():
         out_dir.mkdir(parents=True, exist_ok=True)
         with open_checkpoint(src) as ck:
