@@ -16,14 +16,17 @@ def attention(out, q, k_cache, v_cache, pos0):
     for th in prange(T * H):
         t = th // H
         h = th % H
-        kv = h // group
+        keys = k_cache[h // group]          # (S, E): 1-D rows and a fresh accumulator vectorize (kernels/layer.py)
+        values = v_cache[h // group]
+        qr = q[t, h]
         n = pos0 + t + 1
         scores = np.empty(n, np.float32)
         m = np.float32(-np.inf)
         for p in range(n):
+            kr = keys[p]
             s = np.float32(0.0)
             for e in range(E):
-                s += q[t, h, e] * to_f32(k_cache[kv, p, e])
+                s += qr[e] * to_f32(kr[e])
             s *= scale
             scores[p] = s
             m = max(m, s)
@@ -31,12 +34,13 @@ def attention(out, q, k_cache, v_cache, pos0):
         for p in range(n):
             scores[p] = np.exp(scores[p] - m)
             total += scores[p]
-        for e in range(E):
-            out[t, h, e] = 0.0
+        acc = np.zeros(E, np.float32)
         for p in range(n):
             w = scores[p] / total
+            vr = values[p]
             for e in range(E):
-                out[t, h, e] += w * to_f32(v_cache[kv, p, e])
+                acc[e] += w * to_f32(vr[e])
+        out[t, h] = acc
 
 
 def attention_blas(out, q, k_cache, v_cache, pos0):
