@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gguf_tiny import gguf_layout, llamacpp_permute, tiny_hf_llama, write_llama_gguf
-from tinyqmoe.errors import CorruptionDetected, UnsupportedModel
+from tinyqmoe.errors import CorruptionDetected, UnsupportedModel, UsageError
 from tinyqmoe.model.config import expected_tensors
 from tinyqmoe.model.config import LlamaConfig
 from tinyqmoe.formats.load_gguf import llama3_rope_factors, open_gguf, rope_scaling_from_factors
@@ -154,3 +154,49 @@ def test_q8_0_file_runs_its_own_blocks(tmp_path, monkeypatch):
     path2 = tmp_path / "q4.gguf"
     write_llama_gguf(path2, cfg, gguf_layout(cfg, sd), qtype=Q.Q4_0, tokenizer=TOKENIZER)
     assert tinyqmoe.load(str(path2), threads=1).bits_per_weight < 8.5
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0], ids=lambda q: q.name)
+def test_native_weights_run_the_files_own_blocks(tmp_path, monkeypatch, qtype):
+    """weights="native": a GGUF whose linears are all Q4_1 or Q8_0 runs its blocks as they are
+    (uint4 packed, or int8, in groups of 32): the engine's weights equal the file's dequantized
+    ones bit for bit; the embedding goes to int8 groups of 32."""
+    import tinyqmoe
+    from test_gguf_reader import TOKENIZER
+    from tinyqmoe.compress.quant import unpack_bits
+
+    monkeypatch.setenv("TINYQMOE_CACHE", str(tmp_path / "cache"))
+    cfg, sd = tiny_hf_llama(tie=False, seed=5)
+    path = tmp_path / f"{qtype.name}.gguf"
+    write_llama_gguf(path, cfg, gguf_layout(cfg, sd), qtype=qtype, tokenizer=TOKENIZER)
+    model = tinyqmoe.load(str(path), weights="native", threads=1)
+    assert model.weights_kind == "native"
+    ck = open_gguf(path)
+    lin = model.weights.layers[1].w_down
+    if lin.p is not None:
+        q = unpack_bits(lin.p, 4, signed=lin.offset is None).astype(np.float32)
+        assert lin.offset is not None
+    else:
+        q = lin.q.astype(np.float32)
+    g = q.shape[1] // lin.scale.shape[1]
+    w = q * np.repeat(lin.scale, g, axis=1) + (0 if lin.offset is None else np.repeat(lin.offset, g, axis=1))
+    np.testing.assert_array_equal(w, ck.get("model.layers.1.mlp.down_proj.weight"))
+    ref = tinyqmoe.load(str(path), weights="f32", threads=1)
+    ids = [0, 3, 5, 1, 2, 4, 4, 3]
+    got, want = model.logits(ids), ref.logits(ids)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-2 * np.abs(want).max())   # the embedding: int8 of 4-bit
+    with pytest.raises(UsageError, match="weights=native runs a GGUF"):
+        tinyqmoe.load(str(tmp_path / "cache"), weights="native")
+
+
+def test_native_weights_refuse_other_block_types(tmp_path, monkeypatch):
+    import tinyqmoe
+    from test_gguf_reader import TOKENIZER
+
+    monkeypatch.setenv("TINYQMOE_CACHE", str(tmp_path / "cache"))
+    cfg, sd = tiny_hf_llama(tie=False, seed=5)
+    for qtype in (Q.Q5_0, Q.Q4_0):
+        path = tmp_path / f"{qtype.name}.gguf"
+        write_llama_gguf(path, cfg, gguf_layout(cfg, sd), qtype=qtype, tokenizer=TOKENIZER)
+        with pytest.raises(UsageError, match=f"all Q8_0 or Q4_1; this one has {qtype.name.lower()}"):
+            tinyqmoe.load(str(path), weights="native", threads=1)

@@ -24,7 +24,7 @@ from tinyqmoe.model.tokenizer import Tokenizer, container_tokenizer
 from tinyqmoe.runtime import Runtime
 from tinyqmoe.weights.source import SOURCES
 
-WEIGHTS = ("int8", "f32")
+WEIGHTS = ("int8", "f32", "native")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,7 @@ class LoadPlan:
     name: str               # as the user gave it
     path: Path              # the file or directory it resolved to
     kind: str               # "hf" | "gguf" | "tqm"
-    weights: str            # "int8" | "f32" (float checkpoints) | "stored" (a container's own)
+    weights: str            # "int8" | "f32" | "native" (a GGUF's own blocks) | "stored" (a container's own)
     group: int | None       # int8 scale group when quantizing a float checkpoint
     cache: bool             # keep a float checkpoint's int8 weights as a raw .tqm in the cache
     source: str             # "auto" | resident | fused | streamed
@@ -50,7 +50,7 @@ class LoadPlan:
     @property
     def reads_container(self) -> bool:
         """A .tqm runs from its reader: the given file, or the int8 cache of a float checkpoint."""
-        return self.kind == "tqm" or (self.weights == "int8" and self.cache)
+        return self.kind == "tqm" or (self.weights in ("int8", "native") and self.cache)
 
 
 def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int | None = None,
@@ -95,6 +95,13 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
                              path)
         weights = "stored"
     weights = weights or "int8"
+    if weights == "native":
+        if kind != "gguf":
+            raise UsageError("weights=native runs a GGUF file's own quantized blocks; this model is not a .gguf "
+                             "(use int8 or f32)", path)
+        if group is not None or not cache:
+            raise UsageError("weights=native keeps the file's own groups of 32, through the weights cache: "
+                             "drop group / --group and --no-cache", path)
     plan = LoadPlan(str(path_or_name), path, kind, weights, group, cache, source, budget, context,
                     threads, cold, progress, bw, sequences, cache_type_k, cache_type_v)
     chunked = budget is not None or source in ("streamed", "fused")
@@ -116,8 +123,9 @@ def load(path_or_name: str | Path, weights: str | None = None, threads: int | No
     """Load a model: an HF directory, a .gguf or .tqm file, or the name `default`.
 
     weights:    for float checkpoints, "int8" (default: symmetric per output channel, or per `group`
-                inputs) or "f32" (reference); a .tqm container runs the weights it holds (4-bit and
-                ternary widened to int8 exactly), so "f32" and `group` are refused for it.
+                inputs) or "f32" (reference); for a GGUF whose linears are all Q8_0 or Q4_1, "native"
+                runs its own blocks (int8 / uint4 in groups of 32, uint4 kept packed); a .tqm
+                container runs the weights it holds, so "f32" and `group` are refused for it.
     threads:    threads for the kernels and the pool (default: all cores).
     max_memory: a peak-RSS budget for the whole process ("300MB", bytes): picks the fastest weight
                 source that fits (resident, fused, streamed), or fails before loading with the
@@ -192,9 +200,10 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
     from tinyqmoe.weights.fused import FusedSource
     from tinyqmoe.weights.streamed import StreamedSource
 
-    if plan.kind != "tqm" and plan.budget is not None and not _int8_cache_path(plan.path, plan.group).exists():
-        warmup.int8_cache_in_child(plan.path, plan.group, plan.progress)   # its peak is the child's, not ours
-    tqm = plan.path if plan.kind == "tqm" else _int8_cache(plan.path, plan.group, plan.progress)
+    native = plan.weights == "native"
+    if plan.kind != "tqm" and plan.budget is not None and not _int8_cache_path(plan.path, plan.group, native).exists():
+        warmup.int8_cache_in_child(plan.path, plan.group, plan.progress, native)   # its peak is the child's, not ours
+    tqm = plan.path if plan.kind == "tqm" else _int8_cache(plan.path, plan.group, plan.progress, native)
     if plan.budget is not None:   # LLVM's pages come and go before the header and tokenizer, not on top
         warmup.start_llvm()
     reader = Container(tqm, cold=plan.cold, storage_bw=plan.storage_bw)
@@ -232,7 +241,7 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
     except BaseException:
         reader.close()
         raise
-    kind = "tqm" if plan.kind == "tqm" else "int8"
+    kind = "tqm" if plan.kind == "tqm" else plan.weights
     return Model(plan.name, cfg, tokenizer, w, rt, weights_kind=kind, source=source, max_context=ctx,
                  bits_per_weight=_container_bits(reader), cache_types=(plan.cache_type_k, plan.cache_type_v))
 
@@ -272,7 +281,29 @@ def _keeps_q8_0_blocks(ckpt, group: int | None) -> bool:
     return bool(names) and all(ckpt.source_dtypes.get(n) == "q8_0" for n in names)
 
 
-def _int8_cache_path(path: Path, group: int | None) -> Path:
+def _native_options(ckpt):
+    """CompressOptions that keep a GGUF's own blocks, or UsageError. Its linears all Q8_0: int8, one f16
+    scale per 32 inputs; all Q4_1 (d * q + m): uint4 with f16 scales and offsets. The token embedding / LM head go to int8 groups of 32 (a Q8_0 embedding, as
+    llama.cpp's Q4 files have, exactly). Each quantizer gives such a block back exactly: the block's
+    extreme values sit on the grid's ends (tests/test_gguf_loader.py)."""
+    from tinyqmoe.compress.writer import EMBEDDING_NAMES, CompressOptions, is_quantized_name
+
+    opts = CompressOptions(bits=8, codec="raw")
+    linears = [n for n in ckpt.names if is_quantized_name(n, ckpt.shapes[n], opts) and n not in EMBEDDING_NAMES]
+    kinds = {ckpt.source_dtypes.get(n) for n in linears}
+    # Q4_0 (d * (q - 8), d < 0 where a block's extreme is positive) is not here yet: as uint4 its offset
+    # -7|d| needs f32, and the uint4 search does not always find blocks that use few levels (1% of
+    # them, measured); int4's scales must be >= 0
+    if len(kinds) != 1 or next(iter(kinds)) not in ("q8_0", "q4_1"):
+        found = ", ".join(sorted(str(k) for k in kinds))
+        raise UsageError(f"weights=native runs files whose linear layers are all Q8_0 or Q4_1; this one has "
+                         f"{found} (use weights=int8)", ckpt.path)
+    kind = kinds.pop()
+    return CompressOptions(bits=8 if kind == "q8_0" else 4, group=32, embed_bits=8, scale_dtype="f16",
+                           codec="raw", stats=False)
+
+
+def _int8_cache_path(path: Path, group: int | None, native: bool = False) -> Path:
     """Where the int8 cache of a float checkpoint lives: named by its files' paths, sizes and times."""
     import hashlib
 
@@ -280,16 +311,18 @@ def _int8_cache_path(path: Path, group: int | None) -> Path:
 
     files = sorted(path.glob("*")) if path.is_dir() else [path]
     key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
-    digest = hashlib.sha256(f"{key}|group={group}|v4".encode()).hexdigest()[:16]   # v4: Q8_0 blocks kept
+    tag = "|native" if native else ""
+    digest = hashlib.sha256(f"{key}|group={group}|v4{tag}".encode()).hexdigest()[:16]   # v4: Q8_0 blocks kept
     return cache_dir() / "int8" / f"{path.stem}-{digest}.tqm"
 
 
-def _int8_cache(path: Path, group: int | None, progress: bool) -> Path:
-    """The raw int8 .tqm of a float checkpoint in the cache directory, written once."""
+def _int8_cache(path: Path, group: int | None, progress: bool, native: bool = False) -> Path:
+    """The raw int8 .tqm of a float checkpoint in the cache directory, written once (native: the raw
+    container of a GGUF's own blocks, _native_options)."""
     from tinyqmoe.compress.writer import CompressOptions, write_container
     from tinyqmoe.formats.load import open_checkpoint
 
-    target = _int8_cache_path(path, group)
+    target = _int8_cache_path(path, group, native)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with open_checkpoint(path) as ckpt:
@@ -299,7 +332,9 @@ def _int8_cache(path: Path, group: int | None, progress: bool) -> Path:
             for n_in in {c.dim, c.q_dim, c.ffn_dim}:
                 if group and n_in % group:
                     raise UsageError(f"group size {group} does not divide the input dimension {n_in}", path)
-            if _keeps_q8_0_blocks(ckpt, group):
+            if native:
+                opts = _native_options(ckpt)
+            elif _keeps_q8_0_blocks(ckpt, group):
                 opts = CompressOptions(bits=8, group=32, scale_dtype="f16", codec="raw", stats=False)
             else:
                 opts = CompressOptions(bits=8, group=group or 0, codec="raw", stats=False)

@@ -75,9 +75,10 @@ def _run_child(args: list[str], what: str) -> None:
         raise errors.TinyQMoEError(f"{what} failed in a child process (exit code {r.returncode})") from None
 
 
-def int8_cache_in_child(path: Path, group: int | None, progress: bool) -> None:
-    """Build the int8 cache of a float checkpoint in a child process (its peak is not ours)."""
-    _run_child(["int8", str(path), str(group or 0), "1" if progress else "0"], "building the int8 cache")
+def int8_cache_in_child(path: Path, group: int | None, progress: bool, native: bool = False) -> None:
+    """Build the int8 (or native) cache of a checkpoint in a child process (its peak is not ours)."""
+    _run_child(["int8", str(path), str(group or 0), "1" if progress else "0", "native" if native else "int8"],
+               "building the weights cache")
 
 
 def kernels_in_child(container, source: str, threads: int, cache_types: tuple[str, str] = ("f32", "f32")) -> bool:

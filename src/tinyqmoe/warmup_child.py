@@ -1,8 +1,8 @@
-"""The child process of tinyqmoe.warmup: `python -m tinyqmoe.warmup_child int8 PATH GROUP PROGRESS` builds
-the int8 cache of a float checkpoint; `... kernels TQM SOURCE THREADS LIST [CTK CTV]` loads a container
-with a source (and KV caches of those types) and runs a short prompt, a long one (over SMALL_BATCH
-tokens: other kernels) and a decode, so numba compiles and caches those kernels, and writes their list
-(module, name, signatures; a pickle) to LIST.
+"""The child process of tinyqmoe.warmup: `python -m tinyqmoe.warmup_child int8 PATH GROUP PROGRESS
+[native]` builds the int8 cache of a float checkpoint (or the native one of a GGUF); `... kernels TQM
+SOURCE THREADS LIST [CTK CTV]` loads a container with a source (and KV caches of those types) and runs
+a short prompt, a long one (over SMALL_BATCH tokens: other kernels) and a decode, so numba compiles and
+caches those kernels, and writes their list (module, name, signatures; a pickle) to LIST.
 An error comes back on stdout as one JSON line (class, message, path), which the parent raises again."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _child(argv: list[str]) -> None:
     if argv[0] == "int8":
         from tinyqmoe.api import _int8_cache
 
-        _int8_cache(Path(argv[1]), int(argv[2]) or None, argv[3] == "1")
+        _int8_cache(Path(argv[1]), int(argv[2]) or None, argv[3] == "1", argv[4:5] == ["native"])
     elif argv[0] == "kernels":
         import pickle
 
