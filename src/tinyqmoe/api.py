@@ -274,23 +274,29 @@ def _keeps_q8_0_blocks(ckpt, group: int | None) -> bool:
     (8.5 bits/weight, like Q8_0) instead of re-quantized per channel (tests/test_gguf_loader.py)."""
     if group is not None or Path(ckpt.path).suffix.lower() != ".gguf":
         return False
-    from tinyqmoe.compress.writer import CompressOptions, is_quantized_name
+    types = _quantized_source_types(ckpt)
+    return bool(types) and set(types.values()) == {"q8_0"}
+
+
+def _quantized_source_types(ckpt, embeddings: bool = True) -> dict[str, str | None]:
+    """The tensors the int8 cache quantizes (the embedding / LM head too unless `embeddings` is False)
+    and how the file stores each ("q8_0", "q4_1", "bf16", ...)."""
+    from tinyqmoe.compress.writer import EMBEDDING_NAMES, CompressOptions, is_quantized_name
 
     opts = CompressOptions(bits=8, codec="raw")
-    names = [n for n in ckpt.names if is_quantized_name(n, ckpt.shapes[n], opts)]
-    return bool(names) and all(ckpt.source_dtypes.get(n) == "q8_0" for n in names)
+    return {n: ckpt.source_dtypes.get(n) for n in ckpt.names if is_quantized_name(n, ckpt.shapes[n], opts)
+            and (embeddings or n not in EMBEDDING_NAMES)}
 
 
 def _native_options(ckpt):
     """CompressOptions that keep a GGUF's own blocks, or UsageError. Its linears all Q8_0: int8, one f16
-    scale per 32 inputs; all Q4_1 (d * q + m): uint4 with f16 scales and offsets. The token embedding / LM head go to int8 groups of 32 (a Q8_0 embedding, as
-    llama.cpp's Q4 files have, exactly). Each quantizer gives such a block back exactly: the block's
-    extreme values sit on the grid's ends (tests/test_gguf_loader.py)."""
-    from tinyqmoe.compress.writer import EMBEDDING_NAMES, CompressOptions, is_quantized_name
+    scale per 32 inputs; all Q4_1 (d * q + m): uint4 with f16 scales and offsets. The token embedding /
+    LM head go to int8 groups of 32 (a Q8_0 embedding, as llama.cpp's Q4 files have, exactly). Each
+    quantizer gives such a block back exactly: the block's extreme values sit on the grid's ends
+    (tests/test_gguf_loader.py)."""
+    from tinyqmoe.compress.writer import CompressOptions
 
-    opts = CompressOptions(bits=8, codec="raw")
-    linears = [n for n in ckpt.names if is_quantized_name(n, ckpt.shapes[n], opts) and n not in EMBEDDING_NAMES]
-    kinds = {ckpt.source_dtypes.get(n) for n in linears}
+    kinds = set(_quantized_source_types(ckpt, embeddings=False).values())
     # Q4_0 (d * (q - 8), d < 0 where a block's extreme is positive) is not here yet: as uint4 its offset
     # -7|d| needs f32, and the uint4 search does not always find blocks that use few levels (1% of
     # them, measured); int4's scales must be >= 0

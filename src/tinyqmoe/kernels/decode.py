@@ -105,8 +105,8 @@ class FusedDecode:
         for s, n in zip(states, lens):
             s.reserve(s.pos + int(n))
             if (s.k.dtype, s.v.dtype) != (states[0].k.dtype, states[0].v.dtype) or not (
-                    s.k.flags.c_contiguous and s.v.flags.c_contiguous):
-                raise ValueError("the caches of one fused call must be C-contiguous and of one type")   # RunState makes them so
+                    s.k.flags.c_contiguous and s.v.flags.c_contiguous):   # RunState makes them so
+                raise ValueError("the caches of one fused call must be C-contiguous and of one type")
         ends = np.cumsum(lens)
         head_rows = np.arange(T, dtype=np.int64) if all_logits else ends - 1
         self._scratch(T, int(pos.max()) + 1)
@@ -137,4 +137,4 @@ class FusedDecode:
 
 def _like(cache: np.ndarray) -> np.ndarray:
     """An empty array of the element type the kernels see for `cache` (float32, or uint16 for f16)."""
-    return np.empty(0, kernel_view(cache[:0]).dtype)
+    return np.empty(0, kernel_view(cache).dtype)

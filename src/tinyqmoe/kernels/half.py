@@ -19,9 +19,7 @@ from llvmlite import binding, ir
 from numba import types
 from numba.extending import intrinsic
 
-# how each cache type is held: the numpy dtype of the array, the dtype kernels see
-STORAGE = {"f32": np.float32, "f16": np.float16}
-KERNEL_VIEW = {"f32": np.float32, "f16": np.uint16}
+STORAGE = {"f32": np.float32, "f16": np.float16}   # how each cache type is held (kernels see kernel_view)
 
 
 @functools.cache

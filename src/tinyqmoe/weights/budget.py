@@ -63,8 +63,9 @@ class Estimate:
 def estimate(container, source: str, context: int, threads: int, so_far: tuple[int, int] | None = None,
              kv_bytes: tuple[int, int] = (4, 4)) -> Estimate:
     """Peak RSS of running `container` with `source` for `context` tokens (KV caches of kv_bytes per
-    key and per value element), on top of what the process holds now; never below its peak so far. `so_far` = (resident now, peak so far), measured when not
-    given: call it after building the tokenizer. (Resident now, not the peak, is the base: memory a
+    key and per value element), on top of what the process holds now; never below its peak so far.
+    `so_far` = (resident now, peak so far), measured when not given: call it after building the
+    tokenizer. (Resident now, not the peak, is the base: memory a
     step freed, e.g. building the int8 cache of a float checkpoint, is not held while running.)"""
     c = container.config
     entries = [container.tensor(n) for n in container.names]

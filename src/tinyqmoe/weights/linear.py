@@ -194,8 +194,8 @@ def layer_from_tensors(get, i: int, make, alloc=None) -> Layer:
     (weights/arena.py), `make(hf_name, alloc)` is asked for the linears kept as they are, and the fused
     ones are stacked into `alloc`'s arrays, in the order the forward pass reads them."""
     p = f"model.layers.{i}."
-    kept = (lambda name: make(name)) if alloc is None else (lambda name: make(name, alloc))
-    fused = (lambda parts: Linear.concat(parts)) if alloc is None else (lambda parts: Linear.concat(parts, alloc))
+    kept = make if alloc is None else (lambda name: make(name, alloc))
+    fused = lambda parts: Linear.concat(parts, alloc or np.empty)   # noqa: E731
     return Layer(
         attn_norm=np.ascontiguousarray(get(p + "input_layernorm.weight"), dtype=np.float32),
         wqkv=fused([make(p + f"self_attn.{x}_proj.weight") for x in "qkv"]),
