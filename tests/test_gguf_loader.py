@@ -187,6 +187,9 @@ def test_native_weights_run_the_files_own_blocks(tmp_path, monkeypatch, qtype):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-2 * np.abs(want).max())   # the embedding: int8 of 4-bit
     with pytest.raises(UsageError, match="weights=native runs a GGUF"):
         tinyqmoe.load(str(tmp_path / "cache"), weights="native")
+    cached = next((tmp_path / "cache").rglob("*.tqm"))          # a container, too, is refused, not run
+    with pytest.raises(UsageError, match="weights=native runs a GGUF"):
+        tinyqmoe.load(str(cached), weights="native")
 
 
 def test_native_weights_refuse_other_block_types(tmp_path, monkeypatch):

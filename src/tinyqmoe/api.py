@@ -86,6 +86,13 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
         from tinyqmoe.errors import ModelNotFound
         raise ModelNotFound("not a model: expected an HF directory (config.json + *.safetensors), "
                             "a .gguf or a .tqm file", path)
+    if weights == "native":
+        if kind != "gguf":
+            raise UsageError("weights=native runs a GGUF file's own quantized blocks; this model is not a .gguf "
+                             "(use int8 or f32; a .tqm container runs the weights it holds)", path)
+        if group is not None or not cache:
+            raise UsageError("weights=native keeps the file's own groups of 32, through the weights cache: "
+                             "drop group / --group and --no-cache", path)
     if kind == "tqm":
         if weights == "f32":
             raise UsageError("a .tqm container holds quantized weights and runs them as int8; weights=f32 "
@@ -95,13 +102,6 @@ def plan_load(path_or_name: str | Path, weights: str | None = None, threads: int
                              path)
         weights = "stored"
     weights = weights or "int8"
-    if weights == "native":
-        if kind != "gguf":
-            raise UsageError("weights=native runs a GGUF file's own quantized blocks; this model is not a .gguf "
-                             "(use int8 or f32)", path)
-        if group is not None or not cache:
-            raise UsageError("weights=native keeps the file's own groups of 32, through the weights cache: "
-                             "drop group / --group and --no-cache", path)
     plan = LoadPlan(str(path_or_name), path, kind, weights, group, cache, source, budget, context,
                     threads, cold, progress, bw, sequences, cache_type_k, cache_type_v)
     chunked = budget is not None or source in ("streamed", "fused")
