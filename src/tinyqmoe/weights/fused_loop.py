@@ -103,7 +103,9 @@ def widen_fields(out, packed, bits) -> bool:
 
 def row_dot(q_row, s_row, x_row):
     """(q_row * scales (+ offsets)) . x_row in compiled code: s_row (G,) scales, or (2, G) scales and
-    offsets (the rows' sums of x per group times the offsets added)."""
+    offsets (the rows' sums of x per group times the offsets added). fused_linear takes uint4 (2-D
+    scales) only where the rowdot tiles fit (weights/fused.py `fusable`), so the second form is what
+    lets it compile for them, not a path their rows run."""
     raise NotImplementedError("compiled code only")
 
 
@@ -112,19 +114,15 @@ def _row_dot(q_row, s_row, x_row):
     if s_row.ndim == 1:
         return lambda q_row, s_row, x_row: q8_row_dot(q_row, s_row, x_row)
 
-    def with_offsets(q_row, s_row, x_row):
-        I = q_row.shape[0]
+    def with_offsets(q_row, s_row, x_row):   # q8_row_dot with the scales, plus each group's x sum x offset
         G = s_row.shape[1]
-        gs = I // G
-        acc = np.float32(0.0)
+        gs = q_row.shape[0] // G
+        acc = q8_row_dot(q_row, s_row[0], x_row)
         for g in range(G):
-            s = np.float32(0.0)
             xs = np.float32(0.0)
-            b = g * gs
-            for i in range(gs):
-                s += np.float32(q_row[b + i]) * x_row[b + i]
-                xs += x_row[b + i]
-            acc += s * s_row[0, g] + xs * s_row[1, g]
+            for i in range(g * gs, (g + 1) * gs):
+                xs += x_row[i]
+            acc += xs * s_row[1, g]
         return acc
     return with_offsets
 
