@@ -4,7 +4,8 @@ import pytest
 
 from tinyqmoe.kernels import reference as ref
 from tinyqmoe.kernels.attention import attention, attention_blas
-from tinyqmoe.kernels.elementwise import rmsnorm, rope_rotate_half, silu_mul
+from tinyqmoe.kernels.elementwise import rmsnorm, rope_rotate_half, silu_mul, silu_mul_rows
+from tinyqmoe.runtime import Runtime
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8, matmul_q8_rows
 
 rng = np.random.default_rng(0)
@@ -47,6 +48,9 @@ def test_rmsnorm_silu_rope():
     f = np.empty((3, 10), np.float32)
     silu_mul(f, gu)
     np.testing.assert_allclose(f, ref.silu_mul(gu), rtol=1e-5, atol=1e-6)
+    f2 = np.empty_like(f)
+    silu_mul_rows(f2, gu)
+    np.testing.assert_array_equal(f2, f)
     q = rng.standard_normal((3, 2, 8)).astype(np.float32)
     ang = rng.random((3, 4)).astype(np.float32)
     expect = ref.rope_rotate_half(q, np.cos(ang), np.sin(ang))
@@ -54,14 +58,18 @@ def test_rmsnorm_silu_rope():
     np.testing.assert_allclose(q, expect, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("T, pos0", [(1, 0), (1, 9), (5, 0), (4, 6)])
+@pytest.mark.parametrize("T, pos0", [(1, 0), (1, 9), (5, 0), (4, 6), (70, 3)])
 def test_attention_kernels_agree(T, pos0):
-    H, K, E, S = 6, 2, 8, 16
+    H, K, E, S = 6, 2, 8, 80
     q = rng.standard_normal((T, H, E)).astype(np.float32)
     k = rng.standard_normal((K, S, E)).astype(np.float32)
     v = rng.standard_normal((K, S, E)).astype(np.float32)
     expect = ref.attention(q, k, v, pos0)
-    for kernel in (attention, attention_blas):
-        out = np.empty_like(q)
-        kernel(out, q, k, v, pos0)
-        np.testing.assert_allclose(out, expect, rtol=1e-4, atol=1e-5)
+    rt = Runtime.create(2)
+    try:
+        for kernel in (attention, attention_blas, lambda *a: attention_blas(*a, rt)):   # T = 70: two slices
+            out = np.empty_like(q)
+            kernel(out, q, k, v, pos0)
+            np.testing.assert_allclose(out, expect, rtol=1e-4, atol=1e-5)
+    finally:
+        rt.close()

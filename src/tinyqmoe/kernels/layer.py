@@ -31,6 +31,7 @@ from numba.extending import intrinsic
 from tinyqmoe.kernels.elementwise import rmsnorm
 from tinyqmoe.kernels.half import from_f32, to_f32
 from tinyqmoe.kernels.rowdot import q8_dot_1, q8_dot_2, q8_dot_3
+from tinyqmoe.kernels.fastexp import exp_f32
 
 
 SILU_BLOCK = 16   # gate|up rows per work item (ffn dims are multiples of 32: kernels/decode.py supports)
@@ -164,7 +165,7 @@ def layer_q8(x, h, q, att, f, tmp, scores,
             m = max(m, sc)
         total = np.float32(0.0)
         for p in range(n):
-            w = np.exp(sr[p] - m)
+            w = exp_f32(sr[p] - m)
             sr[p] = w
             total += w
         inv_total = np.float32(1.0) / total
@@ -180,9 +181,8 @@ def layer_q8(x, h, q, att, f, tmp, scores,
         row_times_tokens(x, o, wo_q[o], wo_s[o], att, True)
     # ffn rmsnorm
     rmsnorm(h, x, ffn_norm, eps)
-    # SwiGLU: gate rows i and up rows F+i in blocks of SILU_BLOCK, f = silu(gate) * up. The SiLU runs
-    # along a row's block, never across rows: a vectorized exp differs from the scalar one in the last
-    # bit, and which rows a loop across rows would vectorize depends on how many there are
+    # SwiGLU: gate rows i and up rows F+i in blocks of SILU_BLOCK, f = silu(gate) * up (exp_f32: the same
+    # bits in a vector lane or alone, so the SiLU may vectorize whatever the number of rows)
     for blk in prange(F // SILU_BLOCK):
         i0 = blk * SILU_BLOCK
         for i in range(i0, i0 + SILU_BLOCK):
@@ -191,7 +191,7 @@ def layer_q8(x, h, q, att, f, tmp, scores,
         for t in range(T):
             for i in range(i0, i0 + SILU_BLOCK):
                 g = f[t, i]
-                f[t, i] = g / (np.float32(1.0) + np.exp(-g)) * tmp[t, i]
+                f[t, i] = g / (np.float32(1.0) + exp_f32(-g)) * tmp[t, i]
     # down projection and residual connection
     for o in prange(D):
         row_times_tokens(x, o, wd_q[o], wd_s[o], f, True)

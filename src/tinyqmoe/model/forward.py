@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyqmoe.kernels.attention import attention, attention_blas
-from tinyqmoe.kernels.elementwise import rmsnorm, rope_rotate_half, silu_mul
+from tinyqmoe.kernels.elementwise import rmsnorm, rope_rotate_half, silu_mul, silu_mul_rows
 from tinyqmoe.kernels.half import kernel_view
 from tinyqmoe.kernels.matvec import SMALL_BATCH
 from tinyqmoe.model.rope import cos_sin
@@ -64,17 +64,19 @@ def forward_batch(weights, states: list[RunState], tokens: list, rt, acts: Activ
             st.k[l, :, p0: p0 + T] = k.transpose(1, 0, 2)
             st.v[l, :, p0: p0 + T] = v.transpose(1, 0, 2)
             # multi-head attention (grouped-query: H/K query heads share a kv head)
-            if stream or T <= SMALL_BATCH:
+            # (the loops skip the masked future keys, best while the new rows are most of the cache;
+            # products win once a longer cache is read for few rows: benchmarks/engine_kernels.py)
+            if stream or T <= SMALL_BATCH or p0 <= T:
                 attention(att[r0:r0 + T].reshape(T, H, E), q, kernel_view(st.k[l]), kernel_view(st.v[l]), p0)
             else:
-                attention_blas(att[r0:r0 + T].reshape(T, H, E), q, st.k[l], st.v[l], p0)
+                attention_blas(att[r0:r0 + T].reshape(T, H, E), q, st.k[l], st.v[l], p0, rt)
         # output projection and residual connection
         x += layer.wo(att, rt, proj, stream)
         # ffn rmsnorm
         rmsnorm(h, x, layer.ffn_norm, c.norm_eps)
         # SwiGLU non-linearity: w_down(silu(w_gate x) * w_up x)
         layer.w_gate_up(h, rt, gate_up, stream)                        # [N, 2F]
-        silu_mul(ffn, gate_up)
+        (silu_mul if stream else silu_mul_rows)(ffn, gate_up)
         # residual connection
         x += layer.w_down(ffn, rt, proj, stream)
     for st, T in zip(states, lens):
