@@ -6,9 +6,10 @@
 decode   the default model (int8 per channel), one token at a time after a 16-token prompt: today's
          forward() (~12 Python-level calls per layer) against kernels.decode.FusedDecode (one compiled
          call per token: kernels.layer.model_q8). tok/s = single-token passes per second.
-prefill  a 128-token prompt through forward(): the linears as today (T > 16: dequantized f32 row
-         blocks + single-threaded BLAS sgemm on the shared pool) against int8 activations x int8
-         weights (kernels.gemm_i8, int32 sums); plus each linear shape of the model alone.
+prefill  a 128-token prompt through forward(): model.prefill_path "f32" (T > 16: dequantized f32
+         row blocks + single-threaded BLAS sgemm on the shared pool) against "int8", the default
+         (activations quantized per 32 inputs x int8 weights, kernels.gemm_i8's panel, int32 sums);
+         plus each linear shape of the model alone.
 batch    a decode step of N sequences (one token each, N = 1, 2, 4, 8; 16-token prompts), what the
          server runs each step: Model.forward_batch with the reference layer by layer (per-row
          kernels) against the fused call over all N (kernels/rowdot.py tiles); tok/s = N / step time,
@@ -70,62 +71,37 @@ def bench_decode(model, rounds: int, n: int) -> list[tuple]:
              "FusedDecode, one call per token", statistics.median(b))]
 
 
-class GemmLinear:
-    """A Linear whose long-prompt product is int8 x int8 (kernels.gemm_i8); decode unchanged."""
-
-    def __init__(self, lin, block_bytes):
-        self.lin, self.block_bytes = lin, block_bytes
-
-    def __call__(self, x, rt, out=None, stream=True):
-        from tinyqmoe.kernels.gemm_i8 import linear_q8q8
-
-        if stream:
-            return self.lin(x, rt, out, stream)
-        y = linear_q8q8(x, self.lin.q, self.lin.scale, self.block_bytes)
-        if out is None:
-            return y
-        out[:] = y
-        return out
-
-
-def gemm_weights(weights, block_bytes):
-    layers = [dataclasses.replace(l, **{k: GemmLinear(getattr(l, k), block_bytes)
-                                        for k in ("wqkv", "wo", "w_gate_up", "w_down")})
-              for l in weights.layers]
-    return dataclasses.replace(weights, layers=layers)
-
-
-def bench_prefill(model, rounds: int, n_prompt: int, block_bytes: int) -> list[tuple]:
-    from tinyqmoe.kernels.gemm_i8 import linear_q8q8
+def bench_prefill(model, rounds: int, n_prompt: int) -> list[tuple]:
+    """model.prefill_path "f32" against "int8", whole prompts and each linear shape alone."""
     from tinyqmoe.model.forward import forward
 
     rt = model.runtime
     rt.activate()
     ids = [(37 * i + 11) % model.config.vocab_size for i in range(n_prompt)]
-    wg = gemm_weights(model.weights, block_bytes)
+    paths = {"f32": dataclasses.replace(rt, int8_prefill=False), "int8": dataclasses.replace(rt, int8_prefill=True)}
     rows = []
 
-    def run(w):
-        return timed(lambda: forward(w, model.new_state(n_prompt), ids, rt))
+    def run(path):
+        return timed(lambda: forward(model.weights, model.new_state(n_prompt), ids, paths[path]))
 
-    run(model.weights), run(wg)
+    run("f32"), run("int8")
     a, b = [], []
     for _ in range(rounds):
-        a.append(n_prompt / run(model.weights))
-        b.append(n_prompt / run(wg))
+        a.append(n_prompt / run("f32"))
+        b.append(n_prompt / run("int8"))
     rows.append((f"prefill tok/s ({n_prompt} tokens)", "f32 blocks + BLAS sgemm", statistics.median(a),
-                 "int8 x int8 GEMM", statistics.median(b)))
+                 "int8 x int8 panel GEMM", statistics.median(b)))
     rng = np.random.default_rng(0)
     layer = model.weights.layers[0]
     for name in ("wqkv", "wo", "w_gate_up", "w_down"):
         lin = getattr(layer, name)
         O, I = lin.shape
         x = rng.standard_normal((n_prompt, I)).astype(np.float32)
-        lin(x, rt, None, False), linear_q8q8(x, lin.q, lin.scale, block_bytes)
+        lin(x, paths["f32"], None, False), lin(x, paths["int8"], None, False)
         a, b = [], []
         for _ in range(rounds):
-            a.append(2 * O * I * n_prompt / timed(lambda: lin(x, rt, None, False), 3) / 1e9)
-            b.append(2 * O * I * n_prompt / timed(lambda: linear_q8q8(x, lin.q, lin.scale, block_bytes), 3) / 1e9)
+            a.append(2 * O * I * n_prompt / timed(lambda: lin(x, paths["f32"], None, False), 3) / 1e9)
+            b.append(2 * O * I * n_prompt / timed(lambda: lin(x, paths["int8"], None, False), 3) / 1e9)
         rows.append((f"  {name} {O}x{I}, T={n_prompt}: GOP/s", "f32 sgemm", statistics.median(a),
                      "int8 GEMM", statistics.median(b)))
     return rows
@@ -200,7 +176,6 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gen-tokens", type=int, default=32)
     ap.add_argument("--prompt-tokens", type=int, default=128)
-    ap.add_argument("--block-bytes", type=int, default=1 << 19, help="weight block per GEMM task (L2/2)")
     ap.add_argument("--only", default="decode,prefill,q4,batch")
     a = ap.parse_args()
     import tinyqmoe
@@ -212,7 +187,7 @@ def main() -> int:
     if "decode" in parts:
         rows += bench_decode(model, a.rounds, a.gen_tokens)
     if "prefill" in parts:
-        rows += bench_prefill(model, a.rounds, a.prompt_tokens, a.block_bytes)
+        rows += bench_prefill(model, a.rounds, a.prompt_tokens)
     if "batch" in parts:
         rows += bench_batch(model, a.rounds)
     if "q4" in parts:

@@ -5,12 +5,14 @@
 #   OUT: where each variant's run lives (OUT/<label>/); TQM: where the containers are written.
 #   LIMIT / SAMPLE: lm-eval --limit / our --sample for a quicker table (empty: full test sets).
 #   EXTRA: more flags for every `tinyqmoe eval` (e.g. "--workers 2 --threads 1").
+# Prompts run with f32 activations (--prefill-path f32): the table compares weight quantization, and the
+# compressed containers then give the 8-bit run's answers exactly (they hold the same int8 weights).
 set -e
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-benchmarks/eval_results/full}
 TQM=${TQM:-eval-out/models}
 TASKS=arc_challenge,arc_easy,mmlu
-SEL="${LIMIT:+--limit $LIMIT} ${SAMPLE:+--sample $SAMPLE} ${EXTRA:-}"
+SEL="--prefill-path f32 ${LIMIT:+--limit $LIMIT} ${SAMPLE:+--sample $SAMPLE} ${EXTRA:-}"
 mkdir -p "$TQM"
 [ -f "$TQM/smol-lzw.tqm" ]  || $BIN/tinyqmoe compress default -o "$TQM/smol-lzw.tqm" --bits 8 --codec lzw
 [ -f "$TQM/smol-zstd.tqm" ] || $BIN/tinyqmoe compress default -o "$TQM/smol-zstd.tqm" --bits 8 --codec zstd

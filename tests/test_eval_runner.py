@@ -91,6 +91,27 @@ def test_other_settings_in_the_same_output_are_refused(tmp_path):
         evaluate(FakeModel(), "arc_easy", split="validation", limit=3, max_rows=64, output=tmp_path, progress=False)
 
 
+def test_a_resumed_run_keeps_its_prefill_arithmetic(tmp_path):
+    """run.json records the model's prefill path; a resumed run sets the model back to it, and a run
+    stored before the setting existed counts as "f32" (what every long prompt then ran)."""
+    model = FakeModel()
+    model.prefill_path = "int8"
+    evaluate(model, "arc_easy", split="validation", limit=2, output=tmp_path / "new", progress=False)
+    assert json.loads((tmp_path / "new" / "run.json").read_text())["prefill"] == "int8"
+    evaluate(FakeModel(), "arc_easy", split="validation", limit=2, output=tmp_path / "old", progress=False)
+    settings = json.loads((tmp_path / "old" / "run.json").read_text())
+    del settings["prefill"]                            # as written before the setting was recorded
+    (tmp_path / "old" / "run.json").write_text(json.dumps(settings))
+    model = FakeModel()
+    model.prefill_path = "int8"
+    evaluate(model, "arc_easy", split="validation", limit=4, output=tmp_path / "old", progress=False)
+    assert model.prefill_path == "f32"
+    assert json.loads((tmp_path / "old" / "run.json").read_text())["prefill"] == "f32"
+    with pytest.raises(UsageError, match="other settings .prefill"):
+        evaluate(model, "arc_easy", split="validation", limit=4, output=tmp_path / "old", progress=False,
+                 prefill="int8")
+
+
 KILLED_RUN = """
 import sys
 sys.path.insert(0, {tests!r})

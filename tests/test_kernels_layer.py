@@ -80,8 +80,9 @@ def test_model_decode_path_switch(tmp_path):
 
 
 def test_int8_prefill_within_int8_tolerance(tmp_path):
-    """model.prefill_path = "int8" (int8 activations in long prompts): top-1 agreement >= 90% with
-    f32 weights and mean KL < 0.01 nats, as tests/test_engine_reference.py asks of int8 weights."""
+    """model.prefill_path = "int8" (int8 activations in long prompts, the default): top-1 agreement
+    >= 90% with f32 weights and mean KL < 0.01 nats, as tests/test_engine_reference.py asks of int8
+    weights."""
     import tinyqmoe
     from tinymodels import save_tiny_hf_llama
 
@@ -90,9 +91,10 @@ def test_int8_prefill_within_int8_tolerance(tmp_path):
     d = save_tiny_hf_llama(tmp_path / "tiny", seed=4)
     ref = tinyqmoe.load(str(d), weights="f32").logits(ids).astype(np.float64)
     model = tinyqmoe.load(str(d), cache=False)
-    blas = model.logits(ids)
-    model.prefill_path = "int8"
+    assert model.prefill_path == "int8"
     q = model.logits(ids).astype(np.float64)
+    model.prefill_path = "f32"
+    blas = model.logits(ids)
     assert np.abs(q - blas).max() > 0                        # the int8 path did run
     lp = ref - np.log(np.exp(ref - ref.max(1, keepdims=True)).sum(1, keepdims=True)) - ref.max(1, keepdims=True)
     lq = q - np.log(np.exp(q - q.max(1, keepdims=True)).sum(1, keepdims=True)) - q.max(1, keepdims=True)

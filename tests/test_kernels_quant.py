@@ -4,52 +4,80 @@ import pytest
 
 from tinyqmoe.compress.quant import pack_bits, quantize_int4, unpack_bits
 from tinyqmoe.kernels import reference as ref
-from tinyqmoe.kernels.gemm_i8 import HAS_AVX2, gemm_q8q8, gemm_q8q8_avx2, linear_q8q8, quantize_rows_i8
+from tinyqmoe.kernels.gemm_i8 import ACT_BLOCK, HAS_AVX2, gemm_panel, linear_q8q8, pack_activations, panel_fits
 from tinyqmoe.kernels.matvec import matmul_q8
 from tinyqmoe.kernels.matvec_q4 import matmul_q4_f32
 
 rng = np.random.default_rng(0)
 
 
-@pytest.mark.parametrize("T, G, GX", [(1, 1, 1), (7, 1, 4), (16, 2, 2), (16, 2, 4), (33, 4, 4)])
-def test_quantize_rows_and_gemm_q8q8(T, G, GX):
-    """G weight groups, GX activation blocks (I/GX = 32 is what linear_q8q8 uses)."""
-    O, I = 39, 128                                  # O not a multiple of the 4-row tile, T odd
+needs_avx2 = pytest.mark.skipif(not HAS_AVX2, reason="the int8 GEMM is AVX2 vector code")
+
+
+@needs_avx2
+@pytest.mark.parametrize("T, G", [(1, 1), (7, 1), (16, 2), (33, 4), (17, 1)])
+def test_linear_q8q8_against_numpy(T, G):
+    """Activations quantized per token and 32 inputs as the numpy reference does, then int32 sums: T
+    with a partial last token vector, O not a multiple of the 6-row tile, weight groups of 1-4 blocks."""
+    O, I = 39, 128
     x = rng.standard_normal((T, I)).astype(np.float32)
-    x[-1, : I // GX] = 0.0                          # an all-zero block (the whole row when T = GX = 1)
-    xq = np.empty((T, I), np.int8)
-    xs = np.empty((T, GX), np.float32)
-    quantize_rows_i8(xq, xs, x)
-    rq, rs = ref.quantize_rows_i8(x, GX)
-    np.testing.assert_allclose(xs, rs, rtol=1e-6)
-    assert np.abs(xq.astype(int) - rq).max() <= 1   # x / s at a rounding tie may round either way
-    assert np.abs(xq[0, -(I // GX):]).max() == 127 or T == GX == 1
-    assert not xq[-1, : I // GX].any()
+    x[-1, :ACT_BLOCK] = 0.0                          # an all-zero block
+    xq, xs = ref.quantize_rows_i8(x, I // ACT_BLOCK)
     wq = rng.integers(-127, 128, (O, I)).astype(np.int8)
     ws = rng.random((O, G)).astype(np.float32)
     expect = ref.gemm_q8q8(wq, ws, xq, xs)
-    kernels = [gemm_q8q8] + ([gemm_q8q8_avx2] if HAS_AVX2 and I // GX == 32 else [])
-    for kernel in kernels:
-        for block_rows in (8, 13, O):
-            y = np.full((T, O), np.nan, np.float32)
-            kernel(y, wq, ws, xq, xs, block_rows)
-            np.testing.assert_allclose(y, expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
-    if I // GX == 32:
-        np.testing.assert_allclose(linear_q8q8(x, wq, ws, 1024), expect, rtol=1e-5,
+    for block_bytes in (1024, 3000, 1 << 16):        # row blocks of 6, 12 and all rows
+        np.testing.assert_allclose(linear_q8q8(x, wq, ws, block_bytes), expect, rtol=1e-5,
                                    atol=1e-5 * np.abs(expect).max())
 
 
-def test_gemm_q8q8_int32_sums_exact():
+@needs_avx2
+def test_pack_activations_is_the_reference_quantization_in_panel_order():
+    T, I = 13, 96                                   # two token vectors, the second with 3 padding lanes
+    x = rng.standard_normal((T, I)).astype(np.float32)
+    x[4, 32:64] = 0.0
+    xq, xs = ref.quantize_rows_i8(x, I // ACT_BLOCK)
+    xp, xsp = pack_activations(x)
+    assert xp.shape == (2, I // 2, 8, 2) and xsp.shape == (2, I // ACT_BLOCK, 8)
+    unpacked = xp.transpose(0, 2, 1, 3).reshape(16, I)            # [token, input]
+    assert np.abs(unpacked[:T] - xq).max() <= 1     # x / s at a rounding tie may round either way
+    assert np.abs(unpacked[0, :ACT_BLOCK]).max() == 127 and not unpacked[4, 32:64].any()
+    scales = xsp.transpose(0, 2, 1).reshape(16, -1)
+    np.testing.assert_allclose(scales[:T], xs, rtol=1e-6)
+    assert not unpacked[T:].any() and (scales[T:] == 1).all()
+
+
+@needs_avx2
+def test_panel_rows_independent_of_the_batch():
+    """A token's outputs are the same bits whichever rows share its call (lane, vector, T): the blocks are
+    summed in one order for every lane. Prefill in pieces and eval rely on it."""
+    O, I = 30, 192
+    wq = rng.integers(-127, 128, (O, I)).astype(np.int8)
+    ws = rng.random((O, 2)).astype(np.float32)
+    x = rng.standard_normal((37, I)).astype(np.float32)
+    full = linear_q8q8(x, wq, ws)
+    for rows in (slice(0, 1), slice(5, 22), slice(36, 37), slice(8, 24)):
+        np.testing.assert_array_equal(linear_q8q8(x[rows], wq, ws), full[rows])
+
+
+@needs_avx2
+def test_int8_gemm_int32_sums_exact():
     """At the largest magnitudes the int32 sums are exact (no 16-bit saturation anywhere)."""
     O, I, T = 8, 1536, 4
     wq = np.full((O, I), 127, np.int8)
     wq[1::2] = -127
-    xq = np.full((T, I), -127, np.int8)
-    ones = np.ones((O, 1), np.float32)
-    for kernel, GX in [(gemm_q8q8, 1)] + ([(gemm_q8q8_avx2, I // 32)] if HAS_AVX2 else []):
-        y = np.empty((T, O), np.float32)
-        kernel(y, wq, ones, xq, np.ones((T, GX), np.float32), O)
-        assert y[0, 0] == -127 * 127 * I and y[0, 1] == 127 * 127 * I
+    xp, xsp = pack_activations(np.full((T, I), -1.0, np.float32))     # every input -127
+    xsp[:] = 1.0
+    y = np.empty((T, O), np.float32)
+    gemm_panel(y, wq, np.ones((O, 1), np.float32), xp, xsp, T, 6)
+    assert y[0, 0] == -127 * 127 * I and y[0, 1] == 127 * 127 * I
+
+
+def test_panel_fits():
+    assert panel_fits(576, 576) == HAS_AVX2 and panel_fits(1536, 64) == HAS_AVX2
+    assert not panel_fits(576, 48) and not panel_fits(100, 100)
+    with pytest.raises(ValueError, match="whole 32-input blocks"):
+        linear_q8q8(np.ones((2, 48), np.float32), np.ones((3, 48), np.int8), np.ones((3, 1), np.float32))
 
 
 @pytest.mark.parametrize("group", [32, 64, 96, None])

@@ -75,7 +75,8 @@ class Runtime:
     wait_policy: str                # 'spin' | 'passive' | 'user'
     block_bytes: int                # prefill row-block size (bytes of f32 weights)
     pool: ThreadPoolExecutor | None  # None when threads == 1
-    int8_prefill: bool = False      # long prompts: int8 x int8 GEMM (kernels/gemm_i8.py), not f32 BLAS
+    int8_prefill: bool = False      # long prompts on resident int8: int8 x int8 GEMM (kernels/gemm_i8.py),
+                                    # not f32 BLAS (on in Runtime.create; SERIAL keeps the f32 reference)
 
     @classmethod
     def create(cls, threads: int | None = None, block_bytes: int | None = None) -> "Runtime":
@@ -93,7 +94,7 @@ class Runtime:
             l2 = stored_l2_bytes()
             block_bytes = l2 // 2 if l2 else DEFAULT_BLOCK_BYTES
         pool = ThreadPoolExecutor(n, thread_name_prefix="tinyqmoe") if n > 1 else None
-        return cls(n, policy, block_bytes, pool)
+        return cls(n, policy, block_bytes, pool, int8_prefill=True)
 
     def map(self, fn, items) -> list:
         """fn over items on the pool (threads release the GIL in BLAS and nogil kernels)."""

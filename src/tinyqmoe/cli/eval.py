@@ -34,6 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-rows", type=int, help="new context tokens per forward; default 1: one question per forward (see docs/eval.md)")
     p.add_argument("--shots", type=int, help="few-shot examples (default: 5 for MMLU, 0 for ARC)")
     p.add_argument("--weights", choices=("f32", "int8"), help="weights to run MODEL with")
+    p.add_argument("--prefill-path", choices=("f32", "int8"),
+                   help="how int8 linears multiply the prompts: int8 activations (the engine's default) or "
+                        "f32 (weight-only quantization, what Table 1 compares); default: a resumed run's "
+                        "own, else the engine's")
     add_threads_option(p, "engine threads")
     p.add_argument("--max-memory", metavar="SIZE", help="peak-RSS budget of each model run (e.g. 300MB), "
                                                         "passed to tinyqmoe.load")
@@ -66,7 +70,8 @@ def run(args) -> int:
     options = {"threads": threads_arg(args.threads), "max_memory": args.max_memory}
     common = dict(split=args.split, limit=parse_limit(args.limit), shots=args.shots, progress=show_progress(args),
                   workers=args.workers, ray_address=args.ray,
-                  sample=parse_limit(args.sample, "--sample", fractions=False), max_rows=args.max_rows or MAX_ROWS)
+                  sample=parse_limit(args.sample, "--sample", fractions=False), max_rows=args.max_rows or MAX_ROWS,
+                  prefill=args.prefill_path)
     if args.compare:
         if args.model:
             raise UsageError("give either MODEL or --compare VARIANT..., not both")

@@ -28,6 +28,9 @@ class _Worker:
     def describe(self) -> dict:
         return self.scorer.describe()
 
+    def set_prefill(self, path: str) -> None:
+        self.scorer.set_prefill(path)
+
     def tokens(self, jobs: list[Job], add_bos) -> list[tuple[int, int]]:
         return [self.scorer.new_tokens(j, add_bos) for j in jobs]
 
@@ -74,6 +77,9 @@ class RayScorer:
 
     def describe(self) -> dict:
         return self.ray.get(self.actors[0].describe.remote())
+
+    def set_prefill(self, path: str) -> None:
+        self.ray.get([a.set_prefill.remote(path) for a in self.actors])
 
     def run(self, jobs: list[Job], add_bos, on_record) -> None:
         ray = self.ray

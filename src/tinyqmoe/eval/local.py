@@ -34,6 +34,11 @@ class LocalScorer:
     def describe(self) -> dict:
         return describe(self.model)
 
+    def set_prefill(self, path: str) -> None:
+        """The model's prefill arithmetic ("f32" | "int8": Model.prefill_path), kept for a whole run."""
+        if hasattr(self.model, "prefill_path"):
+            self.model.prefill_path = path
+
     def requests(self, job: Job, add_bos):
         task = LEAVES[job.task].task
         pool = task.fewshot_pool() if job.shots else {}

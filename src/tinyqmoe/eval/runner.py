@@ -23,7 +23,7 @@ from tinyqmoe.eval.batched import MAX_ROWS, PATH
 from tinyqmoe.eval.data import apply_limit, stratified_sample
 from tinyqmoe.eval.local import Job, LocalScorer
 from tinyqmoe.eval.spec import ModelSpec, describe
-from tinyqmoe.eval.store import SampleStore, check_settings
+from tinyqmoe.eval.store import SampleStore, check_settings, stored_setting
 from tinyqmoe.eval.tasks import LEAVES, get_tasks, leaves_of
 
 CHUNK = 32  # questions per job: a killed run loses at most the batches in flight
@@ -96,19 +96,22 @@ def slug(text: str) -> str:
 def evaluate(model_or_spec, tasks, split: str = "test", limit=None, shots: int | None = None,
              output: str | Path | None = None, add_bos: bool | None = None, workers: int | None = None,
              ray_address: str | None = None, progress: bool = True, sample=None, seed: int = 1234,
-             max_rows: int = MAX_ROWS) -> dict:
+             max_rows: int = MAX_ROWS, prefill: str | None = None) -> dict:
     """Evaluate; write samples_<task>.jsonl, run.json and results_<time>.json/.md under `output`.
 
     Returns the results dict (lm-eval 0.4 layout, see report.py). Resumes from the samples
-    already in `output`. `workers`/`ray_address` shard the questions over Ray actors.
+    already in `output`. `workers`/`ray_address` shard the questions over Ray actors. `prefill`
+    ("f32" | "int8", Model.prefill_path) is the arithmetic of the prompts' int8 linears: by default
+    the stored run's (a resumed run keeps it; runs stored before it was recorded used "f32"), else the
+    model's; another value than a stored run's is refused.
     """
     return run(model_or_spec, tasks, split, limit, shots, output, add_bos, workers, ray_address,
-               progress, sample, seed, max_rows)[0]
+               progress, sample, seed, max_rows, prefill)[0]
 
 
 def run(model_or_spec, tasks, split="test", limit=None, shots=None, output=None, add_bos=None,
         workers=None, ray_address=None, progress=True, sample=None, seed=1234,
-        max_rows=MAX_ROWS) -> tuple[dict, dict[str, list[dict]]]:
+        max_rows=MAX_ROWS, prefill=None) -> tuple[dict, dict[str, list[dict]]]:
     """`evaluate`, also returning each leaf task's records in data order."""
     start = time.time()
     names = get_tasks(tasks)
@@ -126,8 +129,15 @@ def run(model_or_spec, tasks, split="test", limit=None, shots=None, output=None,
         effective_bos = ident["add_bos"] if add_bos is None else add_bos
         out = Path(output) if output else Path("eval-out") / slug(f"{ident['name']}-{ident['weights_kind']}")
         k = {leaf: LEAVES[leaf].task.default_shots if shots is None else shots for leaf in selection}
+        # a resumed run keeps the prefill arithmetic its samples were made with (runs from before the
+        # setting was recorded used f32); a new one takes the model's (check_settings refuses a clash)
+        if prefill not in (None, "f32", "int8"):
+            raise UsageError(f"prefill path {prefill!r}: choose f32 or int8")
+        prefill = prefill or stored_setting(out, "prefill", legacy="f32") or ident.get("prefill")
+        if prefill:
+            scorer.set_prefill(prefill)
         check_settings(out, {"model": ident["name"], "weights": ident["weights_kind"], "split": split,
-                             "add_bos": effective_bos, "path": PATH,
+                             "add_bos": effective_bos, "path": PATH, "prefill": prefill,
                              "max_rows": max_rows if PATH != "stream" else None,
                              "tasks": {leaf: {"version": LEAVES[leaf].task.version, "num_fewshot": k[leaf]}
                                        for leaf in selection}})
@@ -159,7 +169,8 @@ def run(model_or_spec, tasks, split="test", limit=None, shots=None, output=None,
         title = model_or_spec.title if isinstance(model_or_spec, ModelSpec) else ident["name"]
         config = {"model": ident["name"], "weights": ident["weights_kind"], "source": ident.get("source"),
                   "bits_per_weight": ident["bits_per_weight"], "add_bos": effective_bos, "split": split,
-                  "limit": limit, "sample": sample, "sample_seed": seed, "path": PATH, "max_rows": max_rows,
+                  "limit": limit, "sample": sample, "sample_seed": seed, "path": PATH, "prefill": prefill,
+                  "max_rows": max_rows,
                   "workers": workers, "ray_address": ray_address,
                   "model_args": f"pretrained={title},weights={ident['weights_kind']}"}
         results = report.build_results(names, per_leaf, config, title, start, time.time())

@@ -55,4 +55,5 @@ def describe(model) -> dict:
             "weights_kind": str(getattr(model, "weights_kind", "unknown")),
             "bits_per_weight": getattr(model, "bits_per_weight", None),
             "source": getattr(model, "source", None),
+            "prefill": getattr(model, "prefill_path", None),
             "add_bos": uses_bos(model)}

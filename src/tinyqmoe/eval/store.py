@@ -28,6 +28,15 @@ def json_safe(x):
     return x
 
 
+def stored_setting(out: Path, key: str, legacy=None):
+    """A setting of the run stored in `out`: its value in run.json, `legacy` if run.json predates the
+    setting (it exists without it), None if there is no run.json."""
+    path = out / "run.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get(key, legacy)
+
+
 def check_settings(out: Path, settings: dict) -> None:
     """Refuse `out` if run.json holds other settings; add this run's tasks to it."""
     path = out / "run.json"

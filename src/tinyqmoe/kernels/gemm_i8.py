@@ -1,15 +1,27 @@
 """int8 x int8 products for prefill: activations quantized per token and block, int32 sums.
 
-y[t, o] = sum_g ws[o, g] * xs[t, g] * sum_{i in group g} wq[o, i] * xq[t, i]
+    y[t, o] = ws[o, g] * sum over the activation blocks k of weight group g of
+              xs[t, k] * (sum over the inputs i of block k of wq[o, i] * xq[t, i])
 
-numba widens integer arithmetic to 64 bits, which LLVM cannot turn into vpmaddwd / vpdpbusd; the
-`madd_i32` intrinsic keeps the multiply-add in 32 bits. What LLVM makes of loops (numba 0.68,
-AVX2 Zen 3; docs/benchmarks.md "Engine kernels"): a single int8 dot product loop becomes
-vpmovsxbw + vpmaddwd + vpaddd; a register tile of several dots in one loop (what a GEMM needs to
-reuse loads) is vectorized with vpmovsxbd + vpmulld instead, no faster than f32 sgemm. So on AVX2
-CPUs `gemm_q8q8_avx2` runs its 4x2 tile as explicit vector code (`tile_dot_4x2`: vpmovsxbw loads,
-vpmaddwd, vpaddd); `gemm_q8q8` is the portable loop version with the same contract.
+xq = round(x / xs) with xs = max|x| / 127 per token and block of ACT_BLOCK (32) inputs, llama.cpp's
+Q8 activation blocks (coarser scales fail the int8 tolerance on the default model: docs/benchmarks.md).
+
+The layout is what makes it fast. A vector holds 8 tokens: the activations are packed as int16 pairs,
+    xp[v, j, l] = (xq[8v + l, 2j], xq[8v + l, 2j + 1])                (an int32 lane of two int16)
+and a weight row's pair (wq[o, 2j], wq[o, 2j + 1]), widened to int16 once per tile of 6 rows, is
+broadcast, so one vpmaddwd multiplies 2 inputs x 8 tokens and adds them into 8 int32 sums that are
+whole per block; converting a block's sums to float costs one vcvtdq2ps and one multiply-add per 8
+tokens. (A dot-product tile, one row x one token per vector, pays that per row and token and per 32
+inputs: the first version, `tile_dot_4x2`, ran at 0.5-0.7x this.) vpmaddwd issues once a cycle on
+Zen 3: 16 multiply-adds, the f32 FMA peak; one thread runs ~15 a cycle. numba itself cannot emit it
+(it widens integers to 64 bits, and LLVM vectorizes a tile of int8 dot products as vpmovsxbd +
+vpmulld), so the tile is explicit vector IR (`panel_tile_6x2`). With VNNI (Xeon) vpdpwssd would fuse
+the multiply-add and the add: not written yet (no machine here to test it on).
+
+A token's result depends on its own activations and the weights only: every lane sums its blocks in
+the same order, so a row of y is the same bits in any batch (tests/test_kernels_quant.py).
 """
+import numba
 import numpy as np
 from llvmlite import binding, ir
 from numba import njit, prange, types
@@ -17,242 +29,223 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 HAS_AVX2 = "+avx2" in binding.get_host_cpu_features().flatten().split(",")
-ACT_BLOCK = 32   # inputs per activation scale in linear_q8q8 (the block tile_dot_4x2 takes: a power of 2, 16 | ACT_BLOCK)
-
-
-@intrinsic
-def madd_i32(typingctx, acc, a, b):
-    """acc (int32) + a * b, a and b small integers sign-extended, in 32-bit arithmetic"""
-    def codegen(context, builder, signature, args):
-        acc, a, b = args
-        i32 = ir.IntType(32)
-        a32 = builder.sext(a, i32) if signature.args[1].signed else builder.zext(a, i32)
-        b32 = builder.sext(b, i32) if signature.args[2].signed else builder.zext(b, i32)
-        return builder.add(acc, builder.mul(a32, b32, flags=["nsw"]), flags=["nsw"])
-    return types.int32(types.int32, a, b), codegen
+ACT_BLOCK = 32   # inputs per activation scale (the panel takes 16 pairs a block)
+PANEL_ROWS = 6      # weight rows per tile: 6 rows x 2 token vectors = 12 int32 accumulators (+ 2 + 1)
+PANEL_VECS = 2      # token vectors (8 tokens each) per tile
 
 
 @njit(fastmath=True, cache=True, nogil=True)
-def quantize_rows_i8(xq, xs, x):
-    """x (T,I) f32 -> xq (T,I) int8, xs (T,G) f32: symmetric per token and group of I//G inputs,
-    xq = round(x / xs), xs = max|x| / 127 (1 for an all-zero group)"""
+def quantize_pack_i8(xp, xsp, x):
+    """x (T, I) f32 -> xp (V, I/2, 8, 2) int16: token 8v + l's input i at [v, i // 2, l, i % 2], quantized
+    per token and block of ACT_BLOCK inputs (xq = rint(x / s), s = max|x| / 127, 1 for an all-zero
+    block); xsp (V, I/32, 8) f32 the blocks' scales. Lanes past T hold zeros (their scales 1)."""
     T, I = x.shape
-    G = xs.shape[1]
-    gs = I // G
-    for t in range(T):
-        for g in range(G):
-            b = g * gs
-            m = np.float32(0.0)
-            for i in range(gs):
-                m = max(m, abs(x[t, b + i]))
-            s = m / np.float32(127.0) if m > 0 else np.float32(1.0)
-            xs[t, g] = s
-            inv = np.float32(1.0) / s
-            for i in range(gs):
-                xq[t, b + i] = np.int8(np.rint(x[t, b + i] * inv))
+    V = xp.shape[0]
+    NB = I // ACT_BLOCK
+    for v in range(V):
+        for l in range(8):
+            t = 8 * v + l
+            if t >= T:
+                for j in range(I // 2):
+                    xp[v, j, l, 0] = 0
+                    xp[v, j, l, 1] = 0
+                for b in range(NB):
+                    xsp[v, b, l] = np.float32(1.0)
+                continue
+            for b in range(NB):
+                i0 = b * ACT_BLOCK
+                m = np.float32(0.0)
+                for i in range(ACT_BLOCK):
+                    m = max(m, abs(x[t, i0 + i]))
+                s = m / np.float32(127.0) if m > 0 else np.float32(1.0)
+                xsp[v, b, l] = s
+                inv = np.float32(1.0) / s
+                for i in range(ACT_BLOCK):
+                    xp[v, (i0 + i) // 2, l, (i0 + i) % 2] = np.int16(np.int8(np.rint(x[t, i0 + i] * inv)))
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def gemm_q8q8(y, wq, ws, xq, xs, block_rows):
-    """(wq (O,I) int8 * ws (O,G)) @ (xq (T,I) int8 * xs (T,GX))^T -> y (T,O): int32 sums over each
-    activation block of I//GX inputs, scaled by that block's xs and its weight group's ws (a weight
-    group, I//G inputs, must hold whole activation blocks).
+def _panel_codegen(NR):
+    """f (PANEL_ROWS * NR * 8) f32 <- per row r and token vector c: sum over nb blocks of
+    xs[c, block] * (int32 sums over the block's 16 pairs of vpmaddwd(w pair of row r, xp[c, pair]))."""
+    MR = PANEL_ROWS
 
-    Threads take blocks of `block_rows` weight rows (size them to half the L2: the block stays in
-    cache while every token passes over it); inside a block, tiles of 4 rows x 2 tokens."""
-    O, I = wq.shape
-    T = xq.shape[0]
-    G = xs.shape[1]            # the helpers loop over activation blocks
-    ab = I // G
-    gs = I // ws.shape[1]
-    for blk in prange((O + block_rows - 1) // block_rows):
-        r0 = blk * block_rows
-        r1 = min(O, r0 + block_rows)
-        for t in range(0, T - 1, 2):
-            o = r0
-            while o + 4 <= r1:
-                _tile_4x2(y, wq, ws, xq, xs, o, t, G, ab, gs)
-                o += 4
-            for oo in range(o, r1):
-                for tt in range(t, t + 2):
-                    y[tt, oo] = _dot_q8q8(wq, ws, xq, xs, oo, tt, G, ab, gs)
-        if T % 2:
-            for oo in range(r0, r1):
-                y[T - 1, oo] = _dot_q8q8(wq, ws, xq, xs, oo, T - 1, G, ab, gs)
-
-
-@njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _dot_q8q8(wq, ws, xq, xs, o, t, G, ab, gs):
-    """y[t, o] of gemm_q8q8, alone: G activation blocks of ab inputs, weight groups of gs inputs"""
-    w = wq[o]
-    x = xq[t]
-    acc = np.float32(0.0)
-    for g in range(G):
-        b = g * ab
-        a = np.int32(0)
-        for i in range(ab):
-            a = madd_i32(a, w[b + i], x[b + i])
-        acc += np.float32(a) * ws[o, b // gs] * xs[t, g]
-    return acc
-
-
-@njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _tile_4x2(y, wq, ws, xq, xs, o, t, G, ab, gs):
-    """y[t:t+2, o:o+4] of gemm_q8q8: 8 int32 sums sharing each load of 4 weight and 2 token rows"""
-    w0, w1, w2, w3 = wq[o], wq[o + 1], wq[o + 2], wq[o + 3]
-    x0, x1 = xq[t], xq[t + 1]
-    f00 = f10 = f20 = f30 = f01 = f11 = f21 = f31 = np.float32(0.0)
-    for g in range(G):
-        b = g * ab
-        wg = b // gs
-        a00 = a10 = a20 = a30 = a01 = a11 = a21 = a31 = np.int32(0)
-        for ii in range(ab):
-            i = b + ii
-            a00 = madd_i32(a00, w0[i], x0[i])
-            a10 = madd_i32(a10, w1[i], x0[i])
-            a20 = madd_i32(a20, w2[i], x0[i])
-            a30 = madd_i32(a30, w3[i], x0[i])
-            a01 = madd_i32(a01, w0[i], x1[i])
-            a11 = madd_i32(a11, w1[i], x1[i])
-            a21 = madd_i32(a21, w2[i], x1[i])
-            a31 = madd_i32(a31, w3[i], x1[i])
-        s0, s1 = xs[t, g], xs[t + 1, g]
-        f00 += np.float32(a00) * ws[o, wg] * s0
-        f10 += np.float32(a10) * ws[o + 1, wg] * s0
-        f20 += np.float32(a20) * ws[o + 2, wg] * s0
-        f30 += np.float32(a30) * ws[o + 3, wg] * s0
-        f01 += np.float32(a01) * ws[o, wg] * s1
-        f11 += np.float32(a11) * ws[o + 1, wg] * s1
-        f21 += np.float32(a21) * ws[o + 2, wg] * s1
-        f31 += np.float32(a31) * ws[o + 3, wg] * s1
-    y[t, o], y[t, o + 1], y[t, o + 2], y[t, o + 3] = f00, f10, f20, f30
-    y[t + 1, o], y[t + 1, o + 1], y[t + 1, o + 2], y[t + 1, o + 3] = f01, f11, f21, f31
-
-
-def linear_q8q8(x: np.ndarray, wq: np.ndarray, ws: np.ndarray, block_bytes: int = 1 << 19,
-                out: np.ndarray | None = None) -> np.ndarray:
-    """x (T,I) f32 quantized per token and block of 32 inputs (as llama.cpp's Q8 activations; one
-    block per weight group if groups are not multiples of 32), then the int8 GEMM -> (T,O) float32
-    (into `out` if given). Weight blocks of about `block_bytes` (half the L2: docs/tiling.md)."""
-    T, I = x.shape
-    gs = I // ws.shape[1]
-    ab = ACT_BLOCK if gs % ACT_BLOCK == 0 else gs
-    xq = np.empty((T, I), np.int8)
-    xs = np.empty((T, I // ab), np.float32)
-    quantize_rows_i8(xq, xs, np.ascontiguousarray(x, dtype=np.float32))
-    y = np.empty((T, wq.shape[0]), np.float32) if out is None else out
-    gemm = gemm_q8q8_avx2 if HAS_AVX2 and ab == ACT_BLOCK else gemm_q8q8
-    gemm(y, wq, ws, xq, xs, max(4, block_bytes // I // 4 * 4))
-    return y
-
-
-@intrinsic
-def tile_dot_4x2(typingctx, w0, w1, w2, w3, x0, x1, s0, s1, b, n):
-    """For four int8 weight rows w_r and two int8 token rows x_c whose scales s_c hold one value per
-    ACT_BLOCK inputs: sum over blocks k of [b, b+n) (b, n multiples of ACT_BLOCK) of
-    s_c[k] * sum_{i in k} w_r[i] x_c[i]
-    -> float32 (w0.x0, w1.x0, w2.x0, w3.x0, w0.x1, w1.x1, w2.x1, w3.x1).
-    AVX2 vector code: per block, 16 int8 at a time per row sign-extended to int16 (vpmovsxbw), vpmaddwd
-    and vpaddd into int32 lanes, converted and multiplied by the block's scale into f32 lanes."""
     def codegen(context, builder, signature, args):
-        i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-        f32 = ir.FloatType()
-        v16i8, v16i16, v8i32, v8f32 = (ir.VectorType(i8, 16), ir.VectorType(i16, 16), ir.VectorType(i32, 8),
-                                       ir.VectorType(f32, 8))
-        b, n = (builder.sext(v, i64) if v.type.width < 64 else v for v in args[8:10])
-        data = [context.make_array(ty)(context, builder, val).data for ty, val in zip(signature.args[:8], args[:8])]
-        rows = [builder.gep(p, [b]) for p in data[:6]]
-        shift = ir.Constant(i64, ACT_BLOCK.bit_length() - 1)
-        scales = [builder.gep(p, [builder.ashr(b, shift)]) for p in data[6:8]]
+        i16, i32, i64, f32 = ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
+        v8i32, v16i16, v8f32 = ir.VectorType(i32, 8), ir.VectorType(i16, 16), ir.VectorType(f32, 8)
+        f_arr, w_arr, x_arr, s_arr = (context.make_array(ty)(context, builder, val).data
+                                      for ty, val in zip(signature.args[:4], args[:4]))
+        w_off, P, x_off0, x_off1, s_off0, s_off1, nb = (
+            builder.sext(v, i64) if v.type.width < 64 else v for v in args[4:11])
+        x_offs, s_offs = [x_off0, x_off1][:NR], [s_off0, s_off1][:NR]
         pmadd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]),
                                                "llvm.x86.avx2.pmadd.wd")
-        zero = ir.Constant(v8f32, None)
+        zero_i, zero_f = ir.Constant(v8i32, None), ir.Constant(v8f32, None)
+        c8, c16 = ir.Constant(i64, 8), ir.Constant(i64, 16)
         fast = ("fast",)
+        w_rows = [builder.add(w_off, builder.mul(P, ir.Constant(i64, r))) for r in range(MR)]
+
+        def vload(ptr, index, ty):
+            return builder.load(builder.bitcast(builder.gep(ptr, [index]), ty.as_pointer()), align=4)
+
         entry = builder.basic_block
-        loop = builder.append_basic_block("tile.loop")
-        done = builder.append_basic_block("tile.done")
-        builder.cbranch(builder.icmp_signed(">", n, ir.Constant(i64, 0)), loop, done)
-        builder.position_at_end(loop)
-        i = builder.phi(i64)
-        accs = [builder.phi(v8f32) for _ in range(8)]
+        blocks = builder.append_basic_block("panel.blocks")
+        pairs = builder.append_basic_block("panel.pairs")
+        block_end = builder.append_basic_block("panel.block_end")
+        done = builder.append_basic_block("panel.done")
+        builder.cbranch(builder.icmp_signed(">", nb, ir.Constant(i64, 0)), blocks, done)
 
-        def load16(p, off):
-            q = builder.bitcast(builder.gep(p, [builder.add(i, ir.Constant(i64, off))]), v16i8.as_pointer())
-            return builder.sext(builder.load(q, align=1), v16i16)
+        # for each block: 16 pair steps into int32 accumulators, then one conversion per accumulator
+        builder.position_at_end(blocks)
+        b = builder.phi(i64)
+        facc = [builder.phi(v8f32) for _ in range(MR * NR)]
+        builder.branch(pairs)
+        builder.position_at_end(pairs)
+        j = builder.phi(i64)
+        iacc = [builder.phi(v8i32) for _ in range(MR * NR)]
+        jj = builder.add(builder.mul(b, c16), j)          # pair index from the start of the range
+        xv = [builder.bitcast(vload(x_arr, builder.add(xo, builder.mul(jj, c8)), v8i32), v16i16)
+              for xo in x_offs]
+        new_iacc = []
+        for r in range(MR):
+            wp = builder.load(builder.gep(w_arr, [builder.add(w_rows[r], jj)]), align=4)
+            one = builder.insert_element(ir.Constant(v8i32, ir.Undefined), wp, ir.Constant(i32, 0))
+            wv = builder.bitcast(builder.shuffle_vector(one, one, ir.Constant(v8i32, [0] * 8)), v16i16)
+            for c in range(NR):
+                new_iacc.append(builder.add(iacc[r * NR + c], builder.call(pmadd, [wv, xv[c]])))
+        j_next = builder.add(j, ir.Constant(i64, 1))
+        j.add_incoming(ir.Constant(i64, 0), blocks)
+        j.add_incoming(j_next, pairs)
+        for a, n in zip(iacc, new_iacc):
+            a.add_incoming(zero_i, blocks)
+            a.add_incoming(n, pairs)
+        builder.cbranch(builder.icmp_signed("<", j_next, c16), pairs, block_end)
 
-        parts = [[load16(p, off) for p in rows] for off in range(0, ACT_BLOCK, 16)]
-        k = builder.ashr(i, shift)
-        sv = []
-        for p in scales:
-            sc = builder.load(builder.gep(p, [k]))
-            one = builder.insert_element(ir.Constant(v8f32, ir.Undefined), sc, ir.Constant(i32, 0))
-            sv.append(builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, 8), [0] * 8)))
-        sums = []
-        for c in range(2):
-            for r in range(4):
-                isum = builder.call(pmadd, [parts[0][r], parts[0][4 + c]])
-                for v in parts[1:]:
-                    isum = builder.add(isum, builder.call(pmadd, [v[r], v[4 + c]]))
-                f = builder.fmul(builder.sitofp(isum, v8f32), sv[c], flags=fast)
-                sums.append(builder.fadd(accs[4 * c + r], f, flags=fast))
-        i_next = builder.add(i, ir.Constant(i64, ACT_BLOCK))
-        i.add_incoming(ir.Constant(i64, 0), entry)
-        i.add_incoming(i_next, loop)
-        for acc, v in zip(accs, sums):
-            acc.add_incoming(zero, entry)
-            acc.add_incoming(v, loop)
-        builder.cbranch(builder.icmp_signed("<", i_next, n), loop, done)
+        builder.position_at_end(block_end)
+        sv = [vload(s_arr, builder.add(so, builder.mul(b, c8)), v8f32) for so in s_offs]
+        new_facc = []
+        for r in range(MR):
+            for c in range(NR):
+                conv = builder.sitofp(new_iacc[r * NR + c], v8f32)
+                new_facc.append(builder.fadd(facc[r * NR + c], builder.fmul(conv, sv[c], flags=fast), flags=fast))
+        b_next = builder.add(b, ir.Constant(i64, 1))
+        b.add_incoming(ir.Constant(i64, 0), entry)
+        b.add_incoming(b_next, block_end)
+        for a, n in zip(facc, new_facc):
+            a.add_incoming(zero_f, entry)
+            a.add_incoming(n, block_end)
+        builder.cbranch(builder.icmp_signed("<", b_next, nb), blocks, done)
+
         builder.position_at_end(done)
-        finals = []
-        for v in sums:
-            f = builder.phi(v8f32)
-            f.add_incoming(zero, entry)
-            f.add_incoming(v, loop)
-            finals.append(f)
-        outs = []
-        for f in finals:
-            lanes = [builder.extract_element(f, ir.Constant(i32, j)) for j in range(8)]
-            while len(lanes) > 1:
-                lanes = [builder.fadd(lanes[j], lanes[j + 1], flags=fast) for j in range(0, len(lanes), 2)]
-            outs.append(lanes[0])
-        return context.make_tuple(builder, signature.return_type, outs)
+        results = [builder.phi(v8f32) for _ in range(MR * NR)]
+        for k, res in enumerate(results):
+            res.add_incoming(zero_f, entry)
+            res.add_incoming(new_facc[k], block_end)
+            ptr = builder.bitcast(builder.gep(f_arr, [ir.Constant(i64, 8 * k)]), v8f32.as_pointer())
+            builder.store(res, ptr, align=4)
+        return context.get_dummy_value()
+    return codegen
 
-    return types.UniTuple(types.float32, 8)(w0, w1, w2, w3, x0, x1, s0, s1, b, n), codegen
+
+def _panel_intrinsic(NR):
+    @intrinsic
+    def panel_tile(typingctx, f, w, x, xs, w_off, P, x_off0, x_off1, s_off0, s_off1, nb):
+        sig = types.none(f, w, x, xs, w_off, P, x_off0, x_off1, s_off0, s_off1, nb)
+        return sig, _panel_codegen(NR)
+    return panel_tile
+
+
+panel_tile_6x2 = _panel_intrinsic(2)
+panel_tile_6x1 = _panel_intrinsic(1)
+
+
+@njit(fastmath=True, cache=True, nogil=True)
+def panel_rows(y, wq, ws, xp, xsp, T, o0, w16, f):
+    """y[t, o0 + r] = (wq (R, I) int8 * ws (R, G)) row r times token t, for every row of wq and t < T, the
+    activations packed by quantize_pack_i8. One tile of PANEL_ROWS rows at a time: its rows widened into
+    w16 (int16 [PANEL_ROWS * I], scratch) and every token passed over them in tiles of 16 tokens; f
+    (float32 [PANEL_ROWS * PANEL_VECS * 8]) scratch. Serial: callers spread row blocks or chunks."""
+    R, I = wq.shape
+    G = ws.shape[1]
+    P = I // 2
+    gp = P // G                                   # pairs per weight group
+    gb = (I // G) // ACT_BLOCK                    # activation blocks per weight group
+    NB = I // ACT_BLOCK
+    V = xp.shape[0]
+    xflat = xp.reshape(-1).view(np.int32)
+    sflat = xsp.reshape(-1)
+    w32 = w16.view(np.int32)
+    for rt in range(0, R, PANEL_ROWS):
+        nr = min(PANEL_ROWS, R - rt)
+        for r in range(PANEL_ROWS):               # rows past R are zeros (their results are dropped)
+            for i in range(I):
+                w16[r * I + i] = wq[rt + r, i] if r < nr else 0
+        for v in range(0, V, PANEL_VECS):
+            nv = min(PANEL_VECS, V - v)
+            for g in range(G):
+                x0 = (v * P + g * gp) * 8
+                s0 = (v * NB + g * gb) * 8
+                if nv == 2:
+                    panel_tile_6x2(f, w32, xflat, sflat, g * gp, P, x0, x0 + P * 8, s0, s0 + NB * 8, gb)
+                else:
+                    panel_tile_6x1(f, w32, xflat, sflat, g * gp, P, x0, x0, s0, s0, gb)
+                for r in range(nr):
+                    sc = ws[rt + r, g]
+                    o = o0 + rt + r
+                    for c in range(nv):
+                        for l in range(8):
+                            t = (v + c) * 8 + l
+                            if t < T:
+                                val = f[(r * nv + c) * 8 + l] * sc
+                                if g == 0:
+                                    y[t, o] = val
+                                else:
+                                    y[t, o] += val
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def gemm_q8q8_avx2(y, wq, ws, xq, xs, block_rows):
-    """gemm_q8q8's contract, AVX2 only, activation blocks of ACT_BLOCK (xs (T, I/ACT_BLOCK)), weight
-    groups holding whole blocks: the 4x2 tiles run tile_dot_4x2."""
+def gemm_panel(y, wq, ws, xp, xsp, T, block_rows):
+    """y (T, O) = (wq (O, I) int8 * ws (O, G)) @ (activations packed by quantize_pack_i8)^T: threads take
+    blocks of `block_rows` weight rows (a multiple of PANEL_ROWS) through panel_rows."""
     O, I = wq.shape
-    T = xq.shape[0]
-    G = ws.shape[1]
-    gs = I // G
-    GX = xs.shape[1]
     for blk in prange((O + block_rows - 1) // block_rows):
         r0 = blk * block_rows
         r1 = min(O, r0 + block_rows)
-        for t in range(0, T - 1, 2):
-            o = r0
-            while o + 4 <= r1:
-                f00 = f10 = f20 = f30 = f01 = f11 = f21 = f31 = np.float32(0.0)
-                for g in range(G):
-                    a00, a10, a20, a30, a01, a11, a21, a31 = tile_dot_4x2(
-                        wq[o], wq[o + 1], wq[o + 2], wq[o + 3], xq[t], xq[t + 1], xs[t], xs[t + 1], g * gs, gs)
-                    f00 += a00 * ws[o, g]
-                    f10 += a10 * ws[o + 1, g]
-                    f20 += a20 * ws[o + 2, g]
-                    f30 += a30 * ws[o + 3, g]
-                    f01 += a01 * ws[o, g]
-                    f11 += a11 * ws[o + 1, g]
-                    f21 += a21 * ws[o + 2, g]
-                    f31 += a31 * ws[o + 3, g]
-                y[t, o], y[t, o + 1], y[t, o + 2], y[t, o + 3] = f00, f10, f20, f30
-                y[t + 1, o], y[t + 1, o + 1], y[t + 1, o + 2], y[t + 1, o + 3] = f01, f11, f21, f31
-                o += 4
-            for oo in range(o, r1):
-                for tt in range(t, t + 2):
-                    y[tt, oo] = _dot_q8q8(wq, ws, xq, xs, oo, tt, GX, I // GX, gs)
-        if T % 2:
-            for oo in range(r0, r1):
-                y[T - 1, oo] = _dot_q8q8(wq, ws, xq, xs, oo, T - 1, GX, I // GX, gs)
+        w16 = np.empty(PANEL_ROWS * I, np.int16)
+        f = np.empty(PANEL_ROWS * PANEL_VECS * 8, np.float32)
+        panel_rows(y, wq[r0:r1], ws[r0:r1], xp, xsp, T, r0, w16, f)
+
+
+def pack_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x (T, I) f32 -> (xp, xsp) for gemm_panel / panel_rows (quantize_pack_i8)."""
+    T, I = x.shape
+    V = (T + 7) // 8
+    xp = np.empty((V, I // 2, 8, 2), np.int16)
+    xsp = np.empty((V, I // ACT_BLOCK, 8), np.float32)
+    quantize_pack_i8(xp, xsp, np.ascontiguousarray(x, dtype=np.float32))
+    return xp, xsp
+
+
+def panel_fits(n_inputs: int, group: int) -> bool:
+    """Can the panel kernel take rows of n_inputs inputs with one weight scale per `group` inputs?"""
+    return HAS_AVX2 and n_inputs > 0 and group % ACT_BLOCK == 0 and n_inputs % group == 0
+
+
+def linear_q8q8(x: np.ndarray, wq: np.ndarray, ws: np.ndarray, block_bytes: int = 1 << 16,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """x (T, I) f32 quantized per token and block of ACT_BLOCK inputs, times int8 weights (O, I) with
+    scales ws (O, G) -> (T, O) float32 (into `out` if given); the shapes must fit (`panel_fits`).
+    Threads take blocks of weight rows of about `block_bytes` as int16 (64 KB, an eighth of Zen 3's
+    L2, measured best: docs/benchmarks.md), every thread the same number of blocks."""
+    T, I = x.shape
+    O = wq.shape[0]
+    if not panel_fits(I, I // ws.shape[1]):
+        raise ValueError(f"the int8 GEMM takes groups of whole {ACT_BLOCK}-input blocks on AVX2 (I={I}, "
+                         f"G={ws.shape[1]})")
+    y = np.empty((T, O), np.float32) if out is None else out
+    xp, xsp = pack_activations(x)
+    tiles = -(-O // PANEL_ROWS)
+    blocks = max(1, min(tiles, -(-2 * I * O // block_bytes)))
+    threads = numba.get_num_threads()
+    blocks = min(tiles, -(-blocks // threads) * threads)
+    gemm_panel(y, wq, ws, xp, xsp, T, -(-tiles // blocks) * PANEL_ROWS)
+    return y

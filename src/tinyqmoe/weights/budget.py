@@ -79,10 +79,10 @@ def estimate(container, source: str, context: int, threads: int, so_far: tuple[i
         from tinyqmoe.weights.resident import resident_packed
 
         weights = sum(e.raw_bytes if resident_packed(e) else int8_bytes(e) for e in entries) + scales + floats
-    elif source == "streamed":   # uint4 rows of whole blocks stay packed in its buffers (weights/streamed.py)
+    elif source == "streamed":   # 4-bit rows of whole blocks stay packed in its buffers (weights/streamed.py)
         from tinyqmoe.weights.resident import resident_packed
 
-        layer_bytes = sum(e.raw_bytes if e.qtype == "uint4" and resident_packed(e) else int8_bytes(e) for e in layer0)
+        layer_bytes = sum(e.raw_bytes if resident_packed(e) else int8_bytes(e) for e in layer0)
         weights = 2 * layer_bytes + scales + floats + threads * (max_stored + 2 * max_raw)
     elif source == "fused":   # per thread: the compiled loop's buffers, and a codec's transient tables
         from tinyqmoe.weights.fused import scratch_bytes_per_thread

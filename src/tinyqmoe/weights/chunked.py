@@ -11,8 +11,19 @@ import itertools
 
 import numpy as np
 
+from tinyqmoe.kernels.gemm_i8 import PANEL_ROWS, PANEL_VECS, pack_activations, panel_fits, panel_rows
 from tinyqmoe.kernels.matvec import matmul_f32_rows, matmul_q8_rows
 from tinyqmoe.runtime import SERIAL, Runtime
+
+
+def entry_takes_int8_prefill(e) -> bool:
+    """Does a container tensor multiply long prompts as int8 x int8 (Runtime.int8_prefill)? The rows a
+    resident copy holds as int8 (weights/resident.py: all but f32 and 4-bit rows kept packed) in scale
+    groups the int8 GEMM takes: what `Linear.takes_int8_prefill` says of that copy, so that every source
+    computes the same numbers."""
+    from tinyqmoe.weights.resident import resident_packed
+
+    return e.qtype != "f32" and not resident_packed(e) and panel_fits(e.shape[1], e.group)
 
 
 class ChunkedLinear:
@@ -26,6 +37,10 @@ class ChunkedLinear:
     @property
     def shape(self):
         return self.entry.shape
+
+    @property
+    def takes_int8_prefill(self) -> bool:
+        return entry_takes_int8_prefill(self.entry)
 
     @property
     def nbytes(self) -> int:  # resident bytes
@@ -48,19 +63,27 @@ class ChunkedLinear:
             return rows
         return self.reader.read_chunk_int8(e, i, rows)
 
-    def _one(self, y, x, i, xs=None):
+    def _one(self, y, x, i, xs=None, packed=None):
         r0, n = self.entry.chunk_rows(i)
         if self.f32:
             matmul_f32_rows(y, self.chunk(i), x, r0)
+            return
+        if packed is not None:   # int8 x int8 (a long prompt): the activations quantized once per call
+            xp, xsp = packed
+            I = x.shape[1]
+            panel_rows(y, self.chunk(i), self.scale[r0:r0 + n], xp, xsp, x.shape[0], r0,
+                       np.empty(PANEL_ROWS * I, np.int16), np.empty(PANEL_ROWS * PANEL_VECS * 8, np.float32))
         else:
             matmul_q8_rows(y, self.chunk(i), self.scale[r0:r0 + n], x, r0)
-            if xs is not None:   # uint4: + sum over groups of offset * (x summed over the group)
-                y[:, r0:r0 + n] += xs @ self.offset[r0:r0 + n].T
+        if xs is not None:   # uint4: + sum over groups of offset * (x summed over the group)
+            y[:, r0:r0 + n] += xs @ self.offset[r0:r0 + n].T
 
     def __call__(self, x: np.ndarray, rt: Runtime = SERIAL, out: np.ndarray | None = None,
                  stream: bool = True) -> np.ndarray:
-        """x (T, I) f32 -> (T, O) f32, always row by row (each output row independent of the others).
-        Each thread of the source's pool takes the next chunk not yet taken until none is left:
+        """x (T, I) f32 -> (T, O) f32, row by row (each output row independent of the others): the
+        per-row kernels, or for a long prompt (stream=False) the int8 x int8 GEMM where a resident
+        Linear would use it (`takes_int8_prefill` and Runtime.int8_prefill), so every source computes
+        the same numbers. Each thread of the source's pool takes the next chunk not yet taken until none is left:
         dynamic, so a thread the OS preempts leaves its share to the others (a static split stalls
         on a busy machine), with one task per thread rather than per chunk."""
         y = np.empty((x.shape[0], self.entry.shape[0]), np.float32) if out is None else out
@@ -72,9 +95,11 @@ class ChunkedLinear:
             T, I = x.shape
             xs = x.reshape(T, self.offset.shape[1], -1).sum(axis=2, dtype=np.float32)
 
+        packed = pack_activations(x) if not stream and rt.int8_prefill and self.takes_int8_prefill else None
+
         def worker(_):
             while (i := next(taken)) < n:
-                self._one(y, x, i, xs)
+                self._one(y, x, i, xs, packed)
 
         self.rt.map(worker, range(min(n, self.rt.threads)))
         return y
@@ -108,6 +133,10 @@ class ConcatLinear:
     @property
     def nbytes(self) -> int:
         return sum(p.nbytes for p in self.parts)
+
+    @property
+    def takes_int8_prefill(self) -> bool:
+        return any(p.takes_int8_prefill for p in self.parts)
 
     def __call__(self, x, rt: Runtime = SERIAL, out=None, stream: bool = True):
         y = np.empty((x.shape[0], self.shape[0]), np.float32) if out is None else out

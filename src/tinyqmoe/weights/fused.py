@@ -15,9 +15,12 @@ import time
 import numpy as np
 
 from tinyqmoe.errors import CorruptionDetected
+from tinyqmoe.kernels.gemm_i8 import pack_activations
 from tinyqmoe.runtime import SERIAL, Runtime
-from tinyqmoe.weights.chunked import ChunkedLinear, ConcatLinear
+from tinyqmoe.weights.chunked import ChunkedLinear, ConcatLinear, entry_takes_int8_prefill
 from tinyqmoe.weights.linear import Layer
+
+NO_ACTIVATIONS = (np.zeros((0, 0, 8, 2), np.int16), np.zeros((0, 0, 8), np.float32))   # fused_linear without a panel
 
 LINEARS = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
@@ -146,6 +149,7 @@ class FusedLinear:
         self.where = where
         self.stored_total = int(self.table[:, 1].sum())
         self.shape = (base, entries[0].shape[1])
+        self.int8_prefill = entry_takes_int8_prefill(entries[0])   # `fusable`: the entries are all alike
         if entries[0].qtype == "f32":
             self.scales = np.ones((1, 1), np.float32)
         else:
@@ -156,6 +160,10 @@ class FusedLinear:
     def nbytes(self) -> int:
         return self.scales.nbytes + self.table.nbytes + self.checks.nbytes
 
+    @property
+    def takes_int8_prefill(self) -> bool:
+        return self.int8_prefill
+
     def __call__(self, x: np.ndarray, rt: Runtime = SERIAL, out: np.ndarray | None = None,
                  stream: bool = True) -> np.ndarray:
         from tinyqmoe.weights.fused_loop import fused_linear
@@ -164,8 +172,10 @@ class FusedLinear:
         status = np.zeros(len(self.table), np.int64)
         s, r = self.scratch, self.reader
         t0 = time.perf_counter()
+        panel = not stream and rt.int8_prefill and self.takes_int8_prefill
+        xp, xsp = pack_activations(x) if panel else NO_ACTIVATIONS
         fused_linear(y, np.ascontiguousarray(x), r.fd, r.cold, self.table, self.checks, self.xxh, self.scales, s.stored,
-                     s.raw, s.wide, s.ent, status)
+                     s.raw, s.wide, s.ent, status, panel, xp, xsp)
         with r._lock:
             r.bytes_read += self.stored_total
         if r.storage is not None:
@@ -207,6 +217,11 @@ class FusedSource(ChunkedSourceBase):
 
     def layer(self, i: int) -> Layer:
         return self._layers[i]
+
+    @property
+    def takes_int8_prefill(self) -> bool:
+        layer = self._layers[0]
+        return any(lin.takes_int8_prefill for lin in (layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down))
 
     @property
     def bytes_held(self) -> int:

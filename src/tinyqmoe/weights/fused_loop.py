@@ -28,6 +28,7 @@ from tinyqmoe.compress.rans_decode import rans_decode_core
 from tinyqmoe.compress.tans_decode import tans_decode_core
 from tinyqmoe.compress.xxh64 import xxh64_core
 from tinyqmoe.compress.zstd_decode import LIBZSTD, zstd_decode_core
+from tinyqmoe.kernels.gemm_i8 import PANEL_ROWS, PANEL_VECS, panel_rows
 from tinyqmoe.kernels.layer import row_times_tokens
 from tinyqmoe.kernels.matvec import q8_row_dot
 from tinyqmoe.kernels.rowdot import BLOCK
@@ -127,12 +128,34 @@ def _row_dot(q_row, s_row, x_row):
     return with_offsets
 
 
+def panel_chunk(y, q, s, xp, xsp, T, r0):
+    """Rows q (R, I) int8 with scales s (R, G) times the packed activations into y[:, r0:r0 + R]
+    (kernels/gemm_i8.panel_rows), in compiled code; a no-op for uint4's (R, 2, G), whose rows fused_linear
+    only multiplies packed (the branch must compile for them)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(panel_chunk, inline="always")
+def _panel_chunk(y, q, s, xp, xsp, T, r0):
+    if s.ndim != 2:
+        return lambda y, q, s, xp, xsp, T, r0: None
+
+    def run(y, q, s, xp, xsp, T, r0):
+        I = q.shape[1]
+        panel_rows(y, q, s, xp, xsp, T, r0, np.empty(PANEL_ROWS * I, np.int16),
+                   np.empty(PANEL_ROWS * PANEL_VECS * 8, np.float32))
+    return run
+
+
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)   # fastmath: q8_row_dot inlines here and must vectorize
-def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf, wide_buf, ent, status):
+def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf, wide_buf, ent, status,
+                 panel, xp, xsp):
     """y (T, O) <- W x for the chunks of `table` int64 [n, 7] (offset, stored_size, raw_size, out_row,
     row_count, codec, bits); checks uint64 [n]: XXH64s if `xxh` (format 2.x) else CRC-32s (1.x);
     scales f32 (O, G), or (O, 2, G) scales and offsets (uint4) (unused for bits 32);
-    per-thread buffers [threads, ...]; status int64 [n] <- 0 or the chunk's error."""
+    per-thread buffers [threads, ...]; status int64 [n] <- 0 or the chunk's error. With `panel`, int8
+    rows (8-bit, or widened 4-bit / ternary) multiply the activations packed in xp, xsp as int8 x int8
+    (kernels/gemm_i8.py: a long prompt, as a resident Linear does)."""
     n = table.shape[0]
     T, I = x.shape
     G = scales.shape[-1]
@@ -183,7 +206,9 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
                 status[i] = E_TERNARY
                 continue
             q = wide.reshape(rc, I)
-        if tiles:
+        if panel:
+            panel_chunk(y, q, scales[r0:r0 + rc], xp, xsp, T, r0)
+        elif tiles:
             for r in range(rc):
                 row_times_tokens(y, r0 + r, q[r], scales[r0 + r], x, False)
         else:

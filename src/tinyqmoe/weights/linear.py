@@ -16,7 +16,7 @@ import numpy as np
 
 from tinyqmoe.compress.quant import QuantizedTensor, int_values, quantize_int8, unpack_bits
 from tinyqmoe.errors import UsageError
-from tinyqmoe.kernels.gemm_i8 import linear_q8q8
+from tinyqmoe.kernels.gemm_i8 import linear_q8q8, panel_fits
 from tinyqmoe.kernels.layer import matmul_tiles
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
 from tinyqmoe.kernels.matvec_q4 import dequant_rows_q4, dequant_rows_u4
@@ -101,6 +101,12 @@ class Linear:
                   if True in offsets else None)
         return cls(q=stack([p.int8() for p in parts]), scale=stack([p.scale for p in parts]), offset=offset)
 
+    @property
+    def takes_int8_prefill(self) -> bool:
+        """Do long prompts multiply it as int8 x int8 when the runtime asks (Runtime.int8_prefill)? int8
+        rows (uint4 widened too) in scale groups of whole 32-input blocks, on AVX2."""
+        return self.q is not None and panel_fits(self.shape[1], self.shape[1] // self.scale.shape[1])
+
     def int8(self, rows=slice(None)) -> np.ndarray:
         """Rows of the integer weights widened to int8 (a view of `q` for int8 weights)."""
         return self.q[rows] if self.q is not None else unpack_bits(self.p[rows], 4, signed=self.offset is None)
@@ -141,9 +147,10 @@ class Linear:
             else:
                 matmul_tiles(y, self.p, self.kscale, np.ascontiguousarray(x, dtype=np.float32))
             return y
-        if self.q is not None and rt.int8_prefill:
-            # activations quantized per token, int8 x int8 products with int32 sums (numba threads)
-            linear_q8q8(x, self.q, np.ascontiguousarray(self.scale), rt.block_bytes, y)
+        if rt.int8_prefill and self.takes_int8_prefill:
+            # activations quantized per token and block, int8 x int8 products with int32 sums (numba
+            # threads), on int16 row blocks of an eighth of the L2 (block_bytes is half of it)
+            linear_q8q8(x, self.q, np.ascontiguousarray(self.scale), rt.block_bytes // 4, y)
             self._add_offsets(y, np.ascontiguousarray(x, dtype=np.float32))
             return y
         # Long prompts: blocks of rows that fit the cache, dequantized and multiplied (single-threaded

@@ -25,6 +25,11 @@ class ResidentWeights:
     def layer(self, i: int) -> Layer:
         return self.layers[i]
 
+    @property
+    def takes_int8_prefill(self) -> bool:
+        layer = self.layers[0]
+        return any(lin.takes_int8_prefill for lin in (layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down))
+
     def embed_rows(self, ids: np.ndarray) -> np.ndarray:
         return self.embed.rows(ids)
 

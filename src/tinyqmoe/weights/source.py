@@ -33,6 +33,11 @@ class WeightSource(Protocol):
         """Token embeddings of `ids` as float32 (T, D)."""
 
     @property
+    def takes_int8_prefill(self) -> bool:
+        """Do its linears multiply long prompts as int8 x int8 when the runtime asks
+        (Runtime.int8_prefill)? The same answer for the same file in every source."""
+
+    @property
     def bytes_held(self) -> int:
         """Bytes of weights this source keeps in RAM (buffers and scales included)."""
 

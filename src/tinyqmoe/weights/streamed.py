@@ -1,9 +1,10 @@
 """The streamed source (the paper's method): layer i decoded whole into one of two reused buffers just
 in time, while a background thread decodes layer i+1 into the other; RAM holds two layers.
 
-Buffers hold int8 rows (4-bit and ternary widened), or f32, except uint4 rows of whole 32-input blocks:
-those stay packed (half the bytes) and multiply through kernels/rowdot.py with their offsets, as the
-resident source runs them (weights/resident.py)."""
+Buffers hold int8 rows (4-bit and ternary widened), or f32, except 4-bit rows of whole 32-input blocks
+(int4, uint4): those stay packed (half the bytes) and multiply through kernels/rowdot.py (uint4 with its
+offsets), as the resident source holds and runs them (weights/resident.py `resident_packed`): so a
+long prompt takes the same arithmetic path here as there (int8 rows: the int8 GEMM)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tinyqmoe.runtime import Runtime
+from tinyqmoe.weights.chunked import entry_takes_int8_prefill
 from tinyqmoe.weights.fused import LINEARS, ChunkedSourceBase, stacked_layer
 from tinyqmoe.weights.linear import Layer, Linear
 
@@ -39,7 +41,7 @@ class StreamedSource(ChunkedSourceBase):
 
         if e.qtype == "f32":
             return e.shape, np.float32
-        if e.qtype == "uint4" and resident_packed(e):
+        if resident_packed(e):
             return (e.rows, e.row_bytes), np.uint8
         return e.shape, np.int8
 
@@ -69,6 +71,10 @@ class StreamedSource(ChunkedSourceBase):
             self.reader.read_chunk(e, k, dest[r0:r0 + n].view(np.uint8))
         else:
             self.reader.read_chunk_int8(e, k, dest[r0:r0 + n])
+
+    @property
+    def takes_int8_prefill(self) -> bool:
+        return any(entry_takes_int8_prefill(self.reader.tensor(f"model.layers.0.{n}")) for n in LINEARS)
 
     def layer(self, i: int) -> Layer:
         L = self.config.n_layers
