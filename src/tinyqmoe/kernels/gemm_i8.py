@@ -87,6 +87,17 @@ def _panel_codegen(NR):
         def vload(ptr, index, ty):
             return builder.load(builder.bitcast(builder.gep(ptr, [index]), ty.as_pointer()), align=4)
 
+        def close_loop(counter, phis, news, zero, before, body_end, limit, exit_block):
+            """counter += 1 and the accumulators' phis: from zeros on entry (from `before`), from `news`
+            around the loop (from `body_end`), whose header is the counter's block; loop while < limit."""
+            nxt = builder.add(counter, ir.Constant(i64, 1))
+            counter.add_incoming(ir.Constant(i64, 0), before)
+            counter.add_incoming(nxt, body_end)
+            for phi, new in zip(phis, news):
+                phi.add_incoming(zero, before)
+                phi.add_incoming(new, body_end)
+            builder.cbranch(builder.icmp_signed("<", nxt, limit), counter.parent, exit_block)
+
         entry = builder.basic_block
         blocks = builder.append_basic_block("panel.blocks")
         pairs = builder.append_basic_block("panel.pairs")
@@ -112,13 +123,7 @@ def _panel_codegen(NR):
             wv = builder.bitcast(builder.shuffle_vector(one, one, ir.Constant(v8i32, [0] * 8)), v16i16)
             for c in range(NR):
                 new_iacc.append(builder.add(iacc[r * NR + c], builder.call(pmadd, [wv, xv[c]])))
-        j_next = builder.add(j, ir.Constant(i64, 1))
-        j.add_incoming(ir.Constant(i64, 0), blocks)
-        j.add_incoming(j_next, pairs)
-        for a, n in zip(iacc, new_iacc):
-            a.add_incoming(zero_i, blocks)
-            a.add_incoming(n, pairs)
-        builder.cbranch(builder.icmp_signed("<", j_next, c16), pairs, block_end)
+        close_loop(j, iacc, new_iacc, zero_i, blocks, pairs, c16, block_end)
 
         builder.position_at_end(block_end)
         sv = [vload(s_arr, builder.add(so, builder.mul(b, c8)), v8f32) for so in s_offs]
@@ -127,13 +132,7 @@ def _panel_codegen(NR):
             for c in range(NR):
                 conv = builder.sitofp(new_iacc[r * NR + c], v8f32)
                 new_facc.append(builder.fadd(facc[r * NR + c], builder.fmul(conv, sv[c], flags=fast), flags=fast))
-        b_next = builder.add(b, ir.Constant(i64, 1))
-        b.add_incoming(ir.Constant(i64, 0), entry)
-        b.add_incoming(b_next, block_end)
-        for a, n in zip(facc, new_facc):
-            a.add_incoming(zero_f, entry)
-            a.add_incoming(n, block_end)
-        builder.cbranch(builder.icmp_signed("<", b_next, nb), blocks, done)
+        close_loop(b, facc, new_facc, zero_f, entry, block_end, nb, done)
 
         builder.position_at_end(done)
         results = [builder.phi(v8f32) for _ in range(MR * NR)]
