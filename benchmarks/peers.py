@@ -62,7 +62,10 @@ def child_llama_cpp(job: dict) -> dict:
     import numpy as np
 
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(job["model"], n_ctx=1024, n_batch=512, n_threads=job["threads"],
+    # llama-cpp-python keeps logits for n_batch positions (without logits_all), indexed by position: a
+    # prompt plus generation longer than 512 needs the batch to cover it (its scores array then grows)
+    n = len(job["prompt_ids"]) + job["gen_tokens"] + 1
+    llm = llama_cpp.Llama(job["model"], n_ctx=max(1024, n), n_batch=max(512, n), n_threads=job["threads"],
                           n_threads_batch=job["threads"], verbose=False)
     load_s = time.perf_counter() - t0
     ids = job["prompt_ids"]
