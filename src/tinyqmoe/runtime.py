@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 QUIET_SPINCOUNT = "10000"
 # Long prefills multiply activations by blocks of dequantized (f32) weight rows of this many bytes:
 # half the L2 measured by `tinyqmoe probe` when one is stored (docs/tiling.md), else this default.
+GEMM_BLOCK_BYTES = 1 << 16   # int8 GEMM row blocks without a probe (an eighth of a 512 KB L2)
 DEFAULT_BLOCK_BYTES = 1 << 20
 
 
@@ -77,6 +78,7 @@ class Runtime:
     pool: ThreadPoolExecutor | None  # None when threads == 1
     int8_prefill: bool = False      # long prompts on resident int8: int8 x int8 GEMM (kernels/gemm_i8.py),
                                     # not f32 BLAS (on in Runtime.create; SERIAL keeps the f32 reference)
+    gemm_block_bytes: int = GEMM_BLOCK_BYTES   # int8 GEMM row-block size (bytes of int16 weight rows)
 
     @classmethod
     def create(cls, threads: int | None = None, block_bytes: int | None = None) -> "Runtime":
@@ -90,11 +92,12 @@ class Runtime:
         n = max(1, min(int(threads or os.cpu_count() or 1), numba.config.NUMBA_NUM_THREADS))
         numba.set_num_threads(n)
         set_blas_threads(1)
+        l2 = stored_l2_bytes()
         if block_bytes is None:
-            l2 = stored_l2_bytes()
             block_bytes = l2 // 2 if l2 else DEFAULT_BLOCK_BYTES
         pool = ThreadPoolExecutor(n, thread_name_prefix="tinyqmoe") if n > 1 else None
-        return cls(n, policy, block_bytes, pool, int8_prefill=True)
+        # the int8 GEMM's blocks: an eighth of the L2 measured best on Zen 3 (64 KB of 512 KB)
+        return cls(n, policy, block_bytes, pool, int8_prefill=True, gemm_block_bytes=l2 // 8 if l2 else GEMM_BLOCK_BYTES)
 
     def map(self, fn, items) -> list:
         """fn over items on the pool (threads release the GIL in BLAS and nogil kernels)."""

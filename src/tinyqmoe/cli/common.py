@@ -189,8 +189,13 @@ def load_model(args):
     model.name = str(args.model)
     log.info("loaded %s: %s weights, %s source, context %d, %d threads, %.2f s", args.model, model.weights_kind,
              model.source, model.max_context, model.threads, model.load_seconds)
-    log.info("prefill multiplies blocks of %d bytes of dequantized rows (%s)", model.runtime.block_bytes,
-             "half the L2 in hw.json" if _stored_l2() else "no probe stored: the default")
+    if model.prefill_path == "int8":
+        log.info("prefill multiplies int8 activations x int8 weights (kernels/gemm_i8.py), row blocks of %d bytes "
+                 "(%s)", model.runtime.gemm_block_bytes, "an eighth of the L2 in hw.json" if _stored_l2()
+                 else "no probe stored: the default")
+    else:
+        log.info("prefill multiplies blocks of %d bytes of dequantized rows (%s)", model.runtime.block_bytes,
+                 "half the L2 in hw.json" if _stored_l2() else "no probe stored: the default")
     return model
 
 

@@ -148,9 +148,8 @@ class Linear:
                 matmul_tiles(y, self.p, self.kscale, np.ascontiguousarray(x, dtype=np.float32))
             return y
         if rt.int8_prefill and self.takes_int8_prefill:
-            # activations quantized per token and block, int8 x int8 products with int32 sums (numba
-            # threads), on int16 row blocks of an eighth of the L2 (block_bytes is half of it)
-            linear_q8q8(x, self.q, np.ascontiguousarray(self.scale), rt.block_bytes // 4, y)
+            # activations quantized per token and block, int8 x int8 products with int32 sums (numba threads)
+            linear_q8q8(x, self.q, np.ascontiguousarray(self.scale), rt.gemm_block_bytes, y)
             self._add_offsets(y, np.ascontiguousarray(x, dtype=np.float32))
             return y
         # Long prompts: blocks of rows that fit the cache, dequantized and multiplied (single-threaded
