@@ -75,6 +75,13 @@ def test_compress_and_inspect_speak_one_vocabulary(tiny, tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     n = sum(t["n_values"] for t in d["tensors"])
     assert d["stored_bits_per_weight"] == pytest.approx(8 * out.stat().st_size / n)
+    # evaluation tables and the Pareto plot report the same figure (issue 14: bits as stored, all in)
+    import tinyqmoe
+    from tinyqmoe.eval.spec import describe
+
+    m = tinyqmoe.load(str(out), threads=1)
+    assert describe(m)["bits_per_weight"] == pytest.approx(bits) and m.bits_per_weight < bits
+    m.close()
 
 
 def test_bench_reports_decimal_mb(tiny, capsys):

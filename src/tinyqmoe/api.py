@@ -7,6 +7,7 @@ source, budget, threads), refusing contradictions with a one-line error, then `b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -242,8 +243,11 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
         reader.close()
         raise
     kind = "tqm" if plan.kind == "tqm" else plan.weights
-    return Model(plan.name, cfg, tokenizer, w, rt, weights_kind=kind, source=source, max_context=ctx,
-                 bits_per_weight=_container_bits(reader), cache_types=(plan.cache_type_k, plan.cache_type_v))
+    model = Model(plan.name, cfg, tokenizer, w, rt, weights_kind=kind, source=source, max_context=ctx,
+                  bits_per_weight=_container_bits(reader), cache_types=(plan.cache_type_k, plan.cache_type_v))
+    if plan.kind == "tqm":
+        model.container_path = Path(plan.path)
+    return model
 
 
 def _container_bits(c) -> float:
@@ -363,6 +367,7 @@ class Model:
         self.source = source                # "resident" | "fused" | "streamed"
         self.max_context = max_context      # positions a sequence may hold (a budget lowers it)
         self.bits_per_weight = bits_per_weight  # linear layers, scales included, before any codec
+        self.container_path: Path | None = None   # the .tqm file it was loaded from, if one
         self.cache_types = cache_types      # (keys, values) of every KV cache: "f32" | "f16"
         self.load_seconds = 0.0
         self.last_stats = GenerationStats()
@@ -410,6 +415,16 @@ class Model:
 
             self._fused = FusedDecode(self.weights, self.config)
         self._decode_path = path
+
+    @functools.cached_property
+    def stored_bits_per_weight(self) -> float:
+        """Bits per weight as stored: a .tqm file's all in (8 x file bytes / weights, what `tinyqmoe
+        inspect` prints: the codec's output, not the quantized values), else bits_per_weight."""
+        if self.container_path is None:
+            return self.bits_per_weight
+        from tinyqmoe.compress.inspect import stored_bits_per_weight
+
+        return stored_bits_per_weight(self.container_path)
 
     @property
     def threads(self) -> int:

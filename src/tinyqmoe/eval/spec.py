@@ -53,7 +53,7 @@ class ModelSpec:
 def describe(model) -> dict:
     return {"name": str(getattr(model, "name", type(model).__name__)),
             "weights_kind": str(getattr(model, "weights_kind", "unknown")),
-            "bits_per_weight": getattr(model, "bits_per_weight", None),
+            "bits_per_weight": getattr(model, "stored_bits_per_weight", getattr(model, "bits_per_weight", None)),
             "source": getattr(model, "source", None),
             "prefill": getattr(model, "prefill_path", None),
             "add_bos": uses_bos(model)}
