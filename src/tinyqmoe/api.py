@@ -393,7 +393,7 @@ class Model:
     def prefill_path(self) -> str:
         """How resident int8 linears multiply more than 16 rows (long prompts): "int8" (the default)
         quantizes the activations per token and block of 32 inputs and runs int8 x int8 products with
-        int32 sums (kernels/gemm_i8.py), 1.3-1.4x faster and within the int8 tolerance of
+        int32 sums (kernels/gemm_i8.py), ~1.5x faster (docs/benchmarks.md) and within the int8 tolerance of
         tests/test_kernels_layer.py; "f32" dequantizes cache-sized row blocks for BLAS sgemm. Other
         weights (f32, 4-bit kept packed) take their f32 path whatever is set: this reads "f32" for them.
         Every weight source (resident, streamed, fused) computes the same numbers either way."""

@@ -76,7 +76,7 @@ def attention_blas(out, q, k_cache, v_cache, pos0, rt=None):
         kh, t0, t1 = job
         _attend(out[t0:t1], q[t0:t1], keys[kh], values[kh], kh, H // K, pos0 + t0, E)
 
-    if rt is not None and rt.threads > 1:
+    if rt is not None:          # serial when it has one thread
         rt.map(task, tasks)
     else:
         for job in tasks:

@@ -158,12 +158,14 @@ panel_tile_6x1 = _panel_intrinsic(1)
 
 
 @njit(fastmath=True, cache=True, nogil=True)
-def panel_rows(y, wq, ws, xp, xsp, T, o0, w16, f):
+def panel_rows(y, wq, ws, xp, xsp, T, o0):
     """y[t, o0 + r] = (wq (R, I) int8 * ws (R, G)) row r times token t, for every row of wq and t < T, the
-    activations packed by quantize_pack_i8. One tile of PANEL_ROWS rows at a time: its rows widened into
-    w16 (int16 [PANEL_ROWS * I], scratch) and every token passed over them in tiles of 16 tokens; f
-    (float32 [PANEL_ROWS * PANEL_VECS * 8]) scratch. Serial: callers spread row blocks or chunks."""
+    activations packed by quantize_pack_i8. One tile of PANEL_ROWS rows at a time: its rows widened to
+    int16 and every token passed over them in tiles of 16 tokens. Serial: callers spread row blocks or
+    chunks."""
     R, I = wq.shape
+    w16 = np.empty(PANEL_ROWS * I, np.int16)              # the tile's rows, widened
+    f = np.empty(PANEL_ROWS * PANEL_VECS * 8, np.float32)  # a tile's float sums
     G = ws.shape[1]
     P = I // 2
     gp = P // G                                   # pairs per weight group
@@ -205,13 +207,11 @@ def panel_rows(y, wq, ws, xp, xsp, T, o0, w16, f):
 def gemm_panel(y, wq, ws, xp, xsp, T, block_rows):
     """y (T, O) = (wq (O, I) int8 * ws (O, G)) @ (activations packed by quantize_pack_i8)^T: threads take
     blocks of `block_rows` weight rows (a multiple of PANEL_ROWS) through panel_rows."""
-    O, I = wq.shape
+    O = wq.shape[0]
     for blk in prange((O + block_rows - 1) // block_rows):
         r0 = blk * block_rows
         r1 = min(O, r0 + block_rows)
-        w16 = np.empty(PANEL_ROWS * I, np.int16)
-        f = np.empty(PANEL_ROWS * PANEL_VECS * 8, np.float32)
-        panel_rows(y, wq[r0:r1], ws[r0:r1], xp, xsp, T, r0, w16, f)
+        panel_rows(y, wq[r0:r1], ws[r0:r1], xp, xsp, T, r0)
 
 
 def pack_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

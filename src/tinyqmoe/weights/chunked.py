@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 
-from tinyqmoe.kernels.gemm_i8 import PANEL_ROWS, PANEL_VECS, pack_activations, panel_fits, panel_rows
+from tinyqmoe.kernels.gemm_i8 import pack_activations, panel_fits, panel_rows
 from tinyqmoe.kernels.matvec import matmul_f32_rows, matmul_q8_rows
 from tinyqmoe.runtime import SERIAL, Runtime
 
@@ -70,9 +70,7 @@ class ChunkedLinear:
             return
         if packed is not None:   # int8 x int8 (a long prompt): the activations quantized once per call
             xp, xsp = packed
-            I = x.shape[1]
-            panel_rows(y, self.chunk(i), self.scale[r0:r0 + n], xp, xsp, x.shape[0], r0,
-                       np.empty(PANEL_ROWS * I, np.int16), np.empty(PANEL_ROWS * PANEL_VECS * 8, np.float32))
+            panel_rows(y, self.chunk(i), self.scale[r0:r0 + n], xp, xsp, x.shape[0], r0)
         else:
             matmul_q8_rows(y, self.chunk(i), self.scale[r0:r0 + n], x, r0)
         if xs is not None:   # uint4: + sum over groups of offset * (x summed over the group)

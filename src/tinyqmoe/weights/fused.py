@@ -149,7 +149,7 @@ class FusedLinear:
         self.where = where
         self.stored_total = int(self.table[:, 1].sum())
         self.shape = (base, entries[0].shape[1])
-        self.int8_prefill = entry_takes_int8_prefill(entries[0])   # `fusable`: the entries are all alike
+        self.takes_int8_prefill = entry_takes_int8_prefill(entries[0])   # `fusable`: the entries are all alike
         if entries[0].qtype == "f32":
             self.scales = np.ones((1, 1), np.float32)
         else:
@@ -159,10 +159,6 @@ class FusedLinear:
     @property
     def nbytes(self) -> int:
         return self.scales.nbytes + self.table.nbytes + self.checks.nbytes
-
-    @property
-    def takes_int8_prefill(self) -> bool:
-        return self.int8_prefill
 
     def __call__(self, x: np.ndarray, rt: Runtime = SERIAL, out: np.ndarray | None = None,
                  stream: bool = True) -> np.ndarray:
@@ -220,8 +216,7 @@ class FusedSource(ChunkedSourceBase):
 
     @property
     def takes_int8_prefill(self) -> bool:
-        layer = self._layers[0]
-        return any(lin.takes_int8_prefill for lin in (layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down))
+        return self._layers[0].takes_int8_prefill
 
     @property
     def bytes_held(self) -> int:

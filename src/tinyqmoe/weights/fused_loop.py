@@ -28,7 +28,7 @@ from tinyqmoe.compress.rans_decode import rans_decode_core
 from tinyqmoe.compress.tans_decode import tans_decode_core
 from tinyqmoe.compress.xxh64 import xxh64_core
 from tinyqmoe.compress.zstd_decode import LIBZSTD, zstd_decode_core
-from tinyqmoe.kernels.gemm_i8 import PANEL_ROWS, PANEL_VECS, panel_rows
+from tinyqmoe.kernels.gemm_i8 import panel_rows
 from tinyqmoe.kernels.layer import row_times_tokens
 from tinyqmoe.kernels.matvec import q8_row_dot
 from tinyqmoe.kernels.rowdot import BLOCK
@@ -140,11 +140,7 @@ def _panel_chunk(y, q, s, xp, xsp, T, r0):
     if s.ndim != 2:
         return lambda y, q, s, xp, xsp, T, r0: None
 
-    def run(y, q, s, xp, xsp, T, r0):
-        I = q.shape[1]
-        panel_rows(y, q, s, xp, xsp, T, r0, np.empty(PANEL_ROWS * I, np.int16),
-                   np.empty(PANEL_ROWS * PANEL_VECS * 8, np.float32))
-    return run
+    return lambda y, q, s, xp, xsp, T, r0: panel_rows(y, q, s, xp, xsp, T, r0)
 
 
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)   # fastmath: q8_row_dot inlines here and must vectorize

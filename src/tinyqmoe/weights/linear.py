@@ -190,6 +190,11 @@ class Layer:
     w_down: object          # (D, F)
 
     @property
+    def takes_int8_prefill(self) -> bool:
+        """Does any of its linears multiply long prompts as int8 x int8 (`Linear.takes_int8_prefill`)?"""
+        return any(lin.takes_int8_prefill for lin in (self.wqkv, self.wo, self.w_gate_up, self.w_down))
+
+    @property
     def nbytes(self) -> int:
         return (self.attn_norm.nbytes + self.ffn_norm.nbytes + self.wqkv.nbytes + self.wo.nbytes
                 + self.w_gate_up.nbytes + self.w_down.nbytes)

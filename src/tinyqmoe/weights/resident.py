@@ -27,8 +27,7 @@ class ResidentWeights:
 
     @property
     def takes_int8_prefill(self) -> bool:
-        layer = self.layers[0]
-        return any(lin.takes_int8_prefill for lin in (layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down))
+        return self.layers[0].takes_int8_prefill
 
     def embed_rows(self, ids: np.ndarray) -> np.ndarray:
         return self.embed.rows(ids)
