@@ -175,3 +175,15 @@ def test_cli_eval_and_compare(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "cmp/Original/samples_arc_easy.jsonl").exists()
     assert main(["eval", "--tasks", "arc_easy"]) == 2  # neither MODEL nor --compare
     assert main(["eval", "fake", "--tasks", "nope"]) == 2
+
+
+def test_a_record_with_unicode_line_separators_reopens(tmp_path):
+    # json.dumps(ensure_ascii=False) writes U+2028 / U+0085 raw; str.splitlines would cut the record there
+    from tinyqmoe.eval.store import SampleStore
+    path = tmp_path / "samples_x.jsonl"
+    with SampleStore(path) as s:
+        s.append({"doc_id": 0, "doc": {"question": "a\u2028b\x85c\x1cd"}})
+        s.append({"doc_id": 1, "doc": {"question": "plain"}})
+    with SampleStore(path) as s:
+        assert s.records[0]["doc"]["question"] == "a\u2028b\x85c\x1cd"
+        assert set(s.records) == {0, 1}

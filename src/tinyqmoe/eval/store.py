@@ -71,7 +71,9 @@ class SampleStore:
         raw = self.path.read_bytes()
         good_end = raw.rfind(b"\n") + 1  # a torn last line (killed mid-write) is dropped
         try:
-            lines = raw[:good_end].decode("utf-8").splitlines()
+            # split on "\n" only: str.splitlines also splits on U+2028, U+0085 and the like, which
+            # json.dumps(ensure_ascii=False) leaves raw inside strings (MMLU's management set has them)
+            lines = raw[:good_end].decode("utf-8").split("\n")[:-1]
         except UnicodeDecodeError:
             raise UsageError("samples file is not UTF-8 (damaged?); use another --output or delete it",
                              path=self.path) from None
