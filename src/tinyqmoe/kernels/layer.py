@@ -11,8 +11,9 @@ v, kept alive by the caller for the call: kernels/decode.py), of the element typ
 sequence's prompt is T rows of one seq at consecutive positions; a decode step of several sequences is
 one row each.
 
-Every linear is int8 `q` (O, I) times f32 `scale` (O, G), one scale per I//G inputs; activations stay
-f32. Each weight row is multiplied with up to 3 token rows at once (kernels/rowdot.py), in an order
+Every linear is int8 `q` (O, I) times f32 `scale` (O, G), one scale per I//G inputs, with f32
+activations; or packed 4-bit: uint4 rows (scales and offsets (O, 2, G)) multiply the layer's input
+quantized to int8 per token and 32 inputs (`activations`, once per linear), int4 rows f32 activations. Each weight row is multiplied with up to 3 token rows at once (kernels/rowdot.py), in an order
 fixed per token: a row's results never depend on the other rows of the call (batch invariance). A layer
 is five parallel regions (each one fork/join of the numba threads), the small steps fused into them:
   1. qkv rows in (i, i+E/2) pairs, so RoPE and the KV-cache write happen where the pair is computed
@@ -26,11 +27,11 @@ made non-finite by a forged file give garbage (a 0 softmax sum divides to inf), 
 """
 import numpy as np
 from numba import carray, njit, prange, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from tinyqmoe.kernels.elementwise import rmsnorm
 from tinyqmoe.kernels.half import from_f32, to_f32
-from tinyqmoe.kernels.rowdot import q8_dot_1, q8_dot_2, q8_dot_3
+from tinyqmoe.kernels.rowdot import ACT, q8_dot_1, q8_dot_2, q8_dot_3, u4a8_dot_1, u4a8_dot_2, u4a8_dot_3
 from tinyqmoe.kernels.fastexp import exp_f32
 
 
@@ -69,24 +70,100 @@ def write_kv(tmp, Q, K, E, l, n_layers, k_addr, v_addr, cap, seq, pos, k_like, v
                 vc[l, kh, pos[t], e] = from_f32(tmp[t, Q + (K + kh) * E + e], vc)
 
 
-@njit(fastmath=True, cache=True, nogil=True, inline="always")
-def row_times_tokens(y, o, q_row, s_row, x, add):
-    """y[t, o] (+)= (q_row * s_row) . x[t] for every row t of x (T, I), in tiles of up to 3 tokens
-    (the sum added to y inside the tile: kernels/rowdot.py); s_row (G,) scales, or (2, G) scales and
-    offsets (uint4)"""
+@njit(fastmath=True, cache=True, nogil=True)
+def quantize_u4a8(xq, xs, xo, x):
+    """x (T, I) f32 -> the int8 activations uint4 rows multiply (kernels/rowdot.py u4a8_dot_R): per token
+    and block of 32 inputs xs = max|x| / 127 (1 for an all-zero block) and xq = rint(x / xs) (the int8
+    prefill's values, kernels/gemm_i8.py), stored in the nibbles' order (the block's even inputs, then its
+    odd ones); xo = xs * sum of the block's xq (the offsets' share)."""
     T, I = x.shape
-    gs = I // s_row.shape[-1]
-    z = np.float32(0.0)
-    t = 0
-    while t + 3 <= T:
-        b0, b1, b2 = (y[t, o], y[t + 1, o], y[t + 2, o]) if add else (z, z, z)
-        y[t, o], y[t + 1, o], y[t + 2, o] = q8_dot_3(q_row, s_row, x[t], x[t + 1], x[t + 2], b0, b1, b2, I, gs)
-        t += 3
-    if T - t == 2:
-        b0, b1 = (y[t, o], y[t + 1, o]) if add else (z, z)
-        y[t, o], y[t + 1, o] = q8_dot_2(q_row, s_row, x[t], x[t + 1], b0, b1, I, gs)
-    elif T - t == 1:
-        (y[t, o],) = q8_dot_1(q_row, s_row, x[t], y[t, o] if add else z, I, gs)
+    for t in range(T):
+        for b in range(I // ACT):
+            i0 = b * ACT
+            m = np.float32(0.0)
+            for i in range(ACT):
+                m = max(m, abs(x[t, i0 + i]))
+            s = m / np.float32(127.0) if m > 0 else np.float32(1.0)
+            inv = np.float32(1.0) / s
+            total = 0
+            for i in range(ACT):
+                v = np.int8(np.rint(x[t, i0 + i] * inv))
+                xq[t, i0 + (i >> 1) + (ACT // 2) * (i & 1)] = v
+                total += v
+            xs[t, b] = s
+            xo[t, b] = s * np.float32(total)
+
+
+def activations(x, q, scale):
+    """x (T, I) f32 as the row tiles of weights q, scale take it: (x, xq, xs, xo), quantized by
+    quantize_u4a8 for packed uint4 weights (q uint8, scale (O, 2, G)), empty otherwise."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(activations, inline="always")
+def _activations(x, q, scale):
+    if q.dtype == types.uint8 and scale.ndim == 3:
+        def quantized(x, q, scale):
+            T, I = x.shape
+            xq = np.empty((T, I), np.int8)
+            xs = np.empty((T, I // ACT), np.float32)
+            xo = np.empty((T, I // ACT), np.float32)
+            quantize_u4a8(xq, xs, xo, x)
+            return x, xq, xs, xo
+        return quantized
+
+    def as_is(x, q, scale):
+        return x, np.empty((0, 0), np.int8), np.empty((0, 0), np.float32), np.empty((0, 0), np.float32)
+    return as_is
+
+
+def row_times_tokens(y, o, q_row, s_row, a, add):
+    """y[t, o] (+)= (q_row * s_row) . token t, for every token of the activations a = (x (T, I), xq, xs, xo)
+    (`activations`), in tiles of up to 3 tokens (the sum added to y inside the tile: kernels/rowdot.py).
+    q_row int8, or packed 4-bit; s_row (G,) scales, or (2, G) scales and offsets (uint4: multiplied with
+    the int8 activations xq, the others with x)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(row_times_tokens, inline="always")
+def _row_times_tokens(y, o, q_row, s_row, a, add):
+    if q_row.dtype == types.uint8 and s_row.ndim == 2:
+        def uint4_rows(y, o, q_row, s_row, a, add):
+            xq, xs, xo = a[1], a[2], a[3]
+            T, I = xq.shape
+            gs = I // s_row.shape[-1]
+            z = np.float32(0.0)
+            t = 0
+            while t + 3 <= T:
+                b0, b1, b2 = (y[t, o], y[t + 1, o], y[t + 2, o]) if add else (z, z, z)
+                y[t, o], y[t + 1, o], y[t + 2, o] = u4a8_dot_3(q_row, s_row, xq[t], xq[t + 1], xq[t + 2],
+                                                               xs[t], xs[t + 1], xs[t + 2], xo[t], xo[t + 1],
+                                                               xo[t + 2], b0, b1, b2, I, gs)
+                t += 3
+            if T - t == 2:
+                b0, b1 = (y[t, o], y[t + 1, o]) if add else (z, z)
+                y[t, o], y[t + 1, o] = u4a8_dot_2(q_row, s_row, xq[t], xq[t + 1], xs[t], xs[t + 1], xo[t],
+                                                  xo[t + 1], b0, b1, I, gs)
+            elif T - t == 1:
+                (y[t, o],) = u4a8_dot_1(q_row, s_row, xq[t], xs[t], xo[t], y[t, o] if add else z, I, gs)
+        return uint4_rows
+
+    def f32_rows(y, o, q_row, s_row, a, add):
+        x = a[0]
+        T, I = x.shape
+        gs = I // s_row.shape[-1]
+        z = np.float32(0.0)
+        t = 0
+        while t + 3 <= T:
+            b0, b1, b2 = (y[t, o], y[t + 1, o], y[t + 2, o]) if add else (z, z, z)
+            y[t, o], y[t + 1, o], y[t + 2, o] = q8_dot_3(q_row, s_row, x[t], x[t + 1], x[t + 2], b0, b1, b2, I, gs)
+            t += 3
+        if T - t == 2:
+            b0, b1 = (y[t, o], y[t + 1, o]) if add else (z, z)
+            y[t, o], y[t + 1, o] = q8_dot_2(q_row, s_row, x[t], x[t + 1], b0, b1, I, gs)
+        elif T - t == 1:
+            (y[t, o],) = q8_dot_1(q_row, s_row, x[t], y[t, o] if add else z, I, gs)
+    return f32_rows
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
@@ -94,8 +171,18 @@ def matmul_tiles(y, q, scale, x):
     """(q (O,I) int8, or (O,I/2) packed 4-bit, times scale (O,G), or (O,2,G) scales and offsets for
     uint4) @ x (T,I)^T -> y (T,O), each row by
     row_times_tokens (the 4-bit linears' streaming kernel outside the fused path)"""
+    a = activations(x, q, scale)
     for o in prange(q.shape[0]):
-        row_times_tokens(y, o, q[o], scale[o], x, False)
+        row_times_tokens(y, o, q[o], scale[o], a, False)
+
+
+@njit(fastmath=True, cache=True, nogil=True)
+def matmul_tiles_rows(y, q, scale, x, row0):
+    """y[:, row0 + r] = row r of q (a chunk of rows) times every row of x, by row_times_tokens, with the
+    scales of rows row0.. of `scale` (the whole tensor's); serial (the caller spreads chunks)."""
+    a = activations(x, q, scale)
+    for r in range(q.shape[0]):
+        row_times_tokens(y, row0 + r, q[r], scale[row0 + r], a, False)
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
@@ -120,14 +207,15 @@ def layer_q8(x, h, q, att, f, tmp, scores,
     inv_sqrt_e = np.float32(1.0 / np.sqrt(E))
     # attention rmsnorm
     rmsnorm(h, x, attn_norm, eps)
+    a_qkv = activations(h, wqkv_q, wqkv_s)
     # qkv matmuls in row pairs (i, i+E/2) of one head: RoPE on q and k, then k and v into the caches
     for j in prange((H + 2 * K) * half):
         head = j // half
         r0 = head * E + j % half
         r1 = r0 + half
         i = j % half
-        row_times_tokens(tmp, r0, wqkv_q[r0], wqkv_s[r0], h, False)
-        row_times_tokens(tmp, r1, wqkv_q[r1], wqkv_s[r1], h, False)
+        row_times_tokens(tmp, r0, wqkv_q[r0], wqkv_s[r0], a_qkv, False)
+        row_times_tokens(tmp, r1, wqkv_q[r1], wqkv_s[r1], a_qkv, False)
         for t in range(T):
             a = tmp[t, r0]
             b = tmp[t, r1]
@@ -177,24 +265,27 @@ def layer_q8(x, h, q, att, f, tmp, scores,
                 acc[e] += w * to_f32(vr[e])
         att[t, hd * E:(hd + 1) * E] = acc
     # output projection and residual connection
+    a_o = activations(att, wo_q, wo_s)
     for o in prange(D):
-        row_times_tokens(x, o, wo_q[o], wo_s[o], att, True)
+        row_times_tokens(x, o, wo_q[o], wo_s[o], a_o, True)
     # ffn rmsnorm
     rmsnorm(h, x, ffn_norm, eps)
+    a_gu = activations(h, wgu_q, wgu_s)
     # SwiGLU: gate rows i and up rows F+i in blocks of SILU_BLOCK, f = silu(gate) * up (exp_f32: the same
     # bits in a vector lane or alone, so the SiLU may vectorize whatever the number of rows)
     for blk in prange(F // SILU_BLOCK):
         i0 = blk * SILU_BLOCK
         for i in range(i0, i0 + SILU_BLOCK):
-            row_times_tokens(f, i, wgu_q[i], wgu_s[i], h, False)
-            row_times_tokens(tmp, i, wgu_q[F + i], wgu_s[F + i], h, False)
+            row_times_tokens(f, i, wgu_q[i], wgu_s[i], a_gu, False)
+            row_times_tokens(tmp, i, wgu_q[F + i], wgu_s[F + i], a_gu, False)
         for t in range(T):
             for i in range(i0, i0 + SILU_BLOCK):
                 g = f[t, i]
                 f[t, i] = g / (np.float32(1.0) + exp_f32(-g)) * tmp[t, i]
     # down projection and residual connection
+    a_d = activations(f, wd_q, wd_s)
     for o in prange(D):
-        row_times_tokens(x, o, wd_q[o], wd_s[o], f, True)
+        row_times_tokens(x, o, wd_q[o], wd_s[o], a_d, True)
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
@@ -206,8 +297,9 @@ def logits_q8(out, x, h, rows, norm, head_q, head_s, eps):
         h[j] = x[rows[j]]
     hj = h[:J]
     rmsnorm(hj, hj, norm, eps)
+    a = activations(hj, head_q, head_s)
     for v in prange(head_q.shape[0]):
-        row_times_tokens(out, v, head_q[v], head_s[v], hj, False)
+        row_times_tokens(out, v, head_q[v], head_s[v], a, False)
 
 
 @njit(fastmath=True, cache=True, nogil=True, error_model="numpy")

@@ -1,5 +1,5 @@
 """Products with packed 4-bit weights, read as 4-bit bytes (docs/FORMAT.md §5, qtype int4; uint4's
-unsigned fields with offsets only in `dequant_rows_u4`: their products run in kernels/rowdot.py).
+unsigned fields with offsets run in kernels/rowdot.py, int8 activations, for any number of tokens).
 
 A weight row is I/2 bytes; byte j holds column 2j in its low nibble and column 2j+1 in its high
 nibble, each a 4-bit two's-complement value n (-8..7); W[o, i] = n * scale[o, i // group].
@@ -132,19 +132,3 @@ def dequant_rows_q4(w, p, scale, row0):
             s = scale[row0 + r, (2 * j) // gs]
             w[r, 2 * j] = np.float32(lo) * s
             w[r, 2 * j + 1] = np.float32(hi) * s
-
-
-@njit(fastmath=True, cache=True, nogil=True)
-def dequant_rows_u4(w, p, so, row0):
-    """rows row0 .. row0+R of uint4 weights (p (O,I/2) packed unsigned nibbles, so (O,2,G): per row its G
-    scales then its G offsets) -> w (R,I) f32: nibble * scale + offset (long prompts' BLAS blocks)"""
-    R, I = w.shape
-    gs = I // so.shape[2]
-    for r in range(R):
-        for j in range(I // 2):
-            b = np.int32(p[row0 + r, j])
-            g = (2 * j) // gs
-            s = so[row0 + r, 0, g]
-            m = so[row0 + r, 1, g]
-            w[r, 2 * j] = np.float32(b & 15) * s + m
-            w[r, 2 * j + 1] = np.float32(b >> 4) * s + m

@@ -25,6 +25,10 @@ whichever tile (R) it is computed in and whatever its tile mates are. That is th
 server needs (a sequence's greedy text never depends on the batch), by construction rather than by
 choosing one kernel per batch size.
 
+uint4 rows in decode take int8 activations instead (u4a8_dot_R, at the end of this file: what a
+--bits 4 container runs), with the same per-token discipline: an order fixed by the code, so the same
+bits in any tile and any batch.
+
 Explicit vector IR because LLVM, given a loop of several dot products, neither keeps such an order
 (fast-math reassociates) nor shares the converted weights well without it (kernels/gemm_i8.py says
 what it made of int8 tiles). n and gs must be multiples of BLOCK (`fits`); the arrays contiguous.
@@ -211,3 +215,135 @@ def q8_dot_2(typingctx, q, s, x0, x1, b0, b1, n, gs):
 def q8_dot_3(typingctx, q, s, x0, x1, x2, b0, b1, b2, n, gs):
     """b_r + the row . x_r for r = 0..2 -> 3 f32"""
     return _typed(3, q, s, (x0, x1, x2), (b0, b1, b2), n, gs)
+
+
+# ---- uint4 rows times int8 activations (W4A8): what decoding a uint4 model runs
+
+ACT = 32   # inputs per activation scale (kernels/gemm_i8.ACT_BLOCK), one 16-byte block of nibbles
+
+
+def _codegen_u4a8(R):
+    """b_r + sum over blocks k (group g = k*32 // gs) of
+           fma(float(int32 sum of u * xq over block k), s[0, g] * xs_r[k], .)   in 8 lanes, blocks in order
+         + sum over blocks of s[1, g] * xo_r[k]                                  (one scalar chain)
+    u the row's nibbles (0..15) in the block's stored order (low nibbles = even inputs, then high = odd),
+    xq_r the token's int8 activations in that order (quantize_u4a8), xs_r its scales, xo_r its blocks'
+    sums xs * sum(xq): scale * (u . xq) * xs + offset * sum(x), the W4A8 product llama.cpp runs for Q4_1."""
+    def codegen(context, builder, signature, args):
+        i8, i16, i32, i64, f32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
+        v16i8, v32i8, v16i16 = ir.VectorType(i8, 16), ir.VectorType(i8, 32), ir.VectorType(i16, 16)
+        v8i32, v8f32 = ir.VectorType(i32, 8), ir.VectorType(f32, 8)
+        arrays = [context.make_array(ty)(context, builder, val).data
+                  for ty, val in zip(signature.args[: 2 + 3 * R], args[: 2 + 3 * R])]
+        q_ptr, s_ptr = arrays[0], arrays[1]
+        xq_ptrs, xs_ptrs, xo_ptrs = arrays[2:2 + R], arrays[2 + R:2 + 2 * R], arrays[2 + 2 * R:2 + 3 * R]
+        biases = args[2 + 3 * R: 2 + 4 * R]
+        n, gs = (builder.sext(v, i64) if v.type.width < 64 else v for v in args[2 + 4 * R: 4 + 4 * R])
+        maddubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16i16, [v32i8, v32i8]),
+                                                 "llvm.x86.avx2.pmadd.ub.sw")
+        madd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]),
+                                              "llvm.x86.avx2.pmadd.wd")
+        if HAS_FMA:
+            fma_v = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8f32, [v8f32] * 3),
+                                                   "llvm.fma.v8f32")
+            fma_s = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
+
+            def fma(a, b, c):
+                return builder.call(fma_v if a.type == v8f32 else fma_s, [a, b, c])
+        else:
+            def fma(a, b, c):
+                return builder.fadd(builder.fmul(a, b, flags=EXACT), c, flags=EXACT)
+
+        def splat(value):
+            one = builder.insert_element(ir.Constant(v8f32, ir.Undefined), value, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, one, ir.Constant(v8i32, [0] * LANES))
+
+        c = lambda v: ir.Constant(i64, v)  # noqa: E731
+        nblocks = builder.udiv(n, c(ACT))
+        blocks_per_group = builder.udiv(gs, c(ACT))
+        n_groups = builder.udiv(n, gs)
+        entry = builder.basic_block
+        loop = builder.append_basic_block("u4a8.loop")
+        done = builder.append_basic_block("u4a8.done")
+        builder.cbranch(builder.icmp_signed(">", nblocks, c(0)), loop, done)
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        kg = builder.phi(i64)           # block within the scale group (no division in the loop)
+        g = builder.phi(i64)            # scale group
+        accs = [builder.phi(v8f32) for _ in range(R)]
+        offs = [builder.phi(f32) for _ in range(R)]
+        scale = builder.load(builder.gep(s_ptr, [g]))
+        offset = builder.load(builder.gep(s_ptr, [builder.add(n_groups, g)]))
+        packed = builder.load(builder.bitcast(builder.gep(q_ptr, [builder.mul(k, c(ACT // 2))]), v16i8.as_pointer()),
+                              align=1)
+        low = builder.and_(packed, ir.Constant(v16i8, [15] * 16))
+        high = builder.lshr(packed, ir.Constant(v16i8, [4] * 16))
+        u = builder.shuffle_vector(low, high, ir.Constant(ir.VectorType(i32, 32), list(range(32))))
+        ones = ir.Constant(v16i16, [1] * 16)
+        news, new_offs = [], []
+        for r in range(R):
+            xv = builder.load(builder.bitcast(builder.gep(xq_ptrs[r], [builder.mul(k, c(ACT))]), v32i8.as_pointer()),
+                              align=1)
+            isum = builder.call(madd, [builder.call(maddubs, [u, xv]), ones])
+            xs = builder.load(builder.gep(xs_ptrs[r], [k]))
+            xo = builder.load(builder.gep(xo_ptrs[r], [k]))
+            news.append(fma(builder.sitofp(isum, v8f32), splat(builder.fmul(scale, xs, flags=EXACT)), accs[r]))
+            new_offs.append(fma(offset, xo, offs[r]))
+        k_next = builder.add(k, c(1))
+        kg1 = builder.add(kg, c(1))
+        wrap = builder.icmp_unsigned("==", kg1, blocks_per_group)
+        for phi, nxt in ((k, k_next), (kg, builder.select(wrap, c(0), kg1)), (g, builder.add(g, builder.zext(wrap, i64)))):
+            phi.add_incoming(c(0), entry)
+            phi.add_incoming(nxt, loop)
+        for r in range(R):
+            accs[r].add_incoming(ir.Constant(v8f32, None), entry)
+            accs[r].add_incoming(news[r], loop)
+            offs[r].add_incoming(ir.Constant(f32, 0.0), entry)
+            offs[r].add_incoming(new_offs[r], loop)
+        builder.cbranch(builder.icmp_signed("<", k_next, nblocks), loop, done)
+        builder.position_at_end(done)
+        finals = []
+        for r in range(R):        # every phi first: a block's phis lead it
+            v = builder.phi(v8f32)
+            v.add_incoming(ir.Constant(v8f32, None), entry)
+            v.add_incoming(news[r], loop)
+            o = builder.phi(f32)
+            o.add_incoming(ir.Constant(f32, 0.0), entry)
+            o.add_incoming(new_offs[r], loop)
+            finals.append((v, o))
+        outs = []
+        for r, (v, o) in enumerate(finals):
+            lanes = [builder.extract_element(v, ir.Constant(i32, e)) for e in range(LANES)]
+            while len(lanes) > 1:
+                lanes = [builder.fadd(lanes[e], lanes[e + 1], flags=EXACT) for e in range(0, len(lanes), 2)]
+            outs.append(builder.fadd(biases[r], builder.fadd(lanes[0], o, flags=EXACT), flags=EXACT))
+        return context.make_tuple(builder, signature.return_type, outs)
+    return codegen
+
+
+def _typed_u4a8(R, q, s, xq, xs, xo, bs, n, gs):
+    ok = (isinstance(q, types.Array) and q.ndim == 1 and q.dtype == types.uint8 and q.layout == "C"
+          and isinstance(s, types.Array) and s.ndim == 2 and s.dtype == types.float32 and s.layout == "C"
+          and all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.int8 and a.layout == "C" for a in xq)
+          and all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.float32 and a.layout == "C"
+                  for a in xs + xo)
+          and all(b == types.float32 for b in bs) and isinstance(n, types.Integer) and isinstance(gs, types.Integer))
+    if not ok:
+        return None
+    return types.UniTuple(types.float32, R)(q, s, *xq, *xs, *xo, *bs, n, gs), _codegen_u4a8(R)
+
+
+@intrinsic
+def u4a8_dot_1(typingctx, q, s, xq0, xs0, xo0, b0, n, gs):
+    """b0 + the packed uint4 row q (scales and offsets s (2, G)) . token 0 quantized by quantize_u4a8"""
+    return _typed_u4a8(1, q, s, (xq0,), (xs0,), (xo0,), (b0,), n, gs)
+
+
+@intrinsic
+def u4a8_dot_2(typingctx, q, s, xq0, xq1, xs0, xs1, xo0, xo1, b0, b1, n, gs):
+    return _typed_u4a8(2, q, s, (xq0, xq1), (xs0, xs1), (xo0, xo1), (b0, b1), n, gs)
+
+
+@intrinsic
+def u4a8_dot_3(typingctx, q, s, xq0, xq1, xq2, xs0, xs1, xs2, xo0, xo1, xo2, b0, b1, b2, n, gs):
+    return _typed_u4a8(3, q, s, (xq0, xq1, xq2), (xs0, xs1, xs2), (xo0, xo1, xo2), (b0, b1, b2), n, gs)

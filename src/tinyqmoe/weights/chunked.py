@@ -12,8 +12,10 @@ import itertools
 import numpy as np
 
 from tinyqmoe.kernels.gemm_i8 import pack_activations, panel_fits, panel_rows
+from tinyqmoe.kernels.layer import matmul_tiles_rows
 from tinyqmoe.kernels.matvec import matmul_f32_rows, matmul_q8_rows
 from tinyqmoe.runtime import SERIAL, Runtime
+from tinyqmoe.weights.resident import resident_packed
 
 
 def entry_takes_int8_prefill(e) -> bool:
@@ -21,8 +23,6 @@ def entry_takes_int8_prefill(e) -> bool:
     resident copy holds as int8 (weights/resident.py: all but f32 and 4-bit rows kept packed) in scale
     groups the int8 GEMM takes: what `Linear.takes_int8_prefill` says of that copy, so that every source
     computes the same numbers."""
-    from tinyqmoe.weights.resident import resident_packed
-
     return e.qtype != "f32" and not resident_packed(e) and panel_fits(e.shape[1], e.group)
 
 
@@ -33,6 +33,13 @@ class ChunkedLinear:
         self.f32 = self.entry.qtype == "f32"
         self.scale = None if self.f32 else reader.read_scale(name)   # (O, G) f32: small, kept resident
         self.offset = None if self.f32 else reader.read_offset(name)   # (O, G) f32 for uint4, else None
+        # uint4 rows the row tiles take are multiplied packed, with int8 activations, as a resident copy
+        # is (weights/resident.py resident_packed, kernels/rowdot.py u4a8): scales and offsets as one
+        # (O, 2, G) array, the two above views of it
+        self.kscale = None
+        if self.offset is not None and resident_packed(self.entry):
+            self.kscale = np.ascontiguousarray(np.stack([self.scale, self.offset], axis=1))
+            self.scale, self.offset = self.kscale[:, 0], self.kscale[:, 1]
 
     @property
     def shape(self):
@@ -65,6 +72,11 @@ class ChunkedLinear:
 
     def _one(self, y, x, i, xs=None, packed=None):
         r0, n = self.entry.chunk_rows(i)
+        if self.kscale is not None:
+            e = self.entry
+            rows = self.reader.read_chunk(e, i, self.reader.scratch("packed", int(e.chunks[i]["raw_size"])))
+            matmul_tiles_rows(y, rows, self.kscale, x, r0)
+            return
         if self.f32:
             matmul_f32_rows(y, self.chunk(i), x, r0)
             return
@@ -89,7 +101,7 @@ class ChunkedLinear:
         n = self.entry.n_chunks
         taken = itertools.count()   # next() on it is atomic under the GIL
         xs = None
-        if self.offset is not None:
+        if self.offset is not None and self.kscale is None:
             T, I = x.shape
             xs = x.reshape(T, self.offset.shape[1], -1).sum(axis=2, dtype=np.float32)
 

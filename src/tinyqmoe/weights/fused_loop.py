@@ -29,7 +29,7 @@ from tinyqmoe.compress.tans_decode import tans_decode_core
 from tinyqmoe.compress.xxh64 import xxh64_core
 from tinyqmoe.compress.zstd_decode import LIBZSTD, zstd_decode_core
 from tinyqmoe.kernels.gemm_i8 import panel_rows
-from tinyqmoe.kernels.layer import row_times_tokens
+from tinyqmoe.kernels.layer import activations, row_times_tokens
 from tinyqmoe.kernels.matvec import q8_row_dot
 from tinyqmoe.kernels.rowdot import BLOCK
 
@@ -156,6 +156,7 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
     T, I = x.shape
     G = scales.shape[-1]
     tiles = I % BLOCK == 0 and G > 0 and (I // G) % BLOCK == 0   # kernels/rowdot.py fits
+    a = activations(x, raw_buf, scales)   # uint4 rows multiply int8 activations (kernels/layer.py)
     for i in prange(n):
         tid = numba.get_thread_id()
         off, size, raw = table[i, 0], table[i, 1], table[i, 2]
@@ -192,7 +193,7 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
         if bits == 4 and tiles:   # packed rows straight into the tiles: nibbles unpacked in registers
             p = dst.reshape(rc, I // 2)
             for r in range(rc):
-                row_times_tokens(y, r0 + r, p[r], scales[r0 + r], x, False)
+                row_times_tokens(y, r0 + r, p[r], scales[r0 + r], a, False)
             continue
         if bits == 8:
             q = dst.view(np.int8).reshape(rc, I)
@@ -206,7 +207,7 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
             panel_chunk(y, q, scales[r0:r0 + rc], xp, xsp, T, r0)
         elif tiles:
             for r in range(rc):
-                row_times_tokens(y, r0 + r, q[r], scales[r0 + r], x, False)
+                row_times_tokens(y, r0 + r, q[r], scales[r0 + r], a, False)
         else:
             for r in range(rc):
                 for t in range(T):

@@ -19,7 +19,7 @@ from tinyqmoe.errors import UsageError
 from tinyqmoe.kernels.gemm_i8 import linear_q8q8, panel_fits
 from tinyqmoe.kernels.layer import matmul_tiles
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
-from tinyqmoe.kernels.matvec_q4 import dequant_rows_q4, dequant_rows_u4
+from tinyqmoe.kernels.matvec_q4 import dequant_rows_q4
 from tinyqmoe.runtime import SERIAL, Runtime
 
 
@@ -138,7 +138,10 @@ class Linear:
         T = x.shape[0]
         O, I = self.shape
         y = np.empty((T, O), np.float32) if out is None else out
-        if stream:
+        if stream or (self.p is not None and self.offset is not None):
+            # uint4 rows take int8 activations in the row tiles (kernels/rowdot.py u4a8) for any number
+            # of tokens, long prompts too: the fused source multiplies them so, and every source must
+            # compute the same numbers (about as fast as dequantized blocks and BLAS: docs/benchmarks.md)
             if self.w is not None:
                 matmul_f32(y, self.w, x)
             elif self.q is not None:
@@ -167,9 +170,6 @@ class Linear:
                 if self.offset is not None:
                     G = self.offset.shape[1]
                     w.reshape(r1 - r0, G, I // G)[:] += self.offset[r0:r1, :, None]
-            elif self.offset is not None:
-                w = np.empty((r1 - r0, I), np.float32)
-                dequant_rows_u4(w, self.p, self.kscale, r0)
             else:
                 w = np.empty((r1 - r0, I), np.float32)
                 dequant_rows_q4(w, self.p, self.scale, r0)
