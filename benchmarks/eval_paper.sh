@@ -7,6 +7,7 @@
 #   EXTRA: more flags for every `tinyqmoe eval` (e.g. "--workers 2 --threads 1").
 # Prompts run with f32 activations (--prefill-path f32): the table compares weight quantization, and the
 # compressed containers then give the 8-bit run's answers exactly (they hold the same int8 weights).
+# The 4-bit (uint4) container multiplies int8 activations whatever --prefill-path says (docs/eval.md).
 set -e
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-benchmarks/eval_results/full}
