@@ -53,6 +53,27 @@ def fits(n_inputs: int, group: int) -> bool:
     return n_inputs > 0 and n_inputs % BLOCK == 0 and group % BLOCK == 0 and n_inputs % group == 0
 
 
+def _fma(builder):
+    """fma(a, b, c) on f32 or <8 x f32>: the hardware instruction, or an EXACT multiply then add."""
+    def fma(a, b, c):
+        if not HAS_FMA:
+            return builder.fadd(builder.fmul(a, b, flags=EXACT), c, flags=EXACT)
+        name = "llvm.fma.v8f32" if isinstance(a.type, ir.VectorType) else "llvm.fma.f32"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(a.type, [a.type] * 3), name)
+        return builder.call(fn, [a, b, c])
+    return fma
+
+
+def _splat(builder):
+    """A float broadcast to the 8 lanes of a vector."""
+    v8f32, v8i32, i32 = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(32), LANES), ir.IntType(32)
+
+    def splat(value):
+        one = builder.insert_element(ir.Constant(v8f32, ir.Undefined), value, ir.Constant(i32, 0))
+        return builder.shuffle_vector(one, one, ir.Constant(v8i32, [0] * LANES))
+    return splat
+
+
 def _codegen(R, packed, offsets):
     def codegen(context, builder, signature, args):
         i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -63,19 +84,7 @@ def _codegen(R, packed, offsets):
         q_ptr, s_ptr, x_ptrs = arrays[0], arrays[1], arrays[2:]
         biases = args[2 + R: 2 + 2 * R]
         n, gs = (builder.sext(v, i64) if v.type.width < 64 else v for v in args[2 + 2 * R: 4 + 2 * R])
-        if HAS_FMA:
-            fma_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8f32, [v8f32] * 3),
-                                                    "llvm.fma.v8f32")
-
-            def fma(a, b, c):
-                return builder.call(fma_fn, [a, b, c])
-        else:
-            def fma(a, b, c):
-                return builder.fadd(builder.fmul(a, b, flags=EXACT), c, flags=EXACT)
-
-        def splat(value):
-            one = builder.insert_element(ir.Constant(v8f32, ir.Undefined), value, ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, one, ir.Constant(v8i32, [0] * LANES))
+        fma, splat = _fma(builder), _splat(builder)
 
         def fadd(a, b):
             return builder.fadd(a, b, flags=EXACT)
@@ -243,20 +252,7 @@ def _codegen_u4a8(R):
                                                  "llvm.x86.avx2.pmadd.ub.sw")
         madd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]),
                                               "llvm.x86.avx2.pmadd.wd")
-        if HAS_FMA:
-            fma_v = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8f32, [v8f32] * 3),
-                                                   "llvm.fma.v8f32")
-            fma_s = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
-
-            def fma(a, b, c):
-                return builder.call(fma_v if a.type == v8f32 else fma_s, [a, b, c])
-        else:
-            def fma(a, b, c):
-                return builder.fadd(builder.fmul(a, b, flags=EXACT), c, flags=EXACT)
-
-        def splat(value):
-            one = builder.insert_element(ir.Constant(v8f32, ir.Undefined), value, ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, one, ir.Constant(v8i32, [0] * LANES))
+        fma, splat = _fma(builder), _splat(builder)
 
         c = lambda v: ir.Constant(i64, v)  # noqa: E731
         nblocks = builder.udiv(n, c(ACT))
