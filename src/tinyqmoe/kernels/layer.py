@@ -13,8 +13,9 @@ one row each.
 
 Every linear is int8 `q` (O, I) times f32 `scale` (O, G), one scale per I//G inputs, with f32
 activations; or packed 4-bit: uint4 rows (scales and offsets (O, 2, G)) multiply the layer's input
-quantized to int8 per token and 32 inputs (`activations`, once per linear), int4 rows f32 activations. Each weight row is multiplied with up to 3 token rows at once (kernels/rowdot.py), in an order
-fixed per token: a row's results never depend on the other rows of the call (batch invariance). A layer
+quantized to int8 per token and 32 inputs (`activations`, once per linear), int4 rows f32 activations.
+Each weight row is multiplied with up to 3 token rows at once (kernels/rowdot.py), in an order fixed
+per token: a row's results never depend on the other rows of the call (batch invariance). A layer
 is five parallel regions (each one fork/join of the numba threads), the small steps fused into them:
   1. qkv rows in (i, i+E/2) pairs, so RoPE and the KV-cache write happen where the pair is computed
   2. attention, one (row, head) per item, over positions 0..pos[t] of the row's sequence
