@@ -142,10 +142,17 @@ def _start_compress(model, out):
                              "--codec", "lzw", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:   # renamed into place between listing and stat (seen once in CI)
+        return 0
+
+
 def _wait_for_temp(d: Path, proc, timeout=120) -> list[Path]:
     t0 = time.time()
     while time.time() - t0 < timeout and proc.poll() is None:
-        temps = [p for p in d.iterdir() if p.name.endswith(".tmp") and p.stat().st_size > 0]
+        temps = [p for p in d.iterdir() if p.name.endswith(".tmp") and _size(p) > 0]
         if temps:
             return temps
         time.sleep(0.05)
