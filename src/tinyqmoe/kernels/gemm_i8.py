@@ -34,6 +34,16 @@ PANEL_ROWS = 6      # weight rows per tile: 6 rows x 2 token vectors = 12 int32 
 PANEL_VECS = 2      # token vectors (8 tokens each) per tile
 
 
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def act_scale(x, t, i0):
+    """The int8 scale of inputs i0 .. i0+ACT_BLOCK-1 of token t of x (T, I): max|x| / 127, 1 for an
+    all-zero block (every int8-activation path quantizes with it: the same values everywhere)."""
+    m = np.float32(0.0)
+    for i in range(ACT_BLOCK):
+        m = max(m, abs(x[t, i0 + i]))
+    return m / np.float32(127.0) if m > 0 else np.float32(1.0)
+
+
 @njit(fastmath=True, cache=True, nogil=True)
 def quantize_pack_i8(xp, xsp, x):
     """x (T, I) f32 -> xp (V, I/2, 8, 2) int16: token 8v + l's input i at [v, i // 2, l, i % 2], quantized
@@ -54,10 +64,7 @@ def quantize_pack_i8(xp, xsp, x):
                 continue
             for b in range(NB):
                 i0 = b * ACT_BLOCK
-                m = np.float32(0.0)
-                for i in range(ACT_BLOCK):
-                    m = max(m, abs(x[t, i0 + i]))
-                s = m / np.float32(127.0) if m > 0 else np.float32(1.0)
+                s = act_scale(x, t, i0)
                 xsp[v, b, l] = s
                 inv = np.float32(1.0) / s
                 for i in range(ACT_BLOCK):

@@ -34,6 +34,7 @@ from tinyqmoe.kernels.elementwise import rmsnorm
 from tinyqmoe.kernels.half import from_f32, to_f32
 from tinyqmoe.kernels.rowdot import ACT, q8_dot_1, q8_dot_2, q8_dot_3, u4a8_dot_1, u4a8_dot_2, u4a8_dot_3
 from tinyqmoe.kernels.fastexp import exp_f32
+from tinyqmoe.kernels.gemm_i8 import act_scale
 
 
 SILU_BLOCK = 16   # gate|up rows per work item (ffn dims are multiples of 32: kernels/decode.py supports)
@@ -81,10 +82,7 @@ def quantize_u4a8(xq, xs, xo, x):
     for t in range(T):
         for b in range(I // ACT):
             i0 = b * ACT
-            m = np.float32(0.0)
-            for i in range(ACT):
-                m = max(m, abs(x[t, i0 + i]))
-            s = m / np.float32(127.0) if m > 0 else np.float32(1.0)
+            s = act_scale(x, t, i0)
             inv = np.float32(1.0) / s
             total = 0
             for i in range(ACT):
@@ -97,7 +95,7 @@ def quantize_u4a8(xq, xs, xo, x):
 
 def activations(x, q, scale):
     """x (T, I) f32 as the row tiles of weights q, scale take it: (x, xq, xs, xo), quantized by
-    quantize_u4a8 for packed uint4 weights (q uint8, scale (O, 2, G)), empty otherwise."""
+    quantize_u4a8 for packed uint4 weights (q uint8, scale (O, 2, G)); (x,) otherwise (nothing made)."""
     raise NotImplementedError("compiled code only")
 
 
@@ -113,14 +111,12 @@ def _activations(x, q, scale):
             return x, xq, xs, xo
         return quantized
 
-    def as_is(x, q, scale):
-        return x, np.empty((0, 0), np.int8), np.empty((0, 0), np.float32), np.empty((0, 0), np.float32)
-    return as_is
+    return lambda x, q, scale: (x,)
 
 
 def row_times_tokens(y, o, q_row, s_row, a, add):
     """y[t, o] (+)= (q_row * s_row) . token t, for every token of the activations a = (x (T, I), xq, xs, xo)
-    (`activations`), in tiles of up to 3 tokens (the sum added to y inside the tile: kernels/rowdot.py).
+    or (x,) (`activations` of the same weights), in tiles of up to 3 tokens (the sum added to y inside the tile: kernels/rowdot.py).
     q_row int8, or packed 4-bit; s_row (G,) scales, or (2, G) scales and offsets (uint4: multiplied with
     the int8 activations xq, the others with x)."""
     raise NotImplementedError("compiled code only")

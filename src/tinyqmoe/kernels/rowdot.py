@@ -5,13 +5,13 @@
         b_r + sum_{i < n} fma(q[i], s[0, i // gs], s[1, i // gs]) * x_r[i]
                                                                        s float32 [2, G] (scales; offsets)
 
-q is an int8 row of n values, or a uint8 row of n/2 bytes holding 4-bit values (docs/FORMAT.md §5:
-input 2m in the low nibble of byte m, 2m+1 in the high one), unpacked in registers: the same arithmetic
-on the same values as the row widened to int8, at half the bytes read. The nibbles are two's complement
-(int4, -8..7) when s is one row of scales, and unsigned (uint4, 0..15, zero-extended) when s carries an
-offset per group too (the layout of docs/FORMAT.md §6.1 for uint4: a row's G scales, then its G offsets);
-the weight is then scale * q + offset, one fused multiply-add per 8-lane vector (two EXACT operations
-without FMA hardware), the same for every tile.
+q is an int8 row of n values, or a uint8 row of n/2 bytes holding int4 values (docs/FORMAT.md §5:
+input 2m in the low nibble of byte m, 2m+1 in the high one, two's complement, -8..7), unpacked in
+registers: the same arithmetic on the same values as the row widened to int8, at half the bytes read.
+An int8 row may carry an offset per group too (s (2, G): a row's G scales, then its G offsets, the
+layout of docs/FORMAT.md §6.1 for uint4 widened to int8); the weight is then scale * q + offset, one
+fused multiply-add per 8-lane vector (two EXACT operations without FMA hardware), the same for every
+tile. Packed uint4 rows take int8 activations instead (u4a8_dot_R below).
 
 The row's bytes are loaded and converted to f32 once for all R tokens (what makes several sequences
 decoded together cost little more than one); each token then adds into its own ACCS accumulators of
@@ -37,6 +37,8 @@ from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from tinyqmoe.kernels.gemm_i8 import ACT_BLOCK
 
 LANES = 8              # f32 lanes of one 256-bit vector
 ACCS = 4               # accumulators per token: enough independent FMAs to hide their latency at R=1
@@ -129,12 +131,8 @@ def _codegen(R, packed, offsets):
                 b = builder.load(builder.bitcast(builder.gep(q_ptr, [builder.lshr(i, ir.Constant(i64, 1))]),
                                                  v16i8.as_pointer()), align=1)
                 four = ir.Constant(v16i8, [4] * (BLOCK // 2))
-                if offsets:   # unsigned fields (uint4): zero-extended
-                    lo = builder.and_(b, ir.Constant(v16i8, [15] * (BLOCK // 2)))
-                    hi = builder.lshr(b, four)
-                else:
-                    lo = builder.ashr(builder.shl(b, four), four)       # sign-extended low nibbles
-                    hi = builder.ashr(b, four)
+                lo = builder.ashr(builder.shl(b, four), four)       # sign-extended low nibbles
+                hi = builder.ashr(b, four)
                 order = [v for m in range(BLOCK // 2) for v in (m, BLOCK // 2 + m)]
                 nibbles = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(i32, BLOCK), order))
             for j in range(ACCS):
@@ -204,6 +202,8 @@ def _typed(R, q, s, xs, bs, n, gs):
     if not (arrays_ok and all(b == types.float32 for b in bs)
             and isinstance(n, types.Integer) and isinstance(gs, types.Integer)):
         return None
+    if q.dtype == types.uint8 and s.ndim == 2:   # packed uint4: u4a8_dot_R
+        return None
     return (types.UniTuple(types.float32, R)(q, s, *xs, *bs, n, gs),
             _codegen(R, q.dtype == types.uint8, s.ndim == 2))
 
@@ -228,7 +228,7 @@ def q8_dot_3(typingctx, q, s, x0, x1, x2, b0, b1, b2, n, gs):
 
 # ---- uint4 rows times int8 activations (W4A8): what decoding a uint4 model runs
 
-ACT = 32   # inputs per activation scale (kernels/gemm_i8.ACT_BLOCK), one 16-byte block of nibbles
+ACT = ACT_BLOCK   # inputs per activation scale, as the int8 prefill's: one 16-byte block of nibbles
 
 
 def _codegen_u4a8(R):
