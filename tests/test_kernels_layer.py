@@ -285,5 +285,11 @@ def test_uint4_paths_equal_the_dequantized_weights():
     np.testing.assert_allclose(long, want, rtol=0, atol=0.02 * np.abs(want).max())
     assert np.array_equal(lin(x[:3]), long[:3])
     # int8 activations (prefill_path "int8"): the offsets' share added in float32, the products' error only
-    got = widened(x, dataclasses.replace(SERIAL, int8_prefill=True), stream=False)
+    int8_prefill = dataclasses.replace(SERIAL, int8_prefill=True)
+    got = widened(x, int8_prefill, stream=False)
     np.testing.assert_allclose(got, want, rtol=0, atol=0.02 * np.abs(want).max())
+    # the packed rows on that path: the int8 panel with nibbles widened per tile, the same int8
+    # activations as the u4a8 tiles (so equal to them within float rounding)
+    if lin.takes_int8_prefill:
+        panel = lin(x, int8_prefill, stream=False)
+        np.testing.assert_allclose(panel, long, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -4,7 +4,8 @@ import pytest
 
 from tinyqmoe.compress.quant import pack_bits, quantize_int4, unpack_bits
 from tinyqmoe.kernels import reference as ref
-from tinyqmoe.kernels.gemm_i8 import ACT_BLOCK, HAS_AVX2, gemm_panel, linear_q8q8, pack_activations, panel_fits
+from tinyqmoe.kernels.gemm_i8 import (ACT_BLOCK, HAS_AVX2, gemm_panel, linear_packed, linear_q8q8, pack_activations,
+                                      panel_fits)
 from tinyqmoe.kernels.matvec import matmul_q8
 from tinyqmoe.kernels.matvec_q4 import matmul_q4_f32
 
@@ -37,7 +38,7 @@ def test_pack_activations_is_the_reference_quantization_in_panel_order():
     x = rng.standard_normal((T, I)).astype(np.float32)
     x[4, 32:64] = 0.0
     xq, xs = ref.quantize_rows_i8(x, I // ACT_BLOCK)
-    xp, xsp = pack_activations(x)
+    xp, xsp, xb = pack_activations(x)
     assert xp.shape == (2, I // 2, 8, 2) and xsp.shape == (2, I // ACT_BLOCK, 8)
     unpacked = xp.transpose(0, 2, 1, 3).reshape(16, I)            # [token, input]
     assert np.abs(unpacked[:T] - xq).max() <= 1     # x / s at a rounding tie may round either way
@@ -60,13 +61,48 @@ def test_panel_rows_independent_of_the_batch():
         np.testing.assert_array_equal(linear_q8q8(x[rows], wq, ws), full[rows])
 
 
+def dequantized_activations(x):
+    """The values the int8 panel multiplies: x quantized per token and block (pack_activations), as f64."""
+    T, I = x.shape
+    xp, xsp, xb = pack_activations(x)
+    xq = xp.transpose(0, 2, 1, 3).reshape(-1, I)[:T].astype(np.float64)
+    xs = xsp.transpose(0, 2, 1).reshape(-1, I // ACT_BLOCK)[:T].astype(np.float64)
+    sums = xb.transpose(0, 2, 1).reshape(-1, I // ACT_BLOCK)[:T]
+    np.testing.assert_allclose(sums, (xq.reshape(T, -1, ACT_BLOCK).sum(axis=2) * xs), rtol=1e-6)
+    return (xq.reshape(T, -1, ACT_BLOCK) * xs[:, :, None]).reshape(T, I)
+
+
+@needs_avx2
+@pytest.mark.parametrize("unsigned", [True, False])
+@pytest.mark.parametrize("T,group", [(37, 32), (5, 64), (16, 96)])
+def test_linear_packed_is_4bit_weights_times_int8_activations(unsigned, T, group):
+    """Packed 4-bit rows (FORMAT §5 nibbles; uint4 with offsets: w = value * scale + offset) times the
+    int8 activations: the exact product of those values within float rounding, whatever the group (one
+    or more activation blocks), every token the same bits alone or in any batch."""
+    O, I = 31, 192
+    G = I // group
+    p = rng.integers(0, 256, (O, I // 2)).astype(np.uint8)
+    scale = rng.random((O, G)).astype(np.float32)
+    offset = rng.standard_normal((O, G)).astype(np.float32)
+    ks = np.ascontiguousarray(np.stack([scale, offset], axis=1)) if unsigned else scale
+    x = rng.standard_normal((T, I)).astype(np.float32)
+    w = unpack_bits(p, 4, signed=not unsigned).reshape(O, G, group) * scale[:, :, None].astype(np.float64)
+    if unsigned:
+        w += offset[:, :, None]
+    want = dequantized_activations(x) @ w.reshape(O, I).T
+    got = linear_packed(x, p, ks)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    for rows in (slice(0, 1), slice(2, T), slice(T - 1, T)):
+        np.testing.assert_array_equal(linear_packed(x[rows], p, ks), got[rows])
+
+
 @needs_avx2
 def test_int8_gemm_int32_sums_exact():
     """At the largest magnitudes the int32 sums are exact (no 16-bit saturation anywhere)."""
     O, I, T = 8, 1536, 4
     wq = np.full((O, I), 127, np.int8)
     wq[1::2] = -127
-    xp, xsp = pack_activations(np.full((T, I), -1.0, np.float32))     # every input -127
+    xp, xsp, _ = pack_activations(np.full((T, I), -1.0, np.float32))     # every input -127
     xsp[:] = 1.0
     y = np.empty((T, O), np.float32)
     gemm_panel(y, wq, np.ones((O, 1), np.float32), xp, xsp, T, 6)

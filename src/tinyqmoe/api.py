@@ -394,8 +394,10 @@ class Model:
         """How resident int8 linears multiply more than 16 rows (long prompts): "int8" (the default)
         quantizes the activations per token and block of 32 inputs and runs int8 x int8 products with
         int32 sums (kernels/gemm_i8.py), ~1.5x faster (docs/benchmarks.md) and within the int8 tolerance of
-        tests/test_kernels_layer.py; "f32" dequantizes cache-sized row blocks for BLAS sgemm. Other
-        weights (f32, 4-bit kept packed) take their f32 path whatever is set: this reads "f32" for them.
+        tests/test_kernels_layer.py; "f32" dequantizes cache-sized row blocks for BLAS sgemm. 4-bit rows
+        kept packed take the int8 panel too, their nibbles widened per tile ("f32": uint4 rows then run
+        their int8-activation row tiles, int4 ones BLAS); f32 weights take their f32 path whatever is
+        set: this reads "f32" for them.
         Every weight source (resident, streamed, fused) computes the same numbers either way."""
         int8 = getattr(self.weights, "takes_int8_prefill", False)
         return "int8" if self.runtime.int8_prefill and int8 else "f32"

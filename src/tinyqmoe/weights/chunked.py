@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 
-from tinyqmoe.kernels.gemm_i8 import pack_activations, panel_fits, panel_rows
+from tinyqmoe.kernels.gemm_i8 import pack_activations, panel_fits, panel_rows, panel_rows_packed
 from tinyqmoe.kernels.layer import matmul_tiles_rows
 from tinyqmoe.kernels.matvec import matmul_f32_rows, matmul_q8_rows
 from tinyqmoe.runtime import SERIAL, Runtime
@@ -19,11 +19,10 @@ from tinyqmoe.weights.resident import resident_packed
 
 
 def entry_takes_int8_prefill(e) -> bool:
-    """Does a container tensor multiply long prompts as int8 x int8 (Runtime.int8_prefill)? The rows a
-    resident copy holds as int8 (weights/resident.py: all but f32 and 4-bit rows kept packed) in scale
-    groups the int8 GEMM takes: what `Linear.takes_int8_prefill` says of that copy, so that every source
-    computes the same numbers."""
-    return e.qtype != "f32" and not resident_packed(e) and panel_fits(e.shape[1], e.group)
+    """Does a container tensor multiply long prompts with int8 activations (Runtime.int8_prefill)? Integer
+    rows in scale groups the int8 GEMM takes: what `Linear.takes_int8_prefill` says of the resident copy
+    (weights/resident.py), so that every source computes the same numbers."""
+    return e.qtype != "f32" and panel_fits(e.shape[1], e.group)
 
 
 class ChunkedLinear:
@@ -33,13 +32,16 @@ class ChunkedLinear:
         self.f32 = self.entry.qtype == "f32"
         self.scale = None if self.f32 else reader.read_scale(name)   # (O, G) f32: small, kept resident
         self.offset = None if self.f32 else reader.read_offset(name)   # (O, G) f32 for uint4, else None
-        # uint4 rows the row tiles take are multiplied packed, with int8 activations, as a resident copy
-        # is (weights/resident.py resident_packed, kernels/rowdot.py u4a8): scales and offsets as one
-        # (O, 2, G) array, the two above views of it
+        # 4-bit rows the row tiles take are multiplied packed, as a resident copy is (weights/resident.py
+        # resident_packed; uint4 with int8 activations, kernels/rowdot.py u4a8): uint4's scales and
+        # offsets as one (O, 2, G) array, the two above views of it
         self.kscale = None
-        if self.offset is not None and resident_packed(self.entry):
-            self.kscale = np.ascontiguousarray(np.stack([self.scale, self.offset], axis=1))
-            self.scale, self.offset = self.kscale[:, 0], self.kscale[:, 1]
+        if resident_packed(self.entry):
+            if self.offset is None:
+                self.kscale = self.scale
+            else:
+                self.kscale = np.ascontiguousarray(np.stack([self.scale, self.offset], axis=1))
+                self.scale, self.offset = self.kscale[:, 0], self.kscale[:, 1]
 
     @property
     def shape(self):
@@ -75,13 +77,16 @@ class ChunkedLinear:
         if self.kscale is not None:
             e = self.entry
             rows = self.reader.read_chunk(e, i, self.reader.scratch("packed", int(e.chunks[i]["raw_size"])))
-            matmul_tiles_rows(y, rows, self.kscale, x, r0)
+            if packed is not None:   # a long prompt: the int8 panel, nibbles widened per tile
+                panel_rows_packed(y, rows.reshape(n, -1), self.kscale[r0:r0 + n], *packed, x.shape[0], r0)
+            else:
+                matmul_tiles_rows(y, rows, self.kscale, x, r0)
             return
         if self.f32:
             matmul_f32_rows(y, self.chunk(i), x, r0)
             return
         if packed is not None:   # int8 x int8 (a long prompt): the activations quantized once per call
-            xp, xsp = packed
+            xp, xsp, _ = packed
             panel_rows(y, self.chunk(i), self.scale[r0:r0 + n], xp, xsp, x.shape[0], r0)
         else:
             matmul_q8_rows(y, self.chunk(i), self.scale[r0:r0 + n], x, r0)

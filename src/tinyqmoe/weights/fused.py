@@ -20,7 +20,7 @@ from tinyqmoe.runtime import SERIAL, Runtime
 from tinyqmoe.weights.chunked import ChunkedLinear, ConcatLinear, entry_takes_int8_prefill
 from tinyqmoe.weights.linear import Layer
 
-NO_ACTIVATIONS = (np.zeros((0, 0, 8, 2), np.int16), np.zeros((0, 0, 8), np.float32))   # fused_linear without a panel
+NO_ACTIVATIONS = (np.zeros((0, 0, 8, 2), np.int16), np.zeros((0, 0, 8), np.float32), np.zeros((0, 0, 8), np.float32))   # fused_linear without a panel
 
 LINEARS = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
@@ -169,9 +169,9 @@ class FusedLinear:
         s, r = self.scratch, self.reader
         t0 = time.perf_counter()
         panel = not stream and rt.int8_prefill and self.takes_int8_prefill
-        xp, xsp = pack_activations(x) if panel else NO_ACTIVATIONS
+        xp, xsp, xb = pack_activations(x) if panel else NO_ACTIVATIONS
         fused_linear(y, np.ascontiguousarray(x), r.fd, r.cold, self.table, self.checks, self.xxh, self.scales, s.stored,
-                     s.raw, s.wide, s.ent, status, panel, xp, xsp)
+                     s.raw, s.wide, s.ent, status, panel, xp, xsp, xb)
         with r._lock:
             r.bytes_read += self.stored_total
         if r.storage is not None:

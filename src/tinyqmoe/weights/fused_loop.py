@@ -28,7 +28,7 @@ from tinyqmoe.compress.rans_decode import rans_decode_core
 from tinyqmoe.compress.tans_decode import tans_decode_core
 from tinyqmoe.compress.xxh64 import xxh64_core
 from tinyqmoe.compress.zstd_decode import LIBZSTD, zstd_decode_core
-from tinyqmoe.kernels.gemm_i8 import panel_rows
+from tinyqmoe.kernels.gemm_i8 import panel_rows, panel_rows_packed
 from tinyqmoe.kernels.layer import activations, row_times_tokens
 from tinyqmoe.kernels.matvec import q8_row_dot
 from tinyqmoe.kernels.rowdot import BLOCK
@@ -128,30 +128,33 @@ def _row_dot(q_row, s_row, x_row):
     return with_offsets
 
 
-def panel_chunk(y, q, s, xp, xsp, T, r0):
-    """Rows q (R, I) int8 with scales s (R, G) times the packed activations into y[:, r0:r0 + R]
-    (kernels/gemm_i8.panel_rows), in compiled code; a no-op for uint4's (R, 2, G), whose rows fused_linear
-    only multiplies packed (the branch must compile for them)."""
+def panel_chunk(y, q, s, xp, xsp, xb, T, r0):
+    """Rows q times the packed activations into y[:, r0:r0 + R], in compiled code: int8 q (R, I) with
+    scales s (R, G) by kernels/gemm_i8.panel_rows, packed 4-bit q (R, I/2) with s (R, G) or (R, 2, G) by
+    panel_rows_packed; a no-op for int8 rows with (R, 2, G) (uint4 that fused_linear only multiplies
+    packed: the branch must compile for them)."""
     raise NotImplementedError("compiled code only")
 
 
 @overload(panel_chunk, inline="always")
-def _panel_chunk(y, q, s, xp, xsp, T, r0):
+def _panel_chunk(y, q, s, xp, xsp, xb, T, r0):
+    if q.dtype == types.uint8:
+        return lambda y, q, s, xp, xsp, xb, T, r0: panel_rows_packed(y, q, s, xp, xsp, xb, T, r0)
     if s.ndim != 2:
-        return lambda y, q, s, xp, xsp, T, r0: None
+        return lambda y, q, s, xp, xsp, xb, T, r0: None
 
-    return lambda y, q, s, xp, xsp, T, r0: panel_rows(y, q, s, xp, xsp, T, r0)
+    return lambda y, q, s, xp, xsp, xb, T, r0: panel_rows(y, q, s, xp, xsp, T, r0)
 
 
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)   # fastmath: q8_row_dot inlines here and must vectorize
 def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf, wide_buf, ent, status,
-                 panel, xp, xsp):
+                 panel, xp, xsp, xb):
     """y (T, O) <- W x for the chunks of `table` int64 [n, 7] (offset, stored_size, raw_size, out_row,
     row_count, codec, bits); checks uint64 [n]: XXH64s if `xxh` (format 2.x) else CRC-32s (1.x);
     scales f32 (O, G), or (O, 2, G) scales and offsets (uint4) (unused for bits 32);
-    per-thread buffers [threads, ...]; status int64 [n] <- 0 or the chunk's error. With `panel`, int8
-    rows (8-bit, or widened 4-bit / ternary) multiply the activations packed in xp, xsp as int8 x int8
-    (kernels/gemm_i8.py: a long prompt, as a resident Linear does)."""
+    per-thread buffers [threads, ...]; status int64 [n] <- 0 or the chunk's error. With `panel`, integer
+    rows (8-bit, packed 4-bit, or widened ternary) multiply the activations packed in xp, xsp, xb as int8
+    x int8 (kernels/gemm_i8.py: a long prompt, as a resident Linear does)."""
     n = table.shape[0]
     T, I = x.shape
     G = scales.shape[-1]
@@ -190,10 +193,13 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
                         acc += w[r, j] * x[t, j]
                     y[t, r0 + r] = acc
             continue
-        if bits == 4 and tiles:   # packed rows straight into the tiles: nibbles unpacked in registers
+        if bits == 4 and tiles:   # packed rows straight into the kernels: nibbles unpacked in registers
             p = dst.reshape(rc, I // 2)
-            for r in range(rc):
-                row_times_tokens(y, r0 + r, p[r], scales[r0 + r], a, False)
+            if panel:
+                panel_chunk(y, p, scales[r0:r0 + rc], xp, xsp, xb, T, r0)
+            else:
+                for r in range(rc):
+                    row_times_tokens(y, r0 + r, p[r], scales[r0 + r], a, False)
             continue
         if bits == 8:
             q = dst.view(np.int8).reshape(rc, I)
@@ -204,7 +210,7 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
                 continue
             q = wide.reshape(rc, I)
         if panel:
-            panel_chunk(y, q, scales[r0:r0 + rc], xp, xsp, T, r0)
+            panel_chunk(y, q, scales[r0:r0 + rc], xp, xsp, xb, T, r0)
         elif tiles:
             for r in range(rc):
                 row_times_tokens(y, r0 + r, q[r], scales[r0 + r], a, False)

@@ -16,7 +16,7 @@ import numpy as np
 
 from tinyqmoe.compress.quant import QuantizedTensor, int_values, quantize_int8, unpack_bits
 from tinyqmoe.errors import UsageError
-from tinyqmoe.kernels.gemm_i8 import linear_q8q8, panel_fits
+from tinyqmoe.kernels.gemm_i8 import linear_packed, linear_q8q8, panel_fits
 from tinyqmoe.kernels.layer import matmul_tiles
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
 from tinyqmoe.kernels.matvec_q4 import dequant_rows_q4
@@ -103,9 +103,9 @@ class Linear:
 
     @property
     def takes_int8_prefill(self) -> bool:
-        """Do long prompts multiply it as int8 x int8 when the runtime asks (Runtime.int8_prefill)? int8
-        rows (uint4 widened too) in scale groups of whole 32-input blocks, on AVX2."""
-        return self.q is not None and panel_fits(self.shape[1], self.shape[1] // self.scale.shape[1])
+        """Do long prompts multiply it with int8 activations when the runtime asks (Runtime.int8_prefill)?
+        Integer rows (int8, or 4-bit kept packed) in scale groups of whole 32-input blocks, on AVX2."""
+        return self.rows_int is not None and panel_fits(self.shape[1], self.shape[1] // self.scale.shape[1])
 
     def int8(self, rows=slice(None)) -> np.ndarray:
         """Rows of the integer weights widened to int8 (a view of `q` for int8 weights)."""
@@ -138,10 +138,11 @@ class Linear:
         T = x.shape[0]
         O, I = self.shape
         y = np.empty((T, O), np.float32) if out is None else out
-        if stream or (self.p is not None and self.offset is not None):
-            # uint4 rows take int8 activations in the row tiles (kernels/rowdot.py u4a8) for any number
-            # of tokens, long prompts too: the fused source multiplies them so, and every source must
-            # compute the same numbers (about as fast as dequantized blocks and BLAS: docs/benchmarks.md)
+        int8_prefill = not stream and rt.int8_prefill and self.takes_int8_prefill
+        if stream or (self.p is not None and self.offset is not None and not int8_prefill):
+            # uint4 rows always take int8 activations (kernels/rowdot.py u4a8): long prompts too, in the
+            # row tiles when the panel below cannot take them (no AVX2) or the f32 prefill path was asked
+            # for (what every source then does for them: the fused source multiplies its chunks so)
             if self.w is not None:
                 matmul_f32(y, self.w, x)
             elif self.q is not None:
@@ -150,8 +151,12 @@ class Linear:
             else:
                 matmul_tiles(y, self.p, self.kscale, np.ascontiguousarray(x, dtype=np.float32))
             return y
-        if rt.int8_prefill and self.takes_int8_prefill:
-            # activations quantized per token and block, int8 x int8 products with int32 sums (numba threads)
+        if int8_prefill:
+            # activations quantized per token and block, int8 x int8 products with int32 sums (numba
+            # threads); 4-bit rows widened per tile, their scales (and offsets) applied per block
+            if self.p is not None:
+                linear_packed(x, self.p, self.kscale, rt.gemm_block_bytes, y)
+                return y
             linear_q8q8(x, self.q, np.ascontiguousarray(self.scale), rt.gemm_block_bytes, y)
             self._add_offsets(y, np.ascontiguousarray(x, dtype=np.float32))
             return y
