@@ -17,7 +17,9 @@ from tinyqmoe.errors import FormatError
 CORES = {"lzw": lzw_decode_core, "rans": rans_decode_core, "tans": tans_decode_core, "zstd": zstd_decode_core}
 
 
-@njit(cache=True)
+@njit   # not cache=True: numba's cache keys a dispatcher argument by its type, and once the index holds
+# entries of dispatchers from earlier processes a lookup can hit one whose object has vanished
+# (ReferenceError: seen in a dev tree after many runs)
 def _decode_all(core, out, src, src_bounds, out_bounds, status):
     # what the fused reader does: walk chunks inside numba, one core call each
     for i in range(src_bounds.size - 1):

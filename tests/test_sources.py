@@ -179,3 +179,43 @@ def test_dropping_clean_library_pages_lowers_rss_and_changes_nothing(tiny_tqm):
     dropped = drop_clean_library_pages()
     assert dropped > 10_000_000 and rss_bytes() < before
     assert greedy(tiny_tqm["raw"], source="fused")[0] == before_tokens   # LLVM, numba and numpy fault back in
+
+
+def test_a_budget_bounds_the_rows_of_a_forward_call(tiny_tqm):
+    """Under a budget a forward call holds at most `max_rows` rows (weights/budget.rows_within): a longer
+    prompt runs in pieces, its logits (every row's, and the last one's) within float rounding of one call."""
+    from tinyqmoe.weights.budget import MAX_ROWS, MIN_ROWS
+
+    m = tinyqmoe.load(tiny_tqm["raw"], threads=2, max_memory="4GB", context=256)
+    try:
+        assert m.max_rows == MAX_ROWS                  # a roomy budget: the most rows worth a call
+        ids = [(7 * i + 3) % m.config.vocab_size for i in range(100)]
+        whole = m.logits(ids)
+        state = m.new_state()
+        last = m.forward_batch([state], [ids])[0]
+        m.max_rows = MIN_ROWS                          # what the tightest budget leaves
+        pieces = m.logits(ids)
+        assert pieces.shape == whole.shape
+        np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-4 * np.abs(whole).max())
+        state2 = m.new_state()
+        two = m.forward_batch([state2, m.new_state()], [ids, ids[:40]])
+        np.testing.assert_allclose(two[0], last, rtol=0, atol=1e-4 * np.abs(last).max())
+        assert state2.pos == len(ids) and two[1].shape == (1, m.config.vocab_size)
+    finally:
+        m.close()
+    assert tinyqmoe.load(tiny_tqm["raw"], threads=1).max_rows is None   # no budget: any number of rows
+
+
+def capture_options(source, **options):
+    return options
+
+
+def test_an_evaluation_under_a_budget_holds_two_sequences():
+    """A scorer keeps a subject's few-shot prefix and forks each question from it: its budget holds the
+    KV caches of two sequences."""
+    from tinyqmoe.eval.spec import BUDGET_SEQUENCES, ModelSpec
+
+    assert BUDGET_SEQUENCES == 2
+    spec = ModelSpec("m", max_memory="300MB", factory=f"{__name__}:capture_options")
+    assert spec.load() == {"max_memory": "300MB", "sequences": 2}
+    assert "sequences" not in ModelSpec("m", factory=f"{__name__}:capture_options").load()

@@ -197,7 +197,7 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
     from tinyqmoe import warmup
     from tinyqmoe.compress.reader import Container
     from tinyqmoe.weights import resident
-    from tinyqmoe.weights.budget import choose_source, estimate, mb
+    from tinyqmoe.weights.budget import choose_source, estimate, mb, rows_within
     from tinyqmoe.weights.fused import FusedSource
     from tinyqmoe.weights.streamed import StreamedSource
 
@@ -216,15 +216,18 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
         ctx = _context(plan.context, cfg.max_seq_len, plan.budget)
         source = plan.source
         kv_bytes = (STORAGE_BYTES[plan.cache_type_k], STORAGE_BYTES[plan.cache_type_v])
+        max_rows = None
         if plan.budget is not None and source == "auto":
             allowed = tuple(s for s in SOURCES if not ((plan.cold or plan.storage_bw) and s == "resident"))
-            source = choose_source(reader, plan.budget, ctx * plan.sequences, rt.threads, allowed, plan.name,
-                                   kv_bytes=kv_bytes).source
+            chosen = choose_source(reader, plan.budget, ctx, rt.threads, allowed, plan.name, kv_bytes=kv_bytes,
+                                   sequences=plan.sequences)
+            source, max_rows = chosen.source, rows_within(plan.budget, chosen, cfg)
         elif plan.budget is not None:
             forced = estimate(reader, source, ctx * plan.sequences, rt.threads, kv_bytes=kv_bytes)
             if forced.total > plan.budget:
                 raise MemoryBudgetError(f"source {source} needs about {mb(forced.total)} "
                                         f"({forced.describe()}), over the budget of {mb(plan.budget)}", plan.name)
+            max_rows = rows_within(plan.budget, forced, cfg)
         elif source == "auto":
             source = "resident"
         if plan.budget is not None:   # compile the kernels in a child: LLVM's memory is not given back
@@ -244,7 +247,8 @@ def _from_container(plan: LoadPlan, rt: Runtime) -> "Model":
         raise
     kind = "tqm" if plan.kind == "tqm" else plan.weights
     model = Model(plan.name, cfg, tokenizer, w, rt, weights_kind=kind, source=source, max_context=ctx,
-                  bits_per_weight=_container_bits(reader), cache_types=(plan.cache_type_k, plan.cache_type_v))
+                  bits_per_weight=_container_bits(reader), cache_types=(plan.cache_type_k, plan.cache_type_v),
+                  max_rows=max_rows)
     if plan.kind == "tqm":
         model.container_path = Path(plan.path)
     return model
@@ -357,7 +361,7 @@ class Model:
 
     def __init__(self, name: str, config: LlamaConfig, tokenizer: Tokenizer, weights, runtime: Runtime, *,
                  weights_kind: str, source: str, max_context: int, bits_per_weight: float,
-                 cache_types: tuple[str, str] = ("f32", "f32")):
+                 cache_types: tuple[str, str] = ("f32", "f32"), max_rows: int | None = None):
         self.name = name
         self.config = config
         self.tokenizer = tokenizer
@@ -366,6 +370,7 @@ class Model:
         self.weights_kind = weights_kind    # "f32" | "int8" | "tqm"
         self.source = source                # "resident" | "fused" | "streamed"
         self.max_context = max_context      # positions a sequence may hold (a budget lowers it)
+        self.max_rows = max_rows            # rows (tokens) per forward call, None: any (a budget sets it)
         self.bits_per_weight = bits_per_weight  # linear layers, scales included, before any codec
         self.container_path: Path | None = None   # the .tqm file it was loaded from, if one
         self.cache_types = cache_types      # (keys, values) of every KV cache: "f32" | "f16"
@@ -441,13 +446,46 @@ class Model:
                       path: str = "auto") -> list[np.ndarray]:
         """Append token_lists[i] at states[i].pos for every i in one pass over the weights; per sequence
         float32 (T_i, V) logits if all_logits else (1, V). path="stream" keeps per-row kernels, so a
-        row's result never depends on the rest of the batch (see model/forward.py)."""
+        row's result never depends on the rest of the batch (see model/forward.py). Under a memory
+        budget (`max_rows`) more rows than it leaves run in several calls."""
         if len(states) != len(token_lists) or not states:
             raise UsageError("forward_batch needs one token list per state, and at least one")
         for ids in token_lists:
             if len(ids) == 0:
                 raise UsageError("forward_batch: every sequence needs at least one token")
             self._check_ids(ids)
+        if self.max_rows is not None and sum(len(ids) for ids in token_lists) > self.max_rows:
+            return self._in_pieces(states, token_lists, all_logits, path)
+        return self._forward_rows(states, token_lists, all_logits, path)
+
+    def _in_pieces(self, states, token_lists, all_logits, path) -> list[np.ndarray]:
+        """forward_batch in calls of at most max_rows rows (what a budget leaves for activations and
+        logits: weights/budget.rows_within, at least 2 * (SMALL_BATCH + 1)): a sequence longer than what a
+        call has left goes on in the next call, the same as a shorter prompt after a longer cache (equal
+        within float rounding). A prompt's pieces all stay longer than SMALL_BATCH rows, so none of them
+        runs the decode kernels' arithmetic instead of the prompt's."""
+        done = [0] * len(states)
+        parts: list[list[np.ndarray]] = [[] for _ in states]
+        rows = max(self.max_rows, 2 * (SMALL_BATCH + 1))   # fewer could leave a sequence no valid piece
+        while True:
+            idx, pieces, room = [], [], rows
+            for i, ids in enumerate(token_lists):
+                left = len(ids) - done[i]
+                n = min(room, left)
+                if n < left:      # split: both this piece and the rest longer than SMALL_BATCH, or wait
+                    n = min(n, left - SMALL_BATCH - 1)
+                    n = n if n > SMALL_BATCH else 0
+                if n > 0:
+                    idx.append(i)
+                    pieces.append(list(ids[done[i]:done[i] + n]))
+                    room -= n
+            if not idx:
+                return [np.concatenate(p) if all_logits else p[-1] for p in parts]
+            for i, piece, lg in zip(idx, pieces, self._forward_rows([states[i] for i in idx], pieces, all_logits, path)):
+                done[i] += len(piece)
+                parts[i].append(np.array(lg))   # a copy: a fused call's logits are views of its scratch
+
+    def _forward_rows(self, states, token_lists, all_logits, path) -> list[np.ndarray]:
         self.runtime.activate()
         if self._decode_path == "fused" and path in ("auto", "stream"):
             return self._forward_fused(states, token_lists, all_logits, path)
@@ -483,6 +521,8 @@ class Model:
         return results
 
     def _forward(self, state: RunState, ids, all_logits: bool = False) -> np.ndarray:
+        if self.max_rows is not None and len(ids) > self.max_rows:
+            return self._in_pieces([state], [ids], all_logits, "auto")[0]
         self.runtime.activate()
         if self._decode_path == "fused" and len(ids) <= SMALL_BATCH:
             return self._fused.run([state], [ids], all_logits)[0]

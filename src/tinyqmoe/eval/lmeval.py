@@ -22,6 +22,7 @@ from lm_eval.api.registry import register_model
 
 from tinyqmoe.eval.batched import MAX_ROWS, BatchScorer, Request
 from tinyqmoe.eval.scoring import encode_request, uses_bos
+from tinyqmoe.eval.spec import BUDGET_SEQUENCES
 
 
 def _flag(value) -> bool | None:
@@ -39,6 +40,8 @@ class TinyQMoELM(LM):
             import tinyqmoe
             options = {k: v for k, v in (("threads", int(threads) if threads else None),
                                          ("max_memory", max_memory)) if v is not None}
+            if max_memory is not None:
+                options["sequences"] = BUDGET_SEQUENCES
             model = tinyqmoe.load(pretrained, weights=weights, **options)
         self.model = model
         self.add_bos = _flag(add_bos)

@@ -13,6 +13,11 @@ from tinyqmoe.eval.scoring import uses_bos
 WEIGHT_KINDS = ("f32", "int8")
 
 
+# KV caches a scorer holds at once: a subject's kept few-shot prefix and the question forked from it (or
+# computed anew when its context was truncated): what a memory budget must hold (tinyqmoe.load sequences=)
+BUDGET_SEQUENCES = 2
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """How to load a model: `[LABEL=]SOURCE[:WEIGHTS]`, e.g. `Original=default:f32`, `smol.tqm`."""
@@ -47,6 +52,8 @@ class ModelSpec:
             raise UsageError(f"{self.factory} is not available in this build (no model loader)")
         options = {k: v for k, v in (("weights", self.weights), ("threads", self.threads),
                                      ("max_memory", self.max_memory)) if v is not None}
+        if self.max_memory is not None:
+            options["sequences"] = BUDGET_SEQUENCES
         return loader(self.source, **options)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 from tinyqmoe.errors import MemoryBudgetError, UsageError
+from tinyqmoe.kernels.matvec import SMALL_BATCH
 from tinyqmoe.memory import drop_clean_library_pages, peak_rss_bytes, rss_bytes, trim_heap  # noqa: F401
 from tinyqmoe.weights.source import SOURCES
 
@@ -33,6 +34,32 @@ from tinyqmoe.units import MB  # sizes are shown in decimal megabytes (tinyqmoe.
 # +40-49 MB fused, +36-44 streamed (two fresh clones). (It was +74-140 MB when the first forward pass faulted LLVM's pages in on
 # top of everything else.) The largest, with a margin.
 KERNELS = 60 * MB
+
+
+# Rows of one forward call the estimate always holds: room for two pieces of a prompt each longer than the
+# SMALL_BATCH (16) rows that still run the decode kernels, so that a prompt cut into pieces keeps the
+# prompt arithmetic (api.Model._in_pieces)
+MIN_ROWS = 2 * (SMALL_BATCH + 1)
+MAX_ROWS = 512    # more rows per call than this buy no speed
+
+
+def act_bytes(c) -> int:
+    """Bytes one row (token) of a forward call holds: its activations (model/state.Activations) and the
+    temporaries of a linear's output."""
+    return 4 * (2 * c.ffn_dim + 3 * c.dim + c.q_dim + 2 * c.kv_dim) + 4 * 2 * c.ffn_dim
+
+
+def row_bytes(c) -> int:
+    """act_bytes and the row's logits, when all rows' logits are asked for (scoring continuations)."""
+    return act_bytes(c) + 4 * c.vocab_size
+
+
+def rows_within(budget: int, est: "Estimate", c) -> int:
+    """Rows per forward call a run may take under `budget`: MIN_ROWS (in the estimate) plus what half the
+    budget's slack over the estimate holds (the other half a margin for the estimate's error), at most
+    MAX_ROWS. Longer prompts run in pieces of this many rows (api.Model)."""
+    slack = max(0, budget - sum(est.parts.values()))
+    return int(min(MAX_ROWS, MIN_ROWS + slack // 2 // row_bytes(c)))
 
 
 def mb(n: int) -> str:
@@ -92,7 +119,7 @@ def estimate(container, source: str, context: int, threads: int, so_far: tuple[i
     else:
         raise UsageError(f"unknown weight source {source!r}")
     kv = sum(kv_bytes) * c.n_layers * c.n_kv_heads * c.head_dim * context
-    acts = 4 * (3 * c.vocab_size + 16 * (2 * c.ffn_dim + 3 * c.dim + c.q_dim + 2 * c.kv_dim))
+    acts = 4 * 3 * c.vocab_size + MIN_ROWS * act_bytes(c)
     if so_far is None:
         drop_clean_library_pages()
     now, peak = (rss_bytes(), peak_rss_bytes()) if so_far is None else so_far
@@ -102,12 +129,13 @@ def estimate(container, source: str, context: int, threads: int, so_far: tuple[i
 
 def choose_source(container, max_memory: int, context: int, threads: int,
                   sources: tuple[str, ...] = SOURCES, name: str | None = None,
-                  kv_bytes: tuple[int, int] = (4, 4)) -> Estimate:
-    """The fastest of `sources` whose estimate fits `max_memory`, or MemoryBudgetError naming the minimum
-    (and the model as the user named it)."""
+                  kv_bytes: tuple[int, int] = (4, 4), sequences: int = 1) -> Estimate:
+    """The fastest of `sources` whose estimate fits `max_memory` with KV caches of `context` positions for
+    each of `sequences`, or MemoryBudgetError naming the minimum (and the model as the user named it)."""
     drop_clean_library_pages()
     so_far = (rss_bytes(), peak_rss_bytes())
-    estimates = [estimate(container, s, context, threads, so_far, kv_bytes) for s in sources]  # fastest first
+    estimates = [estimate(container, s, context * sequences, threads, so_far, kv_bytes)
+                 for s in sources]  # fastest first
     for est in estimates:
         if est.total <= max_memory:
             return est
@@ -115,6 +143,7 @@ def choose_source(container, max_memory: int, context: int, threads: int,
     others = ", ".join(f"{e.source} {mb(e.total)}" for e in estimates if e is not least)
     raise MemoryBudgetError(
         f"a budget of {mb(max_memory)} is too small: the smallest run ({least.source}, "
-        f"context {context}) needs about {mb_up(least.total)} ({least.describe()}; {others}); "
+        f"context {context}{f' for each of {sequences} sequences' if sequences > 1 else ''}) needs about "
+        f"{mb_up(least.total)} ({least.describe()}; {others}); "
         f"a shorter context (--context){' or an f16 KV cache (-ctk f16 -ctv f16)' if max(kv_bytes) > 2 else ''} "
         f"shrinks the KV cache", name or container.path)
