@@ -157,12 +157,14 @@ def test_model_spec_parsing():
         ModelSpec.parse("A=:int8")
 
 
-def test_cli_eval_and_compare(tmp_path, monkeypatch, capsys):
+def test_cli_eval_and_compare(tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setattr(tinyqmoe, "load", load_fake, raising=False)
+    caplog.set_level("INFO", logger="tinyqmoe")
     rc = main(["eval", "fake:f32", "--tasks", "arc_easy", "--split", "validation", "--limit", "8",
-               "--output", str(tmp_path / "one"), "--no-progress"])
+               "--output", str(tmp_path / "one"), "--no-progress", "-v"])
     assert rc == 0
     assert "| arc_easy | validation | 0 | 8 |" in capsys.readouterr().out
+    assert "loaded fake:f32: f32 weights" in caplog.text and "source" in caplog.text   # -v: what was loaded
     assert _results_file(tmp_path / "one")["tinyqmoe"]["config"]["weights"] == "f32"
     rc = main(["eval", "--compare", "Original=fake:f32", "8-bit=fake:int8", "Noisy=fake-noisy:f32",
                "--tasks", "arc_easy,mmlu", "--split", "validation", "--limit", "12",

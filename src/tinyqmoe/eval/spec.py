@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 
 from tinyqmoe.errors import UsageError
 from tinyqmoe.eval.scoring import uses_bos
+
+log = logging.getLogger("tinyqmoe")   # -v shows it (cli/__init__.py)
 
 WEIGHT_KINDS = ("f32", "int8")
 
@@ -54,7 +57,11 @@ class ModelSpec:
                                      ("max_memory", self.max_memory)) if v is not None}
         if self.max_memory is not None:
             options["sequences"] = BUDGET_SEQUENCES
-        return loader(self.source, **options)
+        model = loader(self.source, **options)
+        log.info("loaded %s: %s weights, %s source, context %s, %s rows per forward call", self.title,
+                 getattr(model, "weights_kind", "?"), getattr(model, "source", "?"),
+                 getattr(model, "max_context", "?"), getattr(model, "max_rows", None) or "any number of")
+        return model
 
 
 def describe(model) -> dict:
