@@ -460,13 +460,15 @@ class Model:
 
     def _in_pieces(self, states, token_lists, all_logits, path) -> list[np.ndarray]:
         """forward_batch in calls of at most max_rows rows (what a budget leaves for activations and
-        logits: weights/budget.rows_within, at least 2 * (SMALL_BATCH + 1)): a sequence longer than what a
+        logits: weights/budget.rows_within, at least its MIN_ROWS): a sequence longer than what a
         call has left goes on in the next call, the same as a shorter prompt after a longer cache (equal
         within float rounding). A prompt's pieces all stay longer than SMALL_BATCH rows, so none of them
         runs the decode kernels' arithmetic instead of the prompt's."""
         done = [0] * len(states)
         parts: list[list[np.ndarray]] = [[] for _ in states]
-        rows = max(self.max_rows, 2 * (SMALL_BATCH + 1))   # fewer could leave a sequence no valid piece
+        from tinyqmoe.weights.budget import MIN_ROWS
+
+        rows = max(self.max_rows, MIN_ROWS)   # fewer could leave a sequence no valid piece
         while True:
             idx, pieces, room = [], [], rows
             for i, ids in enumerate(token_lists):

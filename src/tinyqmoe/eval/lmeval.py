@@ -22,7 +22,7 @@ from lm_eval.api.registry import register_model
 
 from tinyqmoe.eval.batched import MAX_ROWS, BatchScorer, Request
 from tinyqmoe.eval.scoring import encode_request, uses_bos
-from tinyqmoe.eval.spec import BUDGET_SEQUENCES
+from tinyqmoe.eval.spec import ModelSpec
 
 
 def _flag(value) -> bool | None:
@@ -37,12 +37,8 @@ class TinyQMoELM(LM):
                  add_bos=None, max_rows: int = MAX_ROWS, model=None, **_ignored):
         super().__init__()
         if model is None:
-            import tinyqmoe
-            options = {k: v for k, v in (("threads", int(threads) if threads else None),
-                                         ("max_memory", max_memory)) if v is not None}
-            if max_memory is not None:
-                options["sequences"] = BUDGET_SEQUENCES
-            model = tinyqmoe.load(pretrained, weights=weights, **options)
+            model = ModelSpec(pretrained, weights, threads=int(threads) if threads else None,
+                              max_memory=max_memory).load()
         self.model = model
         self.add_bos = _flag(add_bos)
         self.scorer = BatchScorer(model, max_rows=int(max_rows))

@@ -375,13 +375,17 @@ def linear_q8q8(x: np.ndarray, wq: np.ndarray, ws: np.ndarray, block_bytes: int 
     L2, measured best: docs/benchmarks.md), every thread the same number of blocks."""
     T, I = x.shape
     O = wq.shape[0]
-    if not panel_fits(I, I // ws.shape[1]):
-        raise ValueError(f"the int8 GEMM takes groups of whole {ACT_BLOCK}-input blocks on AVX2 (I={I}, "
-                         f"G={ws.shape[1]})")
+    _check_fits(I, ws.shape[1])
     y = np.empty((T, O), np.float32) if out is None else out
     xp, xsp, _ = pack_activations(x)
     gemm_panel(y, wq, ws, xp, xsp, T, _block_rows(O, I, block_bytes))
     return y
+
+
+def _check_fits(I: int, G: int) -> None:
+    """ValueError unless the panel takes rows of I inputs in G scale groups (`panel_fits`)."""
+    if not panel_fits(I, I // G):
+        raise ValueError(f"the int8 GEMM takes groups of whole {ACT_BLOCK}-input blocks on AVX2 (I={I}, G={G})")
 
 
 def _block_rows(O: int, I: int, block_bytes: int) -> int:
@@ -400,9 +404,7 @@ def linear_packed(x: np.ndarray, p: np.ndarray, ks: np.ndarray, block_bytes: int
     panel with the nibbles widened per tile (W4A8, as llama.cpp's Q4_1 x Q8_1); shapes as `panel_fits`."""
     T, I = x.shape
     O = p.shape[0]
-    if not panel_fits(I, I // ks.shape[-1]):
-        raise ValueError(f"the int8 GEMM takes groups of whole {ACT_BLOCK}-input blocks on AVX2 (I={I}, "
-                         f"G={ks.shape[-1]})")
+    _check_fits(I, ks.shape[-1])
     y = np.empty((T, O), np.float32) if out is None else out
     xp, xsp, xb = pack_activations(x)
     gemm_packed(y, p, np.ascontiguousarray(ks, dtype=np.float32), xp, xsp, xb, T, _block_rows(O, I, block_bytes))

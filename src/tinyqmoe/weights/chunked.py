@@ -78,7 +78,7 @@ class ChunkedLinear:
             e = self.entry
             rows = self.reader.read_chunk(e, i, self.reader.scratch("packed", int(e.chunks[i]["raw_size"])))
             if packed is not None:   # a long prompt: the int8 panel, nibbles widened per tile
-                panel_rows_packed(y, rows.reshape(n, -1), self.kscale[r0:r0 + n], *packed, x.shape[0], r0)
+                panel_rows_packed(y, rows, self.kscale[r0:r0 + n], *packed, x.shape[0], r0)
             else:
                 matmul_tiles_rows(y, rows, self.kscale, x, r0)
             return

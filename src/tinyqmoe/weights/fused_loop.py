@@ -159,7 +159,9 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
     T, I = x.shape
     G = scales.shape[-1]
     tiles = I % BLOCK == 0 and G > 0 and (I // G) % BLOCK == 0   # kernels/rowdot.py fits
-    a = activations(x, raw_buf, scales)   # uint4 rows multiply int8 activations (kernels/layer.py)
+    # uint4 rows multiply int8 activations in the row tiles (kernels/layer.py); with `panel` no chunk runs
+    # the tiles (xp, xsp, xb hold the activations), so none are quantized for them
+    a = activations(x[:0] if panel else x, raw_buf, scales)
     for i in prange(n):
         tid = numba.get_thread_id()
         off, size, raw = table[i, 0], table[i, 1], table[i, 2]
