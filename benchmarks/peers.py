@@ -32,7 +32,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PEERS = ("tinyqmoe-int8", "llama.cpp-q8_0", "transformers-fp32")
 # also: "tinyqmoe-4bit" (a raw 4-bit group-32 container, resident and packed) against "llama.cpp-q4_1"
-# (the shipped GGUF, whose layers are Q4_1)
+# (the shipped GGUF, whose layers are Q4_1), and "tinyqmoe-q4_0" (`weights="native"`: the Q4_0 file's
+# own blocks) against "llama.cpp-q4_0" (the default GGUF requantized to Q4_0 by llama.cpp, one file)
 DEFAULT_PEERS_PYTHON = "/work/peers-venv/bin/python"
 
 
@@ -121,15 +122,16 @@ def child_tinyqmoe(job: dict) -> dict:
     import tinyqmoe
     from tinyqmoe.bench import run_bench
 
-    model = tinyqmoe.load(job["model"], weights=None if job["model"].endswith(".tqm") else "int8",
-                          threads=job["threads"])
+    weights = None if job["model"].endswith(".tqm") else "native" if job["peer"] == "tinyqmoe-q4_0" else "int8"
+    model = tinyqmoe.load(job["model"], weights=weights, threads=job["threads"])
     r = run_bench(model, prompt_tokens=len(job["prompt_ids"]), gen_tokens=job["gen_tokens"], repeats=job["repeats"])
     return {"peer": job["peer"], "version": getattr(tinyqmoe, "__version__", "?"), "load_s": r.load_s,
             "prompt_tps": r.prompt_tps, "gen_tps": r.gen_tps, "peak_rss_mb": peak_rss_mb()}
 
 
-CHILDREN = {"llama.cpp-q8_0": child_llama_cpp, "llama.cpp-q4_1": child_llama_cpp,
-            "transformers-fp32": child_transformers, "tinyqmoe-int8": child_tinyqmoe, "tinyqmoe-4bit": child_tinyqmoe}
+CHILDREN = {"llama.cpp-q8_0": child_llama_cpp, "llama.cpp-q4_1": child_llama_cpp, "llama.cpp-q4_0": child_llama_cpp,
+            "transformers-fp32": child_transformers, "tinyqmoe-int8": child_tinyqmoe, "tinyqmoe-4bit": child_tinyqmoe,
+            "tinyqmoe-q4_0": child_tinyqmoe}
 
 
 def four_bit_container(src: Path, out_dir: Path) -> Path:
@@ -148,19 +150,19 @@ def four_bit_container(src: Path, out_dir: Path) -> Path:
 
 # ---- parent
 
-def q8_0_model(src: Path, peers_python: str) -> Path:
-    """The default GGUF requantized to Q8_0 by llama.cpp, made once in the tinyqmoe cache."""
+def requantized_model(src: Path, kind: str, peers_python: str) -> Path:
+    """The default GGUF requantized to `kind` ("Q8_0", "Q4_0") by llama.cpp, made once in the tinyqmoe cache."""
     from tinyqmoe.assets import cache_dir
 
-    dst = cache_dir() / "peers" / (src.name.replace(".Q4_1", "") .removesuffix(".gguf") + ".Q8_0.gguf")
+    dst = cache_dir() / "peers" / (src.name.replace(".Q4_1", "") .removesuffix(".gguf") + f".{kind}.gguf")
     if dst.exists():
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".q8_0-", suffix=".gguf", dir=dst.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{kind}-", suffix=".gguf", dir=dst.parent)
     os.close(fd)
     code = ("import sys, llama_cpp\n"
             "p = llama_cpp.llama_model_quantize_default_params()\n"
-            "p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0; p.allow_requantize = True; p.nthread = 2\n"
+            f"p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_{kind}; p.allow_requantize = True; p.nthread = 2\n"
             "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), p))\n")
     try:
         subprocess.run([peers_python, "-c", code, str(src), tmp], check=True, capture_output=True)
@@ -217,7 +219,10 @@ def main(argv=None) -> int:
     rows = []
     for peer in args.peers.split(","):
         if peer == "llama.cpp-q8_0":
-            model, python = str(q8_0_model(src, args.peers_python)), args.peers_python
+            model, python = str(requantized_model(src, "Q8_0", args.peers_python)), args.peers_python
+        elif peer in ("llama.cpp-q4_0", "tinyqmoe-q4_0"):
+            model = str(requantized_model(src, "Q4_0", args.peers_python))
+            python = args.peers_python if peer.startswith("llama.cpp") else sys.executable
         elif peer == "llama.cpp-q4_1":
             model, python = str(src), args.peers_python
         elif peer == "tinyqmoe-4bit":

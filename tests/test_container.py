@@ -101,7 +101,7 @@ def test_header_is_a_complete_model(tmp_path, ckpt):
     with open(path, "rb") as f:
         blob = f.read()
     magic, major, minor, flags, io, isz, jo, jsz = struct.unpack_from("<8sHHIQQQQ", blob)
-    assert magic == b"TQMC\r\n\x1a\n" and (major, minor, flags) == (2, 1, 0)
+    assert magic == b"TQMC\r\n\x1a\n" and (major, minor, flags) == (2, 2, 0)
     assert io % 64 == 0 and jo == io + isz and jo + jsz == len(blob) and isz % 40 == 0
     header = json.loads(blob[jo:])
     assert header["config"]["hidden_size"] == 64 and header["tokenizer"]["chat_template"]
@@ -130,7 +130,7 @@ def test_version_1_files_still_read_and_carry_crc32(tmp_path, ckpt):
     tensors = {}
     for major, path in paths.items():
         blob = path.read_bytes()
-        assert struct.unpack_from("<HH", blob, 8) == ((1, 1) if major == 1 else (2, 1))
+        assert struct.unpack_from("<HH", blob, 8) == ((1, 1) if major == 1 else (2, 2))
         with open_container(path) as c:
             assert c.version[0] == major and c.checksum == ("crc32" if major == 1 else "xxh64")
             assert c.index_size == (32 if major == 1 else 40) * c.index.size
@@ -339,3 +339,19 @@ def test_uint4_records_and_offsets_are_checked(tmp_path, ckpt):
         with pytest.raises(CorruptionDetected, match="infinite or NaN"):
             c.read_scales(name)
         assert c.read_scale("model.layers.0.self_attn.o_proj.weight").shape == (64, 2)
+    # a negative uint4 scale (format 2.2: a Q4_0 block's d) is read as it is; an int8 one is corrupt
+    section = np.frombuffer(data[so:so + ss], "<f4").copy()
+    section[0] = -abs(section[0])                               # row 0, scale of group 0
+    blob = data[:so] + section.tobytes() + data[so + ss:]
+    with open_container(forged(blob, scale_crc32=crc32(section.tobytes()))) as c:
+        assert c.read_scale(name)[0, 0] == section[0] < 0
+    int8 = next(t for t in header["tensors"] if t["qtype"] == "int8")
+    so, ss = int8["scale_offset"], int8["scale_size"]
+    section = np.frombuffer(data[so:so + ss], "<f4").copy()
+    section[0] = -1.0
+    h = json.loads(json.dumps(header))
+    next(t for t in h["tensors"] if t["name"] == int8["name"])["scale_crc32"] = crc32(section.tobytes())
+    out = tmp_path / "neg8.tqm"
+    out.write_bytes(rebuild(data[:so] + section.tobytes() + data[so + ss:], index, h))
+    with open_container(out) as c, pytest.raises(CorruptionDetected, match="negative"):
+        c.read_scales(int8["name"])

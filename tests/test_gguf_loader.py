@@ -156,11 +156,12 @@ def test_q8_0_file_runs_its_own_blocks(tmp_path, monkeypatch):
     assert tinyqmoe.load(str(path2), threads=1).bits_per_weight < 8.5
 
 
-@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0], ids=lambda q: q.name)
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q8_0], ids=lambda q: q.name)
 def test_native_weights_run_the_files_own_blocks(tmp_path, monkeypatch, qtype):
-    """weights="native": a GGUF whose linears are all Q4_1 or Q8_0 runs its blocks as they are
-    (uint4 packed, or int8, in groups of 32): the engine's weights equal the file's dequantized
-    ones bit for bit; the embedding goes to int8 groups of 32."""
+    """weights="native": a GGUF whose linears are all Q4_0, Q4_1 or Q8_0 runs its blocks as they are
+    (uint4 packed, or int8, in groups of 32; Q4_0 as scale d, offset -8d, d negative in about half the
+    blocks): the engine's weights equal the file's dequantized ones bit for bit; the embedding goes to
+    int8 groups of 32."""
     import tinyqmoe
     from test_gguf_reader import TOKENIZER
     from tinyqmoe.compress.quant import unpack_bits
@@ -181,6 +182,13 @@ def test_native_weights_run_the_files_own_blocks(tmp_path, monkeypatch, qtype):
     g = q.shape[1] // lin.scale.shape[1]
     w = q * np.repeat(lin.scale, g, axis=1) + (0 if lin.offset is None else np.repeat(lin.offset, g, axis=1))
     np.testing.assert_array_equal(w, ck.get("model.layers.1.mlp.down_proj.weight"))
+    if qtype == Q.Q4_0:
+        assert 0.2 < np.mean(lin.scale < 0) < 0.8
+        qkv = model.weights.layers[0].wqkv                     # q's rows un-permuted from llama.cpp's order
+        qv = unpack_bits(qkv.p, 4, signed=False).astype(np.float32)
+        w = qv * np.repeat(qkv.scale, 32, axis=1) + np.repeat(qkv.offset, 32, axis=1)
+        want = ck.get("model.layers.0.self_attn.q_proj.weight")
+        np.testing.assert_array_equal(w[:want.shape[0]], want)
     ref = tinyqmoe.load(str(path), weights="f32", threads=1)
     ids = [0, 3, 5, 1, 2, 4, 4, 3]
     got, want = model.logits(ids), ref.logits(ids)
@@ -198,8 +206,8 @@ def test_native_weights_refuse_other_block_types(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TINYQMOE_CACHE", str(tmp_path / "cache"))
     cfg, sd = tiny_hf_llama(tie=False, seed=5)
-    for qtype in (Q.Q5_0, Q.Q4_0):
+    for qtype in (Q.Q5_0, Q.Q5_1):
         path = tmp_path / f"{qtype.name}.gguf"
         write_llama_gguf(path, cfg, gguf_layout(cfg, sd), qtype=qtype, tokenizer=TOKENIZER)
-        with pytest.raises(UsageError, match=f"all Q8_0 or Q4_1; this one has {qtype.name.lower()}"):
+        with pytest.raises(UsageError, match=f"all Q8_0, or Q4_0 / Q4_1; this one has {qtype.name.lower()}"):
             tinyqmoe.load(str(path), weights="native", threads=1)

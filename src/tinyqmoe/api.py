@@ -124,8 +124,8 @@ def load(path_or_name: str | Path, weights: str | None = None, threads: int | No
     """Load a model: an HF directory, a .gguf or .tqm file, or the name `default`.
 
     weights:    for float checkpoints, "int8" (default: symmetric per output channel, or per `group`
-                inputs) or "f32" (reference); for a GGUF whose linears are all Q8_0 or Q4_1, "native"
-                runs its own blocks (int8 / uint4 in groups of 32, uint4 kept packed); a .tqm
+                inputs) or "f32" (reference); for a GGUF whose linears are all Q8_0, or Q4_0 / Q4_1,
+                "native" runs its own blocks (int8 / uint4 in groups of 32, uint4 kept packed); a .tqm
                 container runs the weights it holds, so "f32" and `group` are refused for it.
     threads:    threads for the kernels and the pool (default: all cores).
     max_memory: a peak-RSS budget for the whole process ("300MB", bytes): picks the fastest weight
@@ -298,23 +298,22 @@ def _quantized_source_types(ckpt, embeddings: bool = True) -> dict[str, str | No
 
 def _native_options(ckpt):
     """CompressOptions that keep a GGUF's own blocks, or UsageError. Its linears all Q8_0: int8, one f16
-    scale per 32 inputs; all Q4_1 (d * q + m): uint4 with f16 scales and offsets. The token embedding /
-    LM head go to int8 groups of 32 (a Q8_0 embedding, as llama.cpp's Q4 files have, exactly). Each
-    quantizer gives such a block back exactly: the block's extreme values sit on the grid's ends
-    (tests/test_gguf_loader.py)."""
+    scale per 32 inputs; all Q4_0 (d * (q - 8)) or Q4_1 (d * q + m), or a mix of the two: uint4 with f16
+    scales and offsets (Q4_0 as scale d, offset -8d: its blocks taken as stored, writer.keep_q4_0). The
+    token embedding / LM head go to int8 groups of 32 (a Q8_0 embedding, as llama.cpp's Q4 files have,
+    exactly). Q8_0 and Q4_1 blocks come back exactly from the quantizers: a block's extreme values sit
+    on the grid's ends (tests/test_gguf_loader.py)."""
     from tinyqmoe.compress.writer import CompressOptions
 
     kinds = set(_quantized_source_types(ckpt, embeddings=False).values())
-    # Q4_0 (d * (q - 8), d < 0 where a block's extreme is positive) is not here yet: as uint4 its offset
-    # -7|d| needs f32, and the uint4 search does not always find blocks that use few levels (1% of
-    # them, measured); int4's scales must be >= 0
-    if len(kinds) != 1 or next(iter(kinds)) not in ("q8_0", "q4_1"):
-        found = ", ".join(sorted(str(k) for k in kinds))
-        raise UsageError(f"weights=native runs files whose linear layers are all Q8_0 or Q4_1; this one has "
-                         f"{found} (use weights=int8)", ckpt.path)
-    kind = kinds.pop()
-    return CompressOptions(bits=8 if kind == "q8_0" else 4, group=32, embed_bits=8, scale_dtype="f16",
-                           codec="raw", stats=False)
+    if kinds == {"q8_0"}:
+        return CompressOptions(bits=8, group=32, embed_bits=8, scale_dtype="f16", codec="raw", stats=False)
+    if kinds and kinds <= {"q4_0", "q4_1"}:
+        return CompressOptions(bits=4, group=32, embed_bits=8, scale_dtype="f16", codec="raw", stats=False,
+                               keep_q4_0=True)
+    found = ", ".join(sorted(str(k) for k in kinds))
+    raise UsageError(f"weights=native runs files whose linear layers are all Q8_0, or Q4_0 / Q4_1; this one "
+                     f"has {found} (use weights=int8)", ckpt.path)
 
 
 def _int8_cache_path(path: Path, group: int | None, native: bool = False) -> Path:

@@ -70,7 +70,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     add_model_argument(p)
     p.add_argument("--weights", choices=("int8", "f32", "native"), default=None,
                    help="how a float checkpoint runs: int8 (default) or f32 (reference); native: a GGUF's own "
-                        "Q8_0 or Q4_1 blocks as they are; a .tqm container runs the weights it holds")
+                        "Q8_0, Q4_0 or Q4_1 blocks as they are; a .tqm container runs the weights it holds")
     p.add_argument("--group", type=int, default=None,
                    help="int8 scale per group of this many inputs (default: one per output channel)")
     add_threads_option(p)

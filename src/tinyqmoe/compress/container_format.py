@@ -9,7 +9,8 @@ import struct
 import numpy as np
 
 MAGIC = b"TQMC\r\n\x1a\n"
-VERSION_MAJOR, VERSION_MINOR = 2, 1   # written; 2.0: XXH64 chunk checksums in 40-byte records, 2.1: qtype uint4 (docs/FORMAT.md)
+VERSION_MAJOR, VERSION_MINOR = 2, 2   # written; 2.0: XXH64 chunk checksums in 40-byte records, 2.1: qtype uint4,
+                                      # 2.2: uint4 scales of either sign (docs/FORMAT.md)
 READ_MAJORS = (1, 2)                  # read: 1.x (CRC-32 in 32-byte records) and 2.x
 ALIGN = 64
 FIXED_HEADER_SIZE = 64

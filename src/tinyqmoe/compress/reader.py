@@ -444,8 +444,8 @@ class Container:
 
     def read_scales(self, name: str) -> np.ndarray:
         """§6.1: the scales section as float32, crc checked: [O, I // group] scales, finite and >= 0, or for
-        uint4 [O, 2, I // group] (row o: its scales, then its offsets, finite), C-contiguous: the layout
-        the 4-bit kernels take (kernels/rowdot.py)."""
+        uint4 [O, 2, I // group] (row o: its scales, then its offsets, finite, either sign: format 2.2),
+        C-contiguous: the layout the 4-bit kernels take (kernels/rowdot.py)."""
         e = self.tensor(name)
         if e.qtype == "f32":
             raise UsageError(f"{name} is an f32 tensor: it has no scales", self.path)
@@ -458,13 +458,12 @@ class Container:
         if not np.all(np.isfinite(values)):
             raise CorruptionDetected(f"{name}: a scale or offset is infinite or NaN", self.path, field="scale")
         values = values.reshape((o, 2, g) if e.has_offset else (o, g))
-        scale = values[:, 0] if e.has_offset else values
-        if np.any(scale < 0):
+        if not e.has_offset and np.any(values < 0):
             raise CorruptionDetected(f"{name}: a scale is negative, infinite or NaN", self.path, field="scale")
         return values
 
     def read_scale(self, name: str) -> np.ndarray:
-        """§6.1: float32 [O, I // group], crc checked, finite and >= 0."""
+        """§6.1: float32 [O, I // group], crc checked, finite (and >= 0 but for uint4)."""
         s = self.read_scales(name)
         return np.ascontiguousarray(s[:, 0]) if s.ndim == 3 else s
 

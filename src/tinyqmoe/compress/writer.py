@@ -22,8 +22,8 @@ from tinyqmoe.compress.container_format import (CHUNK_DTYPE, FIXED_HEADER, FIXED
                                                 VERSION_MAJOR, VERSION_MINOR, align_up, chunk_checksum,
                                                 QTYPES, index_bytes as encode_index)
 from tinyqmoe.compress.entropy import zstd_size
-from tinyqmoe.compress.quant import quantize
-from tinyqmoe.errors import UsageError
+from tinyqmoe.compress.quant import QuantError, QuantizedTensor, pack_bits, quantize
+from tinyqmoe.errors import UnsupportedModel, UsageError
 from tinyqmoe.fileio import atomic_output, check_output
 
 BITS_CHOICES = {"8": 8, "4": 4, "ternary": 2, "2": 2}
@@ -49,6 +49,7 @@ class CompressOptions:
     zstd_level: int = 19
     stats: bool = True              # record the order-0 entropy and zstd-19 size per tensor
     format_major: int = VERSION_MAJOR   # 2 (XXH64 chunk checksums); 1 writes version 1.1 (CRC-32) for old readers
+    keep_q4_0: bool = False         # a GGUF's Q4_0 tensors as stored: uint4, scale d, offset -8d (exact)
 
     def check(self) -> "CompressOptions":
         if self.bits not in DEFAULT_GROUP:
@@ -248,7 +249,10 @@ class _Quantized:
         if p.qtype == "f32":
             payload = np.ascontiguousarray(w, dtype="<f4").view(np.uint8)
         else:
-            qt, err = quantize(w, group=p.group, scale_dtype=self.opts.scale_dtype, qtype=p.qtype)
+            if self.keeps_blocks(ckpt):
+                qt, err = _q4_0_as_uint4(ckpt, p, r0, r1, self.opts.scale_dtype), QuantError(0.0, float("inf"))
+            else:
+                qt, err = quantize(w, group=p.group, scale_dtype=self.opts.scale_dtype, qtype=p.qtype)
             self.scale[r0:r1] = qt.scale
             if self.offset is not None:
                 self.offset[r0:r1] = qt.offset
@@ -258,6 +262,10 @@ class _Quantized:
             payload = np.ascontiguousarray(qt.q).view(np.uint8)
         self.counts += np.bincount(payload.reshape(-1), minlength=256)
         return payload
+
+    def keeps_blocks(self, ckpt) -> bool:
+        return (self.opts.keep_q4_0 and self.plan.qtype == "uint4"
+                and getattr(ckpt, "source_dtypes", {}).get(self.plan.name) == "q4_0")
 
     def stats(self) -> dict:
         if self.plan.qtype == "f32":
@@ -278,6 +286,20 @@ class _Quantized:
             return np.ascontiguousarray(self.scale.astype(sdt)).tobytes()
         # §6.1: per row its G scales, then its G offsets: [O, 2, G]
         return np.ascontiguousarray(np.stack([self.scale, self.offset], axis=1).astype(sdt)).tobytes()
+
+
+def _q4_0_as_uint4(ckpt, plan: _Plan, r0: int, r1: int, scale_dtype: str) -> QuantizedTensor:
+    """Rows r0..r1 of a GGUF Q4_0 tensor as uint4 without re-quantizing: W = d * (q - 8) = q * d + (-8d),
+    so the scale is the block's d (negative where llama.cpp's quantizer made it so) and the offset -8d,
+    both exact in binary16 (a power-of-two multiple) unless |8d| overflows it."""
+    if plan.group != 32:
+        raise UsageError(f"{plan.name}: Q4_0 blocks are 32 inputs; the container's group is {plan.group}",
+                         ckpt.path)
+    q, d = ckpt.q4_0_rows(plan.name, r0, r1)
+    offset = -8.0 * d
+    if scale_dtype == "f16" and np.any(np.abs(offset) > np.finfo(np.float16).max):
+        raise UnsupportedModel(f"{plan.name}: a Q4_0 block's 8 x d exceeds binary16", ckpt.path)
+    return QuantizedTensor(q=pack_bits(q, 4), scale=d, group=32, bits=4, scale_dtype=scale_dtype, offset=offset)
 
 
 def _streams(ckpt, plan: _Plan, quant: _Quantized, names: tuple[str, ...], opts: CompressOptions, pool,

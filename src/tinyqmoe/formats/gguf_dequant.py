@@ -195,6 +195,16 @@ OTHER_TYPE_NAMES = {9: "q8_1", 15: "q8_k", 16: "iq2_xxs", 17: "iq2_xs", 18: "iq3
                     39: "mxfp4", 40: "nvfp4", 41: "q1_0"}
 
 
+def q4_0_values(raw: np.ndarray, rows: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """A Q4_0 tensor's own numbers, not their product: (q uint8 [rows, n_in], 0..15 in column order;
+    d float32 [rows, n_in // 32], each an f16 value) with W = d * (q - 8). d is negative where llama.cpp's
+    quantizer found a block's extreme positive (d = extreme / -8)."""
+    blocks = raw.reshape(rows * (n_in // 32), 18)
+    q = np.empty((blocks.shape[0], 2, 16), np.uint8)
+    _nibbles(q, blocks[:, 2:18])
+    return q.reshape(rows, n_in), _f16(blocks, 0).reshape(rows, n_in // 32)
+
+
 def type_name(ggml_type: int) -> str:
     layout = LAYOUTS.get(ggml_type)
     return layout.name if layout else OTHER_TYPE_NAMES.get(ggml_type, f"type {ggml_type}")

@@ -23,7 +23,7 @@ import numpy as np
 from tinyqmoe.errors import CorruptionDetected, UnsupportedModel
 from tinyqmoe.formats.checkpoint import Checkpoint
 from tinyqmoe.model.config import LlamaConfig, check_tensors, expected_tensors
-from tinyqmoe.formats.gguf_dequant import LAYOUTS, dequantize, type_name
+from tinyqmoe.formats.gguf_dequant import LAYOUTS, dequantize, q4_0_values, type_name
 from tinyqmoe.formats.gguf_reader import GGUFFile
 from tinyqmoe.formats.tokenizer_gguf import tokenizer_from_gguf
 
@@ -116,8 +116,21 @@ class GGUFCheckpoint(Checkpoint):
         return w
 
     def _read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows of one tensor, read with pread (a mapping's touched pages would count in RSS). Q and K rows
-        are un-permuted per head, so whole heads around [start, stop) are read."""
+        """Rows of one tensor, read with pread (a mapping's touched pages would count in RSS)."""
+        info, raw = self._raw_rows(name, start, stop)
+        return dequantize(raw, info.ggml_type, (stop - start,) + info.shape[1:])
+
+    def q4_0_rows(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of a Q4_0 tensor as the file holds them: (q uint8 [n, I] 0..15, d float32 [n, I // 32]),
+        W = d * (q - 8) (gguf_dequant.q4_0_values), for writers that keep the blocks exactly."""
+        info, raw = self._raw_rows(name, start, stop)
+        if type_name(info.ggml_type) != "q4_0":
+            raise UnsupportedModel(f"tensor {info.name} is {type_name(info.ggml_type)}, not q4_0", self.path)
+        return q4_0_values(raw, stop - start, info.shape[1])
+
+    def _raw_rows(self, name: str, start: int, stop: int):
+        """(tensor info, uint8 [stop - start, row bytes]): rows start..stop as stored. Q and K rows are
+        un-permuted per head (a row's bytes are whole blocks), so whole heads around [start, stop) are read."""
         info = self.file.tensors[self._gguf_names[name]]
         heads = (self.config.n_heads if name.endswith("self_attn.q_proj.weight") else
                  self.config.n_kv_heads if name.endswith("self_attn.k_proj.weight") else 0)
@@ -125,10 +138,10 @@ class GGUFCheckpoint(Checkpoint):
         lo, hi = start // per * per, -(-stop // per) * per
         row_bytes = info.nbytes // info.shape[0]
         raw = np.frombuffer(self.file.pread(info.offset + lo * row_bytes, (hi - lo) * row_bytes), np.uint8)
-        w = dequantize(raw, info.ggml_type, (hi - lo,) + info.shape[1:])
+        raw = raw.reshape(hi - lo, row_bytes)
         if heads:
-            w = unpermute_rope_rows(w, (hi - lo) // per)
-        return w[start - lo:stop - lo]
+            raw = unpermute_rope_rows(raw, (hi - lo) // per)
+        return info, np.ascontiguousarray(raw[start - lo:stop - lo])
 
     def close(self) -> None:
         self.file.close()
