@@ -211,3 +211,27 @@ def test_native_weights_refuse_other_block_types(tmp_path, monkeypatch):
         write_llama_gguf(path, cfg, gguf_layout(cfg, sd), qtype=qtype, tokenizer=TOKENIZER)
         with pytest.raises(UsageError, match=f"all Q8_0, or Q4_0 / Q4_1; this one has {qtype.name.lower()}"):
             tinyqmoe.load(str(path), weights="native", threads=1)
+
+
+def test_compress_keeps_q4_0_blocks_at_group_32(tmp_path):
+    """`compress --bits 4` of a Q4_0 GGUF at group 32 keeps every block as stored (scale d, offset -8d):
+    the container's weights are the file's, bit for bit; at group 64 it re-quantizes (not exact)."""
+    from test_gguf_reader import TOKENIZER
+    from tinyqmoe.compress.quant import dequantize
+    from tinyqmoe.compress.reader import open_container
+    from tinyqmoe.compress.writer import CompressOptions, write_container
+
+    cfg, sd = tiny_hf_llama(tie=False, seed=7)
+    path = tmp_path / "q4_0.gguf"
+    write_llama_gguf(path, cfg, gguf_layout(cfg, sd), qtype=Q.Q4_0, tokenizer=TOKENIZER)
+    name = "model.layers.0.self_attn.k_proj.weight"
+    with open_gguf(path) as ck:
+        want = ck.get(name)
+        for group, exact in ((32, True), (64, False)):
+            out = tmp_path / f"g{group}.tqm"
+            write_container(ck, out, CompressOptions(bits=4, group=group, codec="raw"), progress=False)
+            with open_container(out) as c:
+                qt = c.read_quantized(name)
+                assert c.version == (2, 2) and qt.qtype == "uint4"
+                assert np.array_equal(dequantize(qt), want) == exact
+                assert (np.mean(qt.scale < 0) > 0.2) == exact

@@ -49,7 +49,8 @@ class CompressOptions:
     zstd_level: int = 19
     stats: bool = True              # record the order-0 entropy and zstd-19 size per tensor
     format_major: int = VERSION_MAJOR   # 2 (XXH64 chunk checksums); 1 writes version 1.1 (CRC-32) for old readers
-    keep_q4_0: bool = False         # a GGUF's Q4_0 tensors as stored: uint4, scale d, offset -8d (exact)
+    keep_q4_0: bool = True          # uint4 in groups of 32 from a GGUF's Q4_0 tensor: its blocks as stored
+                                    # (scale d, offset -8d: exact), not re-quantized from their floats
 
     def check(self) -> "CompressOptions":
         if self.bits not in DEFAULT_GROUP:
@@ -264,7 +265,7 @@ class _Quantized:
         return payload
 
     def keeps_blocks(self, ckpt) -> bool:
-        return (self.opts.keep_q4_0 and self.plan.qtype == "uint4"
+        return (self.opts.keep_q4_0 and self.plan.qtype == "uint4" and self.plan.group == 32
                 and getattr(ckpt, "source_dtypes", {}).get(self.plan.name) == "q4_0")
 
     def stats(self) -> dict:
@@ -292,9 +293,6 @@ def _q4_0_as_uint4(ckpt, plan: _Plan, r0: int, r1: int, scale_dtype: str) -> Qua
     """Rows r0..r1 of a GGUF Q4_0 tensor as uint4 without re-quantizing: W = d * (q - 8) = q * d + (-8d),
     so the scale is the block's d (negative where llama.cpp's quantizer made it so) and the offset -8d,
     both exact in binary16 (a power-of-two multiple) unless |8d| overflows it."""
-    if plan.group != 32:
-        raise UsageError(f"{plan.name}: Q4_0 blocks are 32 inputs; the container's group is {plan.group}",
-                         ckpt.path)
     q, d = ckpt.q4_0_rows(plan.name, r0, r1)
     offset = -8.0 * d
     if scale_dtype == "f16" and np.any(np.abs(offset) > np.finfo(np.float16).max):
