@@ -28,8 +28,10 @@ def pareto_png(table: dict, path: str | Path) -> bool:
         labels: dict[tuple[float, float], list[str]] = {}  # variants on the same point share a label
         for i, x, y in zip(known, xs, ys):
             labels.setdefault((x, round(y, 6)), []).append(variants[i]["title"])
-        for (x, y), names in labels.items():
-            ax.annotate(" / ".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        level: dict[float, int] = {}   # points at one accuracy, left to right: their labels stacked upwards
+        for (x, y), names in sorted(labels.items()):
+            k = level[y] = level.get(y, -1) + 1
+            ax.annotate(" / ".join(names), (x, y), textcoords="offset points", xytext=(4, 4 + 9 * k), fontsize=7)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("bits per weight (log scale)")
     ax.set_ylabel("accuracy % (95% Wilson CI)")
