@@ -235,3 +235,22 @@ def test_compress_keeps_q4_0_blocks_at_group_32(tmp_path):
                 assert c.version == (2, 2) and qt.qtype == "uint4"
                 assert np.array_equal(dequantize(qt), want) == exact
                 assert (np.mean(qt.scale < 0) > 0.2) == exact
+
+
+def test_compress_refuses_a_q4_0_block_whose_scale_is_not_finite(tmp_path):
+    """Kept Q4_0 blocks are checked as re-quantized weights are: a NaN d is refused, naming the tensor."""
+    from test_gguf_reader import TOKENIZER
+    from tinyqmoe.compress.writer import CompressOptions, write_container
+    from tinyqmoe.errors import CorruptionDetected
+
+    cfg, sd = tiny_hf_llama(tie=False, seed=7)
+    path = tmp_path / "q4_0.gguf"
+    write_llama_gguf(path, cfg, gguf_layout(cfg, sd), qtype=Q.Q4_0, tokenizer=TOKENIZER)
+    with open_gguf(path) as ck:
+        offset = ck.file.tensors["blk.0.ffn_down.weight"].offset
+    blob = bytearray(path.read_bytes())
+    blob[offset:offset + 2] = np.float16(np.nan).tobytes()           # the first block's d
+    path.write_bytes(bytes(blob))
+    with open_gguf(path) as ck, pytest.raises(CorruptionDetected, match="down_proj.weight holds NaN"):
+        write_container(ck, tmp_path / "x.tqm", CompressOptions(bits=4, group=32, codec="raw"), progress=False)
+    assert not (tmp_path / "x.tqm").exists()

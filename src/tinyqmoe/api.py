@@ -306,10 +306,9 @@ def _native_options(ckpt):
     from tinyqmoe.compress.writer import CompressOptions
 
     kinds = set(_quantized_source_types(ckpt, embeddings=False).values())
-    if kinds == {"q8_0"}:
-        return CompressOptions(bits=8, group=32, embed_bits=8, scale_dtype="f16", codec="raw", stats=False)
-    if kinds and kinds <= {"q4_0", "q4_1"}:
-        return CompressOptions(bits=4, group=32, embed_bits=8, scale_dtype="f16", codec="raw", stats=False)
+    if kinds == {"q8_0"} or (kinds and kinds <= {"q4_0", "q4_1"}):
+        return CompressOptions(bits=8 if kinds == {"q8_0"} else 4, group=32, embed_bits=8, scale_dtype="f16",
+                               codec="raw", stats=False)
     found = ", ".join(sorted(str(k) for k in kinds))
     raise UsageError(f"weights=native runs files whose linear layers are all Q8_0, or Q4_0 / Q4_1; this one "
                      f"has {found} (use weights=int8)", ckpt.path)

@@ -22,7 +22,7 @@ from tinyqmoe.compress.container_format import (CHUNK_DTYPE, FIXED_HEADER, FIXED
                                                 VERSION_MAJOR, VERSION_MINOR, align_up, chunk_checksum,
                                                 QTYPES, index_bytes as encode_index)
 from tinyqmoe.compress.entropy import zstd_size
-from tinyqmoe.compress.quant import QuantError, QuantizedTensor, pack_bits, quantize
+from tinyqmoe.compress.quant import QuantError, QuantizedTensor, dequantize, pack_bits, quantize
 from tinyqmoe.errors import UnsupportedModel, UsageError
 from tinyqmoe.fileio import atomic_output, check_output
 
@@ -246,27 +246,29 @@ class _Quantized:
     def rows(self, ckpt, r0: int, r1: int) -> np.ndarray:
         """Payload rows r0..r1: uint8 [r1 - r0, row_bytes], from the float32 rows of this block only."""
         p = self.plan
-        w = ckpt.rows(p.name, r0, r1) if len(p.shape) == 2 else ckpt.get(p.name).reshape(1, -1)  # finite
-        if p.qtype == "f32":
-            payload = np.ascontiguousarray(w, dtype="<f4").view(np.uint8)
+        if self.keeps_blocks(ckpt):   # one read of the blocks; their weights are the file's exactly
+            qt, err = _q4_0_as_uint4(ckpt, p, r0, r1, self.opts.scale_dtype), QuantError(0.0, float("inf"))
+            w = dequantize(qt)
         else:
-            if self.keeps_blocks(ckpt):
-                qt, err = _q4_0_as_uint4(ckpt, p, r0, r1, self.opts.scale_dtype), QuantError(0.0, float("inf"))
-            else:
-                qt, err = quantize(w, group=p.group, scale_dtype=self.opts.scale_dtype, qtype=p.qtype)
-            self.scale[r0:r1] = qt.scale
-            if self.offset is not None:
-                self.offset[r0:r1] = qt.offset
-            signal = float(np.sum(np.square(w, dtype=np.float64)))
-            self.signal += signal
-            self.noise += err.rel_frobenius ** 2 * signal
-            payload = np.ascontiguousarray(qt.q).view(np.uint8)
+            w = ckpt.rows(p.name, r0, r1) if len(p.shape) == 2 else ckpt.get(p.name).reshape(1, -1)  # finite
+            if p.qtype == "f32":
+                payload = np.ascontiguousarray(w, dtype="<f4").view(np.uint8)
+                self.counts += np.bincount(payload.reshape(-1), minlength=256)
+                return payload
+            qt, err = quantize(w, group=p.group, scale_dtype=self.opts.scale_dtype, qtype=p.qtype)
+        self.scale[r0:r1] = qt.scale
+        if self.offset is not None:
+            self.offset[r0:r1] = qt.offset
+        signal = float(np.sum(np.square(w, dtype=np.float64)))
+        self.signal += signal
+        self.noise += err.rel_frobenius ** 2 * signal
+        payload = np.ascontiguousarray(qt.q).view(np.uint8)
         self.counts += np.bincount(payload.reshape(-1), minlength=256)
         return payload
 
     def keeps_blocks(self, ckpt) -> bool:
         return (self.opts.keep_q4_0 and self.plan.qtype == "uint4" and self.plan.group == 32
-                and getattr(ckpt, "source_dtypes", {}).get(self.plan.name) == "q4_0")
+                and ckpt.source_dtypes.get(self.plan.name) == "q4_0")
 
     def stats(self) -> dict:
         if self.plan.qtype == "f32":

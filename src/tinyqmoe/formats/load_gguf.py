@@ -122,11 +122,13 @@ class GGUFCheckpoint(Checkpoint):
 
     def q4_0_rows(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows of a Q4_0 tensor as the file holds them: (q uint8 [n, I] 0..15, d float32 [n, I // 32]),
-        W = d * (q - 8) (gguf_dequant.q4_0_values), for writers that keep the blocks exactly."""
+        W = d * (q - 8) (gguf_dequant.q4_0_values), for writers that keep the blocks exactly. d is
+        checked finite as `rows` checks the weights (the weights are finite exactly when d is)."""
         info, raw = self._raw_rows(name, start, stop)
         if type_name(info.ggml_type) != "q4_0":
             raise UnsupportedModel(f"tensor {info.name} is {type_name(info.ggml_type)}, not q4_0", self.path)
-        return q4_0_values(raw, stop - start, info.shape[1])
+        q, d = q4_0_values(raw, stop - start, info.shape[1])
+        return q, self._finite(name, d)
 
     def _raw_rows(self, name: str, start: int, stop: int):
         """(tensor info, uint8 [stop - start, row bytes]): rows start..stop as stored. Q and K rows are
