@@ -1,15 +1,17 @@
 """Continuous batching on one worker thread.
 
-Up to `parallel` sequences run together. With resident int8 weights (the fused path, kernels/layer.py)
-each step is ONE compiled call: every decoding sequence adds its last token, and waiting prompts add
-their next chunk of FUSED_CHUNK tokens (oldest first, up to FUSED_PREFILL rows), so the weights are
-read once per step for all of it. The fused tiles sum each token in an order the code fixes
-(kernels/rowdot.py), so no row's numbers depend on the rest of the call. Other weight sources decode
-with path="stream" (per-row kernels, the same independence) and prefill one prompt chunk of
-PREFILL_CHUNK tokens per step in a call of its own (blocked BLAS). Chunks start at multiples of the
-chunk size, so how a prompt's keys and values are computed depends on its tokens only: a sequence's
-greedy (or seeded) text is the same batched or alone. Sequences join and leave between steps; each
-has its own KV cache and position.
+Up to `parallel` sequences run together. A prompt runs in chunks that start at multiples of
+PREFILL_CHUNK (its last one shorter): a chunk of more than SMALL_BATCH tokens runs alone, through the
+prompt path (the int8 GEMM with resident int8 weights, blocked BLAS otherwise), one chunk per step
+between the decode steps, so running streams keep going. With resident int8 weights (the fused path,
+kernels/layer.py) the decode step is ONE compiled call: every decoding sequence adds its last token,
+and prompts whose next chunk is short (a prompt's tail, at most SMALL_BATCH tokens) add it, oldest
+first, up to FUSED_PREFILL rows, so the weights are read once per step for all of it. The fused tiles
+sum each token in an order the code fixes (kernels/rowdot.py), and the GEMM sums each token's blocks
+exactly in int32 (kernels/gemm_i8.py), so no row's numbers depend on the rest of its call; and which
+path a chunk takes depends on its length only. Other weight sources decode with path="stream" (per-row
+kernels, the same independence). So a sequence's greedy (or seeded) text is the same batched or
+alone. Sequences join and leave between steps; each has its own KV cache and position.
 
 Requests wait in a bounded queue (QueueFull when full). A cancelled job (a client gone) leaves at the
 next step boundary. The worker turns tokens into text and applies stop strings itself, so the
@@ -29,12 +31,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tinyqmoe.kernels.matvec import SMALL_BATCH
 from tinyqmoe.model.sampling import SamplingParams, sample
 from tinyqmoe.model.stop import StopMatcher
 
-PREFILL_CHUNK = 32     # prompt tokens per prefill call (more than 16 rows: the BLAS path)
-FUSED_CHUNK = 16       # with the fused path: prompt tokens per chunk (its limit per sequence)
-FUSED_PREFILL = 48     # with the fused path: prompt rows per step beside the decoding tokens
+PREFILL_CHUNK = 32     # prompt tokens per chunk: more than SMALL_BATCH, so a whole chunk takes the prompt path
+FUSED_PREFILL = 48     # with the fused path: rows of prompt tails per step beside the decoding tokens
 
 
 class QueueFull(Exception):
@@ -223,31 +225,37 @@ class Scheduler:
         self.steps += 1
 
     def _fused_step(self) -> None:
-        """One call for everything: each decoding sequence's token, then the next chunk of waiting
-        prompts, oldest first, up to FUSED_PREFILL rows (at least one chunk). The fused path's rows
-        are independent of each other, so this changes no sequence's numbers, only how often the
-        weights are read."""
+        """The next long prompt chunk alone (the prompt path: about twice the fused tiles' rate per
+        token at 32 rows, kernels/gemm_i8.py), then one fused call for everything else: each decoding
+        sequence's token and the tails of waiting prompts, oldest first, up to FUSED_PREFILL rows. The
+        fused path's rows are independent of each other, so grouping changes no sequence's numbers,
+        only how often the weights are read."""
+        long = next((s for s in self._active if s.prefilling and s.chunk_end(PREFILL_CHUNK) - s.fed > SMALL_BATCH),
+                    None)
+        if long is not None:
+            self._prefill_chunk(long)   # may finish the prompt: then it decodes below, in this step
         decoding = [s for s in self._active if not s.prefilling]
         states = [s.state for s in decoding]
         tokens = [[s.next_token] for s in decoding]
-        chunks, rows = [], 0
+        tails, rows = [], 0
         for slot in self._active:
-            if not slot.prefilling:
+            end = slot.chunk_end(PREFILL_CHUNK)
+            if not slot.prefilling or end - slot.fed > SMALL_BATCH:
                 continue
-            end = slot.chunk_end(FUSED_CHUNK)
-            if chunks and rows + end - slot.fed > FUSED_PREFILL:
+            if tails and rows + end - slot.fed > FUSED_PREFILL:
                 break
-            chunks.append((slot, end))
+            tails.append((slot, end))
             rows += end - slot.fed
             states.append(slot.state)
-            tokens.append(slot.job.prompt[slot.fed: end])
-        logits = self.model.forward_batch(states, tokens, path="stream")
-        for slot, lg in zip(decoding, logits):
-            self._next_token(slot, lg[-1])
-        for (slot, end), lg in zip(chunks, logits[len(decoding):]):
-            slot.fed = end
-            if not slot.prefilling:
+            tokens.append(slot.job.prompt[slot.fed:end])
+        if states:
+            logits = self.model.forward_batch(states, tokens, path="stream")
+            for slot, lg in zip(decoding, logits):
                 self._next_token(slot, lg[-1])
+            for (slot, end), lg in zip(tails, logits[len(decoding):]):
+                slot.fed = end
+                if not slot.prefilling:
+                    self._next_token(slot, lg[-1])
         self.steps += 1
 
     def _prefill_chunk(self, slot: Slot) -> None:
