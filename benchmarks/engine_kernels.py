@@ -1,7 +1,7 @@
 """The engine kernels of issue 15 side by side, in one process, rounds interleaved.
 
     .venv/bin/python benchmarks/engine_kernels.py [--rounds 5] [--threads 2] [--gen-tokens 32]
-        [--prompt-tokens 128] [--only decode,prefill,q4,batch]
+        [--prompt-tokens 128] [--batch-position 16] [--only decode,prefill,q4,batch]
 
 decode   the default model (int8 per channel), one token at a time after a 16-token prompt: today's
          forward() (~12 Python-level calls per layer) against kernels.decode.FusedDecode (one compiled
@@ -10,10 +10,13 @@ prefill  a 128-token prompt through forward(): model.prefill_path "f32" (T > 16:
          row blocks + single-threaded BLAS sgemm on the shared pool) against "int8", the default
          (activations quantized per 32 inputs x int8 weights, kernels.gemm_i8's panel, int32 sums);
          plus each linear shape of the model alone.
-batch    a decode step of N sequences (one token each, N = 1, 2, 4, 8; 16-token prompts), what the
-         server runs each step: Model.forward_batch with the reference layer by layer (per-row
-         kernels) against the fused call over all N (kernels/rowdot.py tiles); tok/s = N / step time,
-         and each fused N against fused N=1 (decoding is memory-bound at 1 row: the gain of batching).
+batch    a decode step of N sequences (one token each, N = 1, 2, 4, 8; prompts of --batch-position
+         tokens before it), what the server runs each step: Model.forward_batch with the reference
+         layer by layer (per-row kernels) against the fused call over all N (kernels/rowdot.py tiles);
+         tok/s = N / step time, and each fused N against fused N=1 (decoding is memory-bound at 1 row:
+         the gain of batching); for N = 4, 8 also the layer-by-layer pass with its products in the int8
+         GEMM (path="blocked": int8 activations, kernels/gemm_i8.py), which the server does not decode
+         with (its numbers depend on the activations' rounding), as a bound on what that kernel gives.
 q4       matvec (T=1) over packed 4-bit weights, group 32 (kernels.matvec_q4) against the same
          weights widened to int8 (kernels.matvec.matmul_q8), on 30 layers' worth of the model's
          shapes (more than the L3, so memory is read as in decode). GB/s = bytes held / time.
@@ -149,23 +152,27 @@ def bench_q4(config, rounds: int, group: int = 32) -> list[tuple]:
             ("  the same: layers' matvecs per second", "int8 widened", 1 / ta, "4-bit packed", 1 / tb)]
 
 
-def bench_batch(model, rounds: int, steps: int = 10) -> list[tuple]:
-    prompt = list(range(100, 116))
+def bench_batch(model, rounds: int, position: int = 16, steps: int = 10) -> list[tuple]:
+    prompt = [100 + i % 1000 for i in range(position)]
     times: dict = {}
     for _ in range(rounds):
         for n in (1, 2, 4, 8):
-            for path in ("reference", "fused"):
-                model.decode_path = path
-                states = [model.new_state(256) for _ in range(n)]
+            for path in ("reference", "fused", "gemm") if n >= 4 else ("reference", "fused"):
+                model.decode_path = "fused" if path == "fused" else "reference"
+                arith = "blocked" if path == "gemm" else "stream"
+                states = [model.new_state(position + 64) for _ in range(n)]
                 model.forward_batch(states, [prompt] * n)
-                model.forward_batch(states, [[5]] * n, path="stream")    # warm
-                t = timed(lambda: model.forward_batch(states, [[7]] * n, path="stream"), steps)
+                model.forward_batch(states, [[5]] * n, path=arith)    # warm
+                t = timed(lambda: model.forward_batch(states, [[7]] * n, path=arith), steps)
                 times.setdefault((path, n), []).append(t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    rows = [(f"decode step, {n} sequences (tok/s)", "reference, per-row kernels", n / med["reference", n],
+    at = f"at position {position}"
+    rows = [(f"decode step, {n} sequences {at} (tok/s)", "reference, per-row kernels", n / med["reference", n],
              "fused, one call", n / med["fused", n]) for n in (1, 2, 4, 8)]
-    rows += [(f"fused: {n} sequences vs 1 (tok/s)", "1 sequence", 1 / med["fused", 1],
+    rows += [(f"fused: {n} sequences vs 1 {at} (tok/s)", "1 sequence", 1 / med["fused", 1],
               f"{n} sequences", n / med["fused", n]) for n in (2, 4, 8)]
+    rows += [(f"decode step, {n} sequences {at} (tok/s)", "fused, one call", n / med["fused", n],
+              "layer by layer, int8 GEMM", n / med["gemm", n]) for n in (4, 8)]
     model.decode_path = "fused"
     return rows
 
@@ -176,6 +183,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gen-tokens", type=int, default=32)
     ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--batch-position", type=int, default=16, help="prompt tokens before the batch's decode step")
     ap.add_argument("--only", default="decode,prefill,q4,batch")
     a = ap.parse_args()
     import tinyqmoe
@@ -189,7 +197,7 @@ def main() -> int:
     if "prefill" in parts:
         rows += bench_prefill(model, a.rounds, a.prompt_tokens)
     if "batch" in parts:
-        rows += bench_batch(model, a.rounds)
+        rows += bench_batch(model, a.rounds, a.batch_position)
     if "q4" in parts:
         for group in (32, 64):
             rows += bench_q4(model.config, a.rounds, group)
