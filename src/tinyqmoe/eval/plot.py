@@ -18,6 +18,7 @@ def pareto_png(table: dict, path: str | Path) -> bool:
     if not known:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    top: dict[float, float] = {}   # each variant is labelled once, above its highest point
     for name, e in table["tasks"].items():
         m = e["metrics"][-1]  # acc_norm where the task has it (ARC), else acc
         xs = [variants[i]["bits_per_weight"] for i in known]
@@ -25,13 +26,16 @@ def pareto_png(table: dict, path: str | Path) -> bool:
         lo = [max(0.0, 100 * (e["per_variant"][i][m] - e["per_variant"][i][f"{m}_ci95"][0])) for i in known]
         hi = [max(0.0, 100 * (e["per_variant"][i][f"{m}_ci95"][1] - e["per_variant"][i][m])) for i in known]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, linestyle="none", label=f"{name} ({m})")
-        labels: dict[tuple[float, float], list[str]] = {}  # variants on the same point share a label
-        for i, x, y in zip(known, xs, ys):
-            labels.setdefault((x, round(y, 6)), []).append(variants[i]["title"])
-        level: dict[float, int] = {}   # points at one accuracy, left to right: their labels stacked upwards
-        for (x, y), names in sorted(labels.items()):
-            k = level[y] = level.get(y, -1) + 1
-            ax.annotate(" / ".join(names), (x, y), textcoords="offset points", xytext=(4, 4 + 9 * k), fontsize=7)
+        for x, y in zip(xs, ys):
+            top[x] = max(top.get(x, y), y)
+    labels: dict[tuple[float, float], list[str]] = {}  # variants on the same point share a label
+    for i in known:
+        x = variants[i]["bits_per_weight"]
+        labels.setdefault((x, round(top[x], 6)), []).append(variants[i]["title"])
+    level: dict[float, int] = {}   # points at one accuracy, left to right: their labels stacked upwards
+    for (x, y), names in sorted(labels.items()):
+        k = level[y] = level.get(y, -1) + 1
+        ax.annotate(" / ".join(names), (x, y), textcoords="offset points", xytext=(4, 4 + 9 * k), fontsize=7)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("bits per weight (log scale)")
     ax.set_ylabel("accuracy % (95% Wilson CI)")
