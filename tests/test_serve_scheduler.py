@@ -22,69 +22,54 @@ def model(tmp_path_factory):
     m.close()
 
 
-def run(model, prompts, parallel, calls):
-    """8 greedy tokens for each prompt, all submitted at once; `calls` collects the rows and the path
-    of every forward_batch call; returns each job's last event."""
+def run(model, prompts, parallel, max_new=8, calls=None):
+    """max_new greedy tokens for each prompt, all submitted at once -> (each prompt's text, its last
+    event); `calls`, if given, collects the rows and the path of every forward_batch call."""
     sched = Scheduler(model, parallel=parallel, keep_caches=0)
-    forward = model.forward_batch
+    if calls is not None:
+        forward = model.forward_batch
 
-    def counted(states, tokens, all_logits=False, path="auto"):
-        calls.append((sum(len(t) for t in tokens), path))
-        return forward(states, tokens, all_logits, path)
-    model.forward_batch = counted
+        def counted(states, tokens, all_logits=False, path="auto"):
+            calls.append((sum(len(t) for t in tokens), path))
+            return forward(states, tokens, all_logits, path)
+        model.forward_batch = counted
+    texts = [""] * len(prompts)
+    last = [None] * len(prompts)
     done = [threading.Event() for _ in prompts]
-    out = [[] for _ in prompts]
     try:
         for i, p in enumerate(prompts):
-            def sink(event, i=i):
-                if event[0] in ("done", "error"):
-                    out[i].append(event)
+            def sink(event, i=i):   # on the worker thread: record only, the test asserts
+                if event[0] == "text":
+                    texts[i] += event[1]
+                else:
+                    last[i] = event
                     done[i].set()
-            sched.submit(Job(list(p), 8, SamplingParams(temperature=0), sink, ignore_eos=True))
+            sched.submit(Job(list(p), max_new, SamplingParams(temperature=0), sink, ignore_eos=True))
         for d in done:
             assert d.wait(60)
     finally:
-        del model.forward_batch   # the instance attribute: the method shows through again
+        if calls is not None:
+            del model.forward_batch   # the instance attribute: the method shows through again
         sched.close()
-    return out
+    for event in last:
+        assert event[0] == "done" and event[2]["completion_tokens"] == max_new, event
+    return texts, last
 
 
 def test_long_chunks_run_alone_and_tails_join_the_fused_call(model):
     rng = np.random.default_rng(0)
     prompt = [int(t) for t in rng.integers(1, 300, 2 * PREFILL_CHUNK + 9)]
     calls = []
-    (event,) = run(model, [prompt], parallel=1, calls=calls)[0]
-    assert event[0] == "done" and event[2]["completion_tokens"] == 8
+    run(model, [prompt], parallel=1, calls=calls)
     # two whole chunks alone through the prompt path, then the 9-token tail in the fused call, then decoding
     assert calls[:3] == [(PREFILL_CHUNK, "auto"), (PREFILL_CHUNK, "auto"), (9, "stream")]
     assert all(c == (1, "stream") for c in calls[3:])
 
 
-def collect(model, prompts, parallel):
-    """Each prompt's greedy completion text, all submitted at once."""
-    sched = Scheduler(model, parallel=parallel, keep_caches=0)
-    texts = [""] * len(prompts)
-    done = [threading.Event() for _ in prompts]
-    try:
-        for i, p in enumerate(prompts):
-            def sink(event, i=i):
-                if event[0] == "text":
-                    texts[i] += event[1]
-                elif event[0] in ("done", "error"):
-                    assert event[0] == "done", event
-                    done[i].set()
-            sched.submit(Job(list(p), 12, SamplingParams(temperature=0), sink, ignore_eos=True))
-        for d in done:
-            assert d.wait(60)
-    finally:
-        sched.close()
-    return texts
-
-
 def test_greedy_text_is_the_same_alone_and_together(model):
     rng = np.random.default_rng(1)
     prompts = [[int(t) for t in rng.integers(1, 300, n)] for n in LENGTHS]
-    alone = [collect(model, [p], parallel=1)[0] for p in prompts]
-    together = collect(model, prompts, parallel=len(prompts))
+    alone = [run(model, [p], parallel=1, max_new=12)[0][0] for p in prompts]
+    together = run(model, prompts, parallel=len(prompts), max_new=12)[0]
     assert together == alone
     assert len(set(alone)) > 1   # the prompts lead somewhere different: a real comparison

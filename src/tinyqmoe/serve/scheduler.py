@@ -79,6 +79,11 @@ class Slot:
         """Where the prompt's next chunk ends: the next multiple of `size`, or the prompt's end."""
         return min(len(self.job.prompt), (self.fed // size + 1) * size)
 
+    @property
+    def long_chunk(self) -> bool:
+        """Is the prompt's next chunk longer than SMALL_BATCH tokens (run alone, through the prompt path)?"""
+        return self.prefilling and self.chunk_end(PREFILL_CHUNK) - self.fed > SMALL_BATCH
+
 
 class TextStream:
     """Incremental detokenization: decodes a short window, never splits a UTF-8 character.
@@ -230,8 +235,7 @@ class Scheduler:
         sequence's token and the tails of waiting prompts, oldest first, up to FUSED_PREFILL rows. The
         fused path's rows are independent of each other, so grouping changes no sequence's numbers,
         only how often the weights are read."""
-        long = next((s for s in self._active if s.prefilling and s.chunk_end(PREFILL_CHUNK) - s.fed > SMALL_BATCH),
-                    None)
+        long = next((s for s in self._active if s.long_chunk), None)
         if long is not None:
             self._prefill_chunk(long)   # may finish the prompt: then it decodes below, in this step
         decoding = [s for s in self._active if not s.prefilling]
@@ -239,9 +243,9 @@ class Scheduler:
         tokens = [[s.next_token] for s in decoding]
         tails, rows = [], 0
         for slot in self._active:
-            end = slot.chunk_end(PREFILL_CHUNK)
-            if not slot.prefilling or end - slot.fed > SMALL_BATCH:
+            if not slot.prefilling or slot.long_chunk:
                 continue
+            end = slot.chunk_end(PREFILL_CHUNK)
             if tails and rows + end - slot.fed > FUSED_PREFILL:
                 break
             tails.append((slot, end))
