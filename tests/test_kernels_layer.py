@@ -225,7 +225,7 @@ def test_packed_4bit_row_products_equal_the_widened_ones():
     for group in (32, 64, 192):
         qt, _ = quantize(w, 4, group)
         p, scale = np.ascontiguousarray(qt.q), np.ascontiguousarray(qt.scale, np.float32)
-        for T in (1, 2, 3, 5):
+        for T in (1, 2, 3, 5, 8, 11):
             x = rng.standard_normal((T, 192)).astype(np.float32)
             y4, y8 = np.empty((T, 40), np.float32), np.empty((T, 40), np.float32)
             matmul_tiles(y4, p, scale, x)
@@ -233,6 +233,40 @@ def test_packed_4bit_row_products_equal_the_widened_ones():
             assert np.array_equal(y4, y8), (group, T)
             ref = x.astype(np.float64) @ (unpack_bits(p, 4) * np.repeat(scale, group, axis=1)).T
             np.testing.assert_allclose(y4, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("layout", ["row", "group", "offsets", "int4"])
+def test_row_tiles_never_depend_on_their_tile(layout):
+    """kernels/rowdot.py: a token's product with a row is the same bits in a tile of any size (1, 2, 3,
+    and 4 and 8 with AVX-512) at any place in it, and within float rounding of float64; every int8 row
+    form: one scale, group scales, scales and offsets, packed int4."""
+    from tinyqmoe.compress.quant import pack_bits
+    from tinyqmoe.kernels.layer import matmul_tiles
+    from tinyqmoe.kernels.rowdot import TILE
+
+    rng = np.random.default_rng(11)
+    O, I = 24, 96
+    q = rng.integers(-8 if layout == "int4" else -127, 8 if layout == "int4" else 128, (O, I), dtype=np.int8)
+    G = 1 if layout == "row" else I // 32
+    scale = (0.01 + rng.random((O, G))).astype(np.float32)
+    weights = q * np.repeat(scale, I // G, axis=1).astype(np.float64)
+    if layout == "offsets":
+        offset = (0.1 * rng.standard_normal((O, G))).astype(np.float32)
+        weights = weights + np.repeat(offset, I // G, axis=1)
+        scale = np.ascontiguousarray(np.stack([scale, offset], axis=1))
+    rows = np.ascontiguousarray(pack_bits(q, 4)) if layout == "int4" else q
+    T = 2 * TILE + 5                                     # every tile size, remainders included
+    x = rng.standard_normal((T, I)).astype(np.float32)
+    solo = np.empty((T, O), np.float32)
+    for t in range(T):
+        matmul_tiles(solo[t:t + 1], rows, scale, x[t:t + 1].copy())
+    for n in range(1, T + 1):
+        for start in (0, T - n):
+            y = np.empty((n, O), np.float32)
+            matmul_tiles(y, rows, scale, x[start:start + n].copy())
+            assert np.array_equal(y, solo[start:start + n]), (n, start)
+    ref = x.astype(np.float64) @ weights.T
+    np.testing.assert_allclose(solo, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
 
 
 def test_fused_decode_runs_packed_4bit_rows():

@@ -14,7 +14,7 @@ one row each.
 Every linear is int8 `q` (O, I) times f32 `scale` (O, G), one scale per I//G inputs, with f32
 activations; or packed 4-bit: uint4 rows (scales and offsets (O, 2, G)) multiply the layer's input
 quantized to int8 per token and 32 inputs (`activations`, once per linear), int4 rows f32 activations.
-Each weight row is multiplied with up to 3 token rows at once (kernels/rowdot.py), in an order fixed
+Each weight row is multiplied with up to 3 token rows at once (8 with AVX-512: kernels/rowdot.py), in an order fixed
 per token: a row's results never depend on the other rows of the call (batch invariance). A layer
 is five parallel regions (each one fork/join of the numba threads), the small steps fused into them:
   1. qkv rows in (i, i+E/2) pairs, so RoPE and the KV-cache write happen where the pair is computed
@@ -32,7 +32,8 @@ from numba.extending import intrinsic, overload
 
 from tinyqmoe.kernels.elementwise import rmsnorm
 from tinyqmoe.kernels.half import from_f32, to_f32
-from tinyqmoe.kernels.rowdot import ACT, q8_dot_1, q8_dot_2, q8_dot_3, u4a8_dot_1, u4a8_dot_2, u4a8_dot_3
+from tinyqmoe.kernels.rowdot import (ACT, WIDE, q8_dot_1, q8_dot_2, q8_dot_3, q8_dot_4, q8_dot_8, u4a8_dot_1,
+                                     u4a8_dot_2, u4a8_dot_3)
 from tinyqmoe.kernels.fastexp import exp_f32
 from tinyqmoe.kernels.gemm_i8 import act_scale
 
@@ -116,7 +117,7 @@ def _activations(x, q, scale):
 
 def row_times_tokens(y, o, q_row, s_row, a, add):
     """y[t, o] (+)= (q_row * s_row) . token t, for every token of the activations a = (x (T, I), xq, xs, xo)
-    or (x,) (`activations` of the same weights), in tiles of up to 3 tokens (the sum added to y inside the tile: kernels/rowdot.py).
+    or (x,) (`activations` of the same weights), in tiles of up to 3 tokens (8 where WIDE; the sum added to y inside the tile: kernels/rowdot.py).
     q_row int8, or packed 4-bit; s_row (G,) scales, or (2, G) scales and offsets (uint4: multiplied with
     the int8 activations xq, the others with x)."""
     raise NotImplementedError("compiled code only")
@@ -151,6 +152,20 @@ def _row_times_tokens(y, o, q_row, s_row, a, add):
         gs = I // s_row.shape[-1]
         z = np.float32(0.0)
         t = 0
+        if WIDE:     # AVX-512: tiles of 8 tokens, then one of 4 (the same sums as any other tile: rowdot.py)
+            while t + 8 <= T:
+                b = (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o],
+                     y[t + 4, o], y[t + 5, o], y[t + 6, o], y[t + 7, o]) if add else (z, z, z, z, z, z, z, z)
+                (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o],
+                 y[t + 4, o], y[t + 5, o], y[t + 6, o], y[t + 7, o]) = q8_dot_8(
+                    q_row, s_row, x[t], x[t + 1], x[t + 2], x[t + 3], x[t + 4], x[t + 5], x[t + 6], x[t + 7],
+                    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], I, gs)
+                t += 8
+            if T - t >= 4:
+                b0, b1, b2, b3 = (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o]) if add else (z, z, z, z)
+                y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o] = q8_dot_4(
+                    q_row, s_row, x[t], x[t + 1], x[t + 2], x[t + 3], b0, b1, b2, b3, I, gs)
+                t += 4
         while t + 3 <= T:
             b0, b1, b2 = (y[t, o], y[t + 1, o], y[t + 2, o]) if add else (z, z, z)
             y[t, o], y[t + 1, o], y[t + 2, o] = q8_dot_3(q_row, s_row, x[t], x[t + 1], x[t + 2], b0, b1, b2, I, gs)

@@ -1,6 +1,7 @@
 """An int8 weight row times a few f32 token rows, each token's sum in an order the code fixes.
 
-    q8_dot_R(q, s, x_0..x_{R-1}, b_0..b_{R-1}, n, gs) -> R float32, for R = 1..3 tokens:
+    q8_dot_R(q, s, x_0..x_{R-1}, b_0..b_{R-1}, n, gs) -> R float32, for R = 1, 2, 3 tokens
+                                                                   (and 4, 8 where WIDE: AVX-512):
         b_r + sum_{i < n} (q[i] * s[i // gs]) * x_r[i]                 s float32 [G] (scales)
         b_r + sum_{i < n} fma(q[i], s[0, i // gs], s[1, i // gs]) * x_r[i]
                                                                        s float32 [2, G] (scales; offsets)
@@ -10,20 +11,27 @@ input 2m in the low nibble of byte m, 2m+1 in the high one, two's complement, -8
 registers: the same arithmetic on the same values as the row widened to int8, at half the bytes read.
 An int8 row may carry an offset per group too (s (2, G): a row's G scales, then its G offsets, the
 layout of docs/FORMAT.md §6.1 for uint4 widened to int8); the weight is then scale * q + offset, one
-fused multiply-add per 8-lane vector (two EXACT operations without FMA hardware), the same for every
+fused multiply-add per vector (two EXACT operations without FMA hardware), the same for every
 tile. Packed uint4 rows take int8 activations instead (u4a8_dot_R below).
 
 The row's bytes are loaded and converted to f32 once for all R tokens (what makes several sequences
 decoded together cost little more than one); each token then adds into its own ACCS accumulators of
 LANES floats: input i goes to lane i % LANES of accumulator (i // LANES) % ACCS, with a fused
-multiply-add, in increasing i. At the end the accumulators are added (0+1) + (2+3), scaled (one scale
-per row; per-group scales, and offsets, apply to the converted weights instead), the lanes summed pairwise, and the
-sum added to b_r (a residual: inside, so that a fast-math caller's `y += result` cannot be fused or
+multiply-add, in increasing i. At the end the accumulators are added ((0+1) + (2+3), or 0+1), scaled
+(one scale per row; per-group scales, and offsets, apply to the converted weights instead), the lanes
+summed pairwise ((l0+l1) + (l2+l3) ..., for several tokens at once through shuffles: `_lane_sums`), and
+the sum added to b_r (a residual: inside, so that a fast-math caller's `y += result` cannot be fused or
 re-associated differently in different tiles). No add or multiply here may be re-associated or
 contracted (EXACT below), so LLVM keeps exactly that order: a token's result is the same bit for bit
 whichever tile (R) it is computed in and whatever its tile mates are. That is the batch invariance the
 server needs (a sequence's greedy text never depends on the batch), by construction rather than by
 choosing one kernel per batch size.
+
+The host picks the vector shape once (the order is the host's, like every float result): with AVX-512,
+16 lanes x 2 accumulators and tiles of up to 8 tokens (16 accumulators in 32 registers: a row's bytes
+converted once for 8 sequences); otherwise 8 lanes x 4 accumulators and tiles of up to 3 (16
+registers). Both walk 32 inputs a step, one int8 activation block. On a 2-CPU AMD EPYC Zen 5 the wide
+tiles made a decode step of 8 sequences 1.2-1.5x faster and left one sequence's unchanged (docs/serving.md).
 
 uint4 rows in decode take int8 activations instead (u4a8_dot_R, at the end of this file: what a
 --bits 4 container runs), with the same per-token discipline: an order fixed by the code, so the same
@@ -40,14 +48,19 @@ from numba.extending import intrinsic
 
 from tinyqmoe.kernels.gemm_i8 import ACT_BLOCK
 
-LANES = 8              # f32 lanes of one 256-bit vector
-ACCS = 4               # accumulators per token: enough independent FMAs to hide their latency at R=1
-BLOCK = LANES * ACCS   # inputs per loop step
+_FEATURES = binding.get_host_cpu_features().flatten().split(",")
+HAS_FMA = "+fma" in _FEATURES
+# AVX-512 (Xeon, Zen 4/5): 16 f32 lanes a vector and 32 vector registers, so one tile holds the
+# accumulators of 8 tokens (2 x 8 vectors) and a row's bytes are converted once for 8 tokens, not 3.
+WIDE = "+avx512f" in _FEATURES
+LANES = 16 if WIDE else 8   # f32 lanes of one vector (512 or 256 bits)
+ACCS = 2 if WIDE else 4     # accumulators per token: independent FMAs to hide their latency at R=1
+BLOCK = LANES * ACCS        # inputs per loop step: 32 either way (one int8 activation block, `fits`)
+TILE = 8 if WIDE else 3     # most tokens in one tile (q8_dot_R): what the registers hold
 # The flag every add and multiply here carries. numba's fast-math pass gives its flags (reassociation,
 # contraction) to every floating-point instruction of a fastmath function that has none, intrinsics
 # inlined into it included; `arcp` (reciprocals, which only division uses) keeps these exactly as written.
 EXACT = ("arcp",)
-HAS_FMA = "+fma" in binding.get_host_cpu_features().flatten().split(",")
 
 
 def fits(n_inputs: int, group: int) -> bool:
@@ -60,26 +73,25 @@ def _fma(builder):
     def fma(a, b, c):
         if not HAS_FMA:
             return builder.fadd(builder.fmul(a, b, flags=EXACT), c, flags=EXACT)
-        name = "llvm.fma.v8f32" if isinstance(a.type, ir.VectorType) else "llvm.fma.f32"
+        name = f"llvm.fma.v{a.type.count}f32" if isinstance(a.type, ir.VectorType) else "llvm.fma.f32"
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(a.type, [a.type] * 3), name)
         return builder.call(fn, [a, b, c])
     return fma
 
 
 def _splat(builder):
-    """A float broadcast to the 8 lanes of a vector."""
-    v8f32, v8i32, i32 = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(32), LANES), ir.IntType(32)
-
-    def splat(value):
-        one = builder.insert_element(ir.Constant(v8f32, ir.Undefined), value, ir.Constant(i32, 0))
-        return builder.shuffle_vector(one, one, ir.Constant(v8i32, [0] * LANES))
+    """A float broadcast to the `lanes` lanes of a vector."""
+    def splat(value, lanes=LANES):
+        vf, vi, i32 = ir.VectorType(ir.FloatType(), lanes), ir.VectorType(ir.IntType(32), lanes), ir.IntType(32)
+        one = builder.insert_element(ir.Constant(vf, ir.Undefined), value, ir.Constant(i32, 0))
+        return builder.shuffle_vector(one, one, ir.Constant(vi, [0] * lanes))
     return splat
 
 
 def _codegen(R, packed, offsets):
     def codegen(context, builder, signature, args):
         i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
-        v8i8, v8i32, v8f32 = ir.VectorType(i8, LANES), ir.VectorType(i32, LANES), ir.VectorType(f32, LANES)
+        vni8, vni32, vnf32 = ir.VectorType(i8, LANES), ir.VectorType(i32, LANES), ir.VectorType(f32, LANES)
         v16i8 = ir.VectorType(i8, BLOCK // 2)
         arrays = [context.make_array(ty)(context, builder, val).data
                   for ty, val in zip(signature.args[: 2 + R], args[: 2 + R])]
@@ -94,7 +106,7 @@ def _codegen(R, packed, offsets):
         def fmul(a, b):
             return builder.fmul(a, b, flags=EXACT)
 
-        zero = ir.Constant(v8f32, None)
+        zero = ir.Constant(vnf32, None)
         blocks_per_group = builder.udiv(gs, ir.Constant(i64, BLOCK))
         # rows with offsets always take the grouped loop (an offset cannot be factored out of the sum)
         one_group = ir.Constant(ir.IntType(1), 0) if offsets else builder.icmp_unsigned(">=", gs, n)
@@ -122,7 +134,7 @@ def _codegen(R, packed, offsets):
             i = builder.phi(i64)
             k = builder.phi(i64)            # block within the scale group
             g = builder.phi(i64)            # scale group
-            accs = [[builder.phi(v8f32) for _ in range(ACCS)] for _ in range(R)]
+            accs = [[builder.phi(vnf32) for _ in range(ACCS)] for _ in range(R)]
             scale = splat(builder.load(builder.gep(s_ptr, [g]))) if grouped else None
             with_offsets = offsets and grouped   # (the one-scale loop is never entered for such rows)
             offset = splat(builder.load(builder.gep(s_ptr, [builder.add(n_groups, g)]))) if with_offsets else None
@@ -141,14 +153,14 @@ def _codegen(R, packed, offsets):
                     part = ir.Constant(ir.VectorType(i32, LANES), list(range(j * LANES, (j + 1) * LANES)))
                     wq = builder.shuffle_vector(nibbles, ir.Constant(nibbles.type, ir.Undefined), part)
                 else:
-                    wq = builder.load(builder.bitcast(builder.gep(q_ptr, [off]), v8i8.as_pointer()), align=1)
-                w = builder.sitofp(builder.sext(wq, v8i32), v8f32)
+                    wq = builder.load(builder.bitcast(builder.gep(q_ptr, [off]), vni8.as_pointer()), align=1)
+                w = builder.sitofp(builder.sext(wq, vni32), vnf32)
                 if with_offsets:
                     w = fma(w, scale, offset)          # scale * q + offset
                 elif grouped:
                     w = fmul(w, scale)
                 for r in range(R):
-                    xv = builder.load(builder.bitcast(builder.gep(x_ptrs[r], [off]), v8f32.as_pointer()), align=4)
+                    xv = builder.load(builder.bitcast(builder.gep(x_ptrs[r], [off]), vnf32.as_pointer()), align=4)
                     news[r][j] = fma(w, xv, accs[r][j])
             i_next = builder.add(i, ir.Constant(i64, BLOCK))
             k1 = builder.add(k, ir.Constant(i64, 1))
@@ -166,7 +178,7 @@ def _codegen(R, packed, offsets):
             ends.append((loop, news))
 
         builder.position_at_end(done)
-        finals = [[builder.phi(v8f32) for _ in range(ACCS)] for _ in range(R)]
+        finals = [[builder.phi(vnf32) for _ in range(ACCS)] for _ in range(R)]
         row_scale = builder.phi(f32)
         row_scale.add_incoming(ir.Constant(f32, 1.0), entry)
         for (block, news), grouped in zip(ends, (True, False)):
@@ -178,18 +190,52 @@ def _codegen(R, packed, offsets):
         for r in range(R):
             for f in finals[r]:
                 f.add_incoming(zero, entry)
-        outs = []
+        tokens = []
         for r in range(R):
-            v = fadd(fadd(finals[r][0], finals[r][1]), fadd(finals[r][2], finals[r][3]))
+            v = finals[r]
+            while len(v) > 1:        # (0+1) + (2+3), or 0+1
+                v = [fadd(v[e], v[e + 1]) for e in range(0, len(v), 2)]
             # scaled before the lanes are summed: the result is an add, so a caller's `y += result`
             # (fast-math, contractible) can never fuse with it into a multiply-add in some tiles only
-            v = fmul(v, row_scale)
-            lanes = [builder.extract_element(v, ir.Constant(i32, e)) for e in range(LANES)]
-            while len(lanes) > 1:
-                lanes = [fadd(lanes[e], lanes[e + 1]) for e in range(0, len(lanes), 2)]
-            outs.append(fadd(biases[r], lanes[0]))
+            tokens.append(fmul(v[0], row_scale))
+        sums = _lane_sums(builder, tokens)
+        outs = [fadd(biases[r], sums[r]) for r in range(R)]
         return context.make_tuple(builder, signature.return_type, outs)
     return codegen
+
+
+def _lane_sums(builder, vectors):
+    """Each vector's lanes summed pairwise, (l0+l1) + (l2+l3) ..., the same tree for every vector, but
+    several vectors at a time: at each level, two vectors' lanes go through one even/odd shuffle and
+    one add ([a0+a1, a2+a3, ..., b0+b1, ...]), so R tokens' sums take about R + log2(LANES) vector adds
+    instead of R x (LANES - 1) scalar ones. Every sum is still the same two numbers added (an add is
+    exact-commutative), so a token's result does not depend on the other vectors."""
+    i32 = ir.IntType(32)
+    seg = vectors[0].type.count                            # lanes of one vector's sum still apart
+    labels = [[r] * seg for r in range(len(vectors))]      # which vector each lane belongs to
+    vectors = list(vectors)
+    while seg > 1:
+        if len(vectors) == 1:                  # the vector's own lanes: n = its width
+            pairs = [(vectors[0], vectors[0], labels[0], len(labels[0]))]
+        else:                                  # two vectors' lanes, concatenated: n = twice the width
+            if len(vectors) % 2:               # a zero vector pairs with the odd one out
+                vectors.append(ir.Constant(vectors[0].type, None))
+                labels.append([None] * len(labels[0]))
+            pairs = [(vectors[k], vectors[k + 1], labels[k] + labels[k + 1], 2 * len(labels[k]))
+                     for k in range(0, len(vectors), 2)]
+        vectors, labels = [], []
+        for a, b, lab, n in pairs:
+            even = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, n // 2), list(range(0, n, 2))))
+            odd = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, n // 2), list(range(1, n, 2))))
+            vectors.append(builder.fadd(even, odd, flags=EXACT))
+            labels.append(lab[0:n:2])
+        seg //= 2
+    out = {}
+    for v, lab in zip(vectors, labels):
+        for e, r in enumerate(lab):
+            if r is not None:
+                out[r] = builder.extract_element(v, ir.Constant(i32, e))
+    return [out[r] for r in range(len(out))]
 
 
 def _typed(R, q, s, xs, bs, n, gs):
@@ -224,6 +270,18 @@ def q8_dot_2(typingctx, q, s, x0, x1, b0, b1, n, gs):
 def q8_dot_3(typingctx, q, s, x0, x1, x2, b0, b1, b2, n, gs):
     """b_r + the row . x_r for r = 0..2 -> 3 f32"""
     return _typed(3, q, s, (x0, x1, x2), (b0, b1, b2), n, gs)
+
+
+@intrinsic
+def q8_dot_4(typingctx, q, s, x0, x1, x2, x3, b0, b1, b2, b3, n, gs):
+    """b_r + the row . x_r for r = 0..3 -> 4 f32 (a tile that fits the registers only with AVX-512: WIDE)"""
+    return _typed(4, q, s, (x0, x1, x2, x3), (b0, b1, b2, b3), n, gs)
+
+
+@intrinsic
+def q8_dot_8(typingctx, q, s, x0, x1, x2, x3, x4, x5, x6, x7, b0, b1, b2, b3, b4, b5, b6, b7, n, gs):
+    """b_r + the row . x_r for r = 0..7 -> 8 f32 (AVX-512 only: 16 accumulators of 16 lanes, WIDE)"""
+    return _typed(8, q, s, (x0, x1, x2, x3, x4, x5, x6, x7), (b0, b1, b2, b3, b4, b5, b6, b7), n, gs)
 
 
 # ---- uint4 rows times int8 activations (W4A8): what decoding a uint4 model runs
@@ -283,7 +341,7 @@ def _codegen_u4a8(R):
             isum = builder.call(madd, [builder.call(maddubs, [u, xv]), ones])
             xs = builder.load(builder.gep(xs_ptrs[r], [k]))
             xo = builder.load(builder.gep(xo_ptrs[r], [k]))
-            news.append(fma(builder.sitofp(isum, v8f32), splat(builder.fmul(scale, xs, flags=EXACT)), accs[r]))
+            news.append(fma(builder.sitofp(isum, v8f32), splat(builder.fmul(scale, xs, flags=EXACT), 8), accs[r]))
             new_offs.append(fma(offset, xo, offs[r]))
         k_next = builder.add(k, c(1))
         kg1 = builder.add(kg, c(1))
@@ -309,7 +367,7 @@ def _codegen_u4a8(R):
             finals.append((v, o))
         outs = []
         for r, (v, o) in enumerate(finals):
-            lanes = [builder.extract_element(v, ir.Constant(i32, e)) for e in range(LANES)]
+            lanes = [builder.extract_element(v, ir.Constant(i32, e)) for e in range(8)]
             while len(lanes) > 1:
                 lanes = [builder.fadd(lanes[e], lanes[e + 1], flags=EXACT) for e in range(0, len(lanes), 2)]
             outs.append(builder.fadd(biases[r], builder.fadd(lanes[0], o, flags=EXACT), flags=EXACT))
