@@ -14,8 +14,8 @@ one row each.
 Every linear is int8 `q` (O, I) times f32 `scale` (O, G), one scale per I//G inputs, with f32
 activations; or packed 4-bit: uint4 rows (scales and offsets (O, 2, G)) multiply the layer's input
 quantized to int8 per token and 32 inputs (`activations`, once per linear), int4 rows f32 activations.
-Each weight row is multiplied with up to 3 token rows at once (8 with AVX-512: kernels/rowdot.py), in an order fixed
-per token: a row's results never depend on the other rows of the call (batch invariance). A layer
+Each weight row is multiplied with up to 3 token rows at once (8 with AVX-512: kernels/rowdot.py), in
+an order fixed per token: a row's results never depend on the other rows of the call (batch invariance). A layer
 is five parallel regions (each one fork/join of the numba threads), the small steps fused into them:
   1. qkv rows in (i, i+E/2) pairs, so RoPE and the KV-cache write happen where the pair is computed
   2. attention, one (row, head) per item, over positions 0..pos[t] of the row's sequence
@@ -117,7 +117,8 @@ def _activations(x, q, scale):
 
 def row_times_tokens(y, o, q_row, s_row, a, add):
     """y[t, o] (+)= (q_row * s_row) . token t, for every token of the activations a = (x (T, I), xq, xs, xo)
-    or (x,) (`activations` of the same weights), in tiles of up to 3 tokens (8 where WIDE; the sum added to y inside the tile: kernels/rowdot.py).
+    or (x,) (`activations` of the same weights), in tiles of up to 3 tokens (8 where WIDE; the sum added
+    to y inside the tile: kernels/rowdot.py).
     q_row int8, or packed 4-bit; s_row (G,) scales, or (2, G) scales and offsets (uint4: multiplied with
     the int8 activations xq, the others with x)."""
     raise NotImplementedError("compiled code only")
