@@ -14,6 +14,8 @@ one row each.
 Every linear is int8 `q` (O, I) times f32 `scale` (O, G), one scale per I//G inputs, with f32
 activations; or packed 4-bit: uint4 rows (scales and offsets (O, 2, G)) multiply the layer's input
 quantized to int8 per token and 32 inputs (`activations`, once per linear), int4 rows f32 activations.
+Where the host has AVX-512 VNNI, rows with one scale (G = 1) multiply the input quantized to int16 per
+token instead (W8A16, kernels/rowdot_a16.py: exact integer sums).
 Each weight row is multiplied with up to 3 token rows at once (8 with AVX-512: kernels/rowdot.py), in
 an order fixed per token: a row's results never depend on the other rows of the call (batch invariance). A layer
 is five parallel regions (each one fork/join of the numba threads), the small steps fused into them:
@@ -34,6 +36,8 @@ from tinyqmoe.kernels.elementwise import rmsnorm
 from tinyqmoe.kernels.half import from_f32, to_f32
 from tinyqmoe.kernels.rowdot import (ACT, WIDE, q8_dot_1, q8_dot_2, q8_dot_3, q8_dot_4, q8_dot_8, u4a8_dot_1,
                                      u4a8_dot_2, u4a8_dot_3)
+from tinyqmoe.kernels.rowdot_a16 import (A16, q8a16_dot_1, q8a16_dot_2, q8a16_dot_3, q8a16_dot_4, q8a16_dot_8,
+                                         quantize_a16)
 from tinyqmoe.kernels.fastexp import exp_f32
 from tinyqmoe.kernels.gemm_i8 import act_scale
 
@@ -96,7 +100,9 @@ def quantize_u4a8(xq, xs, xo, x):
 
 def activations(x, q, scale):
     """x (T, I) f32 as the row tiles of weights q, scale take it: (x, xq, xs, xo), quantized by
-    quantize_u4a8 for packed uint4 weights (q uint8, scale (O, 2, G)); (x,) otherwise (nothing made)."""
+    quantize_u4a8 for packed uint4 weights (q uint8, scale (O, 2, G)); where the host runs W8A16
+    (kernels/rowdot_a16.py A16) and the rows have one scale each (scale (O, 1)), (x, xq, xs) with x
+    quantized to int16 per token by quantize_a16 (xq empty otherwise); (x,) elsewhere."""
     raise NotImplementedError("compiled code only")
 
 
@@ -111,16 +117,26 @@ def _activations(x, q, scale):
             quantize_u4a8(xq, xs, xo, x)
             return x, xq, xs, xo
         return quantized
+    if A16 and scale.ndim == 2:
+        def int16_tokens(x, q, scale):
+            T, I = x.shape
+            n = T if scale.shape[1] == 1 else 0
+            xq = np.empty((n, I), np.int16)
+            xs = np.empty(n, np.float32)
+            quantize_a16(xq, xs, x[:n])
+            return x, xq, xs
+        return int16_tokens
 
     return lambda x, q, scale: (x,)
 
 
 def row_times_tokens(y, o, q_row, s_row, a, add):
-    """y[t, o] (+)= (q_row * s_row) . token t, for every token of the activations a = (x (T, I), xq, xs, xo)
-    or (x,) (`activations` of the same weights), in tiles of up to 3 tokens (8 where WIDE; the sum added
-    to y inside the tile: kernels/rowdot.py).
+    """y[t, o] (+)= (q_row * s_row) . token t, for every token of the activations a = (x (T, I), xq, xs, xo),
+    (x, xq, xs) or (x,) (`activations` of the same weights), in tiles of up to 3 tokens (8 where WIDE; the
+    sum added to y inside the tile: kernels/rowdot.py).
     q_row int8, or packed 4-bit; s_row (G,) scales, or (2, G) scales and offsets (uint4: multiplied with
-    the int8 activations xq, the others with x)."""
+    the int8 activations xq); rows with one scale times the int16 tokens xq, xs where `activations` made
+    them (A16 hosts: kernels/rowdot_a16.py); the others with x."""
     raise NotImplementedError("compiled code only")
 
 
@@ -147,36 +163,79 @@ def _row_times_tokens(y, o, q_row, s_row, a, add):
                 (y[t, o],) = u4a8_dot_1(q_row, s_row, xq[t], xs[t], xo[t], y[t, o] if add else z, I, gs)
         return uint4_rows
 
-    def f32_rows(y, o, q_row, s_row, a, add):
-        x = a[0]
-        T, I = x.shape
-        gs = I // s_row.shape[-1]
-        z = np.float32(0.0)
-        t = 0
-        if WIDE:     # AVX-512: tiles of 8 tokens, then one of 4 (the same sums as any other tile: rowdot.py)
-            while t + 8 <= T:
-                b = (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o],
-                     y[t + 4, o], y[t + 5, o], y[t + 6, o], y[t + 7, o]) if add else (z, z, z, z, z, z, z, z)
-                (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o],
-                 y[t + 4, o], y[t + 5, o], y[t + 6, o], y[t + 7, o]) = q8_dot_8(
-                    q_row, s_row, x[t], x[t + 1], x[t + 2], x[t + 3], x[t + 4], x[t + 5], x[t + 6], x[t + 7],
-                    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], I, gs)
-                t += 8
-            if T - t >= 4:
-                b0, b1, b2, b3 = (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o]) if add else (z, z, z, z)
-                y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o] = q8_dot_4(
-                    q_row, s_row, x[t], x[t + 1], x[t + 2], x[t + 3], b0, b1, b2, b3, I, gs)
-                t += 4
-        while t + 3 <= T:
-            b0, b1, b2 = (y[t, o], y[t + 1, o], y[t + 2, o]) if add else (z, z, z)
-            y[t, o], y[t + 1, o], y[t + 2, o] = q8_dot_3(q_row, s_row, x[t], x[t + 1], x[t + 2], b0, b1, b2, I, gs)
-            t += 3
-        if T - t == 2:
-            b0, b1 = (y[t, o], y[t + 1, o]) if add else (z, z)
-            y[t, o], y[t + 1, o] = q8_dot_2(q_row, s_row, x[t], x[t + 1], b0, b1, I, gs)
-        elif T - t == 1:
-            (y[t, o],) = q8_dot_1(q_row, s_row, x[t], y[t, o] if add else z, I, gs)
-    return f32_rows
+    if s_row.ndim == 1 and len(a) == 3:      # int8 or packed int4 rows, W8A16 on this host
+        def int8_rows(y, o, q_row, s_row, a, add):
+            if a[1].shape[0] == 0 or s_row.shape[0] != 1:    # grouped rows: the f32 tiles
+                f32_rows(y, o, q_row, s_row, a, add)
+            else:
+                a16_rows(y, o, q_row, s_row, a[1], a[2], add)
+        return int8_rows
+    return lambda y, o, q_row, s_row, a, add: f32_rows(y, o, q_row, s_row, a, add)
+
+
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def a16_rows(y, o, q_row, s_row, xq, xs, add):
+    """y[t, o] (+)= row o . token t for the int16 tokens xq (T, I), xs (T,) (kernels/rowdot_a16.py), in
+    tiles of 8, then one of 4, then 3, 2, 1 (the same sums in any tile)."""
+    T, I = xq.shape
+    z = np.float32(0.0)
+    t = 0
+    while t + 8 <= T:
+        b = (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o],
+             y[t + 4, o], y[t + 5, o], y[t + 6, o], y[t + 7, o]) if add else (z, z, z, z, z, z, z, z)
+        (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o],
+         y[t + 4, o], y[t + 5, o], y[t + 6, o], y[t + 7, o]) = q8a16_dot_8(
+            q_row, s_row, xq[t], xq[t + 1], xq[t + 2], xq[t + 3], xq[t + 4], xq[t + 5], xq[t + 6], xq[t + 7],
+            xs[t], xs[t + 1], xs[t + 2], xs[t + 3], xs[t + 4], xs[t + 5], xs[t + 6], xs[t + 7],
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], I)
+        t += 8
+    if T - t >= 4:
+        b0, b1, b2, b3 = (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o]) if add else (z, z, z, z)
+        y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o] = q8a16_dot_4(
+            q_row, s_row, xq[t], xq[t + 1], xq[t + 2], xq[t + 3], xs[t], xs[t + 1], xs[t + 2], xs[t + 3],
+            b0, b1, b2, b3, I)
+        t += 4
+    if T - t == 3:
+        b0, b1, b2 = (y[t, o], y[t + 1, o], y[t + 2, o]) if add else (z, z, z)
+        y[t, o], y[t + 1, o], y[t + 2, o] = q8a16_dot_3(q_row, s_row, xq[t], xq[t + 1], xq[t + 2],
+                                                        xs[t], xs[t + 1], xs[t + 2], b0, b1, b2, I)
+    elif T - t == 2:
+        b0, b1 = (y[t, o], y[t + 1, o]) if add else (z, z)
+        y[t, o], y[t + 1, o] = q8a16_dot_2(q_row, s_row, xq[t], xq[t + 1], xs[t], xs[t + 1], b0, b1, I)
+    elif T - t == 1:
+        (y[t, o],) = q8a16_dot_1(q_row, s_row, xq[t], xs[t], y[t, o] if add else z, I)
+
+
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def f32_rows(y, o, q_row, s_row, a, add):
+    x = a[0]
+    T, I = x.shape
+    gs = I // s_row.shape[-1]
+    z = np.float32(0.0)
+    t = 0
+    if WIDE:     # AVX-512: tiles of 8 tokens, then one of 4 (the same sums as any other tile: rowdot.py)
+        while t + 8 <= T:
+            b = (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o],
+                 y[t + 4, o], y[t + 5, o], y[t + 6, o], y[t + 7, o]) if add else (z, z, z, z, z, z, z, z)
+            (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o],
+             y[t + 4, o], y[t + 5, o], y[t + 6, o], y[t + 7, o]) = q8_dot_8(
+                q_row, s_row, x[t], x[t + 1], x[t + 2], x[t + 3], x[t + 4], x[t + 5], x[t + 6], x[t + 7],
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], I, gs)
+            t += 8
+        if T - t >= 4:
+            b0, b1, b2, b3 = (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o]) if add else (z, z, z, z)
+            y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o] = q8_dot_4(
+                q_row, s_row, x[t], x[t + 1], x[t + 2], x[t + 3], b0, b1, b2, b3, I, gs)
+            t += 4
+    while t + 3 <= T:
+        b0, b1, b2 = (y[t, o], y[t + 1, o], y[t + 2, o]) if add else (z, z, z)
+        y[t, o], y[t + 1, o], y[t + 2, o] = q8_dot_3(q_row, s_row, x[t], x[t + 1], x[t + 2], b0, b1, b2, I, gs)
+        t += 3
+    if T - t == 2:
+        b0, b1 = (y[t, o], y[t + 1, o]) if add else (z, z)
+        y[t, o], y[t + 1, o] = q8_dot_2(q_row, s_row, x[t], x[t + 1], b0, b1, I, gs)
+    elif T - t == 1:
+        (y[t, o],) = q8_dot_1(q_row, s_row, x[t], y[t, o] if add else z, I, gs)
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)

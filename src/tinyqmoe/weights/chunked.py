@@ -14,6 +14,7 @@ import numpy as np
 from tinyqmoe.kernels.gemm_i8 import pack_activations, panel_fits, panel_rows, panel_rows_packed
 from tinyqmoe.kernels.layer import matmul_tiles_rows
 from tinyqmoe.kernels.matvec import matmul_f32_rows, matmul_q8_rows
+from tinyqmoe.kernels.rowdot_a16 import takes_a16
 from tinyqmoe.runtime import SERIAL, Runtime
 from tinyqmoe.weights.resident import resident_packed
 
@@ -42,6 +43,8 @@ class ChunkedLinear:
             else:
                 self.kscale = np.ascontiguousarray(np.stack([self.scale, self.offset], axis=1))
                 self.scale, self.offset = self.kscale[:, 0], self.kscale[:, 1]
+        self.a16 = (self.kscale is None and not self.f32
+                    and takes_a16(self.entry.shape[1], self.scale.shape[1], self.offset is not None))
 
     @property
     def shape(self):
@@ -88,6 +91,8 @@ class ChunkedLinear:
         if packed is not None:   # int8 x int8 (a long prompt): the activations quantized once per call
             xp, xsp, _ = packed
             panel_rows(y, self.chunk(i), self.scale[r0:r0 + n], xp, xsp, x.shape[0], r0)
+        elif self.a16:   # int8 rows times int16 tokens, as resident rows and the fused loop multiply them
+            matmul_tiles_rows(y, self.chunk(i), self.scale, x, r0)
         else:
             matmul_q8_rows(y, self.chunk(i), self.scale[r0:r0 + n], x, r0)
         if xs is not None:   # uint4: + sum over groups of offset * (x summed over the group)

@@ -20,6 +20,7 @@ from tinyqmoe.kernels.gemm_i8 import linear_packed, linear_q8q8, panel_fits
 from tinyqmoe.kernels.layer import matmul_tiles
 from tinyqmoe.kernels.matvec import dequant_rows_q8, matmul_f32, matmul_q8
 from tinyqmoe.kernels.matvec_q4 import dequant_rows_q4
+from tinyqmoe.kernels.rowdot_a16 import takes_a16
 from tinyqmoe.runtime import SERIAL, Runtime
 
 
@@ -145,6 +146,9 @@ class Linear:
             # for (what every source then does for them: the fused source multiplies its chunks so)
             if self.w is not None:
                 matmul_f32(y, self.w, x)
+            elif self.q is not None and takes_a16(I, self.scale.shape[1], self.offset is not None):
+                # int8 rows times int16 tokens: the kernel of the fused decode and every source's
+                matmul_tiles(y, self.q, self.kscale, np.ascontiguousarray(x, dtype=np.float32))
             elif self.q is not None:
                 matmul_q8(y, self.q, np.ascontiguousarray(self.scale), x)
                 self._add_offsets(y, x)

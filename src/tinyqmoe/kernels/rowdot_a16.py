@@ -1,0 +1,230 @@
+"""An int8 weight row times a few tokens quantized to int16, with exact integer sums (W8A16).
+
+    q8a16_dot_R(q, s, xq_0..xq_{R-1}, xs_0..xs_{R-1}, b_0..b_{R-1}, n) -> R float32, R = 1, 2, 3, 4, 8:
+        b_r + (sum_{i < n} q[i] * xq_r[i]) * (s[0] * xs_r)
+
+q an int8 row of n inputs with one scale s[0] (per-channel rows: G = 1), or a uint8 row of n/2 bytes
+holding int4 values (two's complement, input 2m in the low nibble of byte m: docs/FORMAT.md §5), unpacked
+in registers to the same values (so the same sums as the row widened to int8); xq_r token r's activations
+quantized per token to int16 by `quantize_a16` (xs_r = max|x_r| / 32767, xq_r = rint(x_r / xs_r)).
+The products are integers summed exactly: 32 inputs a step, sign-extended to int16 and multiplied in
+pairs into 16 int32 lanes (`vpmaddwd`; with AVX-512 VNNI the add folds into `vpdpwssd`, one instruction
+for 32 multiply-adds of one token). A lane's int32 sum is exact for up to SPAN inputs (|q| <= 128,
+|xq| <= 32767: SPAN / 32 steps x 2 x 128 x 32767 < 2^31); each span's lanes are then converted to f32
+and added, in order, to the token's float lanes, which are summed pairwise (rowdot._lane_sums), scaled,
+and added to b_r. Integer sums do not depend on their order, and the float steps after them are fixed
+(EXACT), so a token's result is the same bit for bit in every tile and every batch: the batch invariance
+the server needs, as in kernels/rowdot.py.
+
+Why: with 8 tokens a row, the f32 tiles spend 20 instructions per 256 multiply-adds (the weights
+converted to f32, one FMA per 16 lanes and token); here it is one sign-extension and 8 `vpdpwssd`.
+int16 activations keep the float path's accuracy (a per-token step of max|x| / 32767; int8 activations
+per token changed 17% of the default model's greedy next tokens, per 32 inputs 5%, measured). Used where
+the host has AVX-512 with VNNI (`A16`), for rows with one scale (kernels/layer.py row_times_tokens);
+elsewhere, and for grouped or offset rows, the f32 tiles of kernels/rowdot.py.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from tinyqmoe.kernels.rowdot import _FEATURES, EXACT, WIDE, _lane_sums, _splat
+
+A16 = WIDE and "+avx512bw" in _FEATURES and "+avx512vnni" in _FEATURES
+STEP = 32        # inputs a step: one <32 x i16> vector of a token's activations
+SPAN = 8192      # inputs whose int32 lane sums cannot overflow (8192 / 32 x 2 x 128 x 32767 < 2^31)
+QMAX = 32767     # the activations' int16 range: -QMAX..QMAX
+
+
+def takes_a16(n_inputs: int, groups: int, offsets: bool = False) -> bool:
+    """Do int8 rows of n_inputs inputs and `groups` scales a row multiply int16 tokens on this host
+    (kernels/layer.py row_times_tokens)? Then every source multiplies them so (weights/linear.py,
+    weights/chunked.py), whatever the number of tokens, and gets the same bits."""
+    return A16 and groups == 1 and not offsets and n_inputs > 0 and n_inputs % STEP == 0
+
+
+# fastmath=False said, not left out: numba compiles a callee that does not set it with its caller's
+# fast-math (kernels/layer.py calls this from fastmath code), and caches that version for every caller;
+# then x * (32767 / m) was reassociated and 1 value in ~5,000 rounded to the other int16 (measured)
+@njit(cache=True, nogil=True, fastmath=False)
+def quantize_a16(xq, xs, x):
+    """x (T, I) f32 -> xq (T, I) int16 and xs (T,) f32: per token xs = max|x| / 32767 (1 for a zero
+    token) and xq = rint(x * (32767 / max|x|)), in -32767..32767."""
+    T, I = x.shape
+    for t in range(T):
+        m = np.float32(0.0)
+        for i in range(I):
+            m = max(m, abs(x[t, i]))
+        if not m > 0:        # zero (or NaN from a forged file: garbage out, never a fault)
+            xs[t] = np.float32(1.0)
+            xq[t] = 0
+            continue
+        inv = np.float32(np.float32(QMAX) / m)          # float32 throughout, as numpy computes it
+        xs[t] = np.float32(m / np.float32(QMAX))
+        for i in range(I):
+            v = np.rint(np.float32(x[t, i] * inv))
+            v = min(max(v, np.float32(-QMAX)), np.float32(QMAX))
+            xq[t, i] = np.int16(v)
+
+
+def _codegen(R, packed):
+    def codegen(context, builder, signature, args):
+        i8, i16, i32, i64, f32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
+        v32i8, v32i16, v16i32, v16f32 = (ir.VectorType(i8, 32), ir.VectorType(i16, 32), ir.VectorType(i32, 16),
+                                         ir.VectorType(f32, 16))
+        arrays = [context.make_array(ty)(context, builder, val).data
+                  for ty, val in zip(signature.args[: 2 + R], args[: 2 + R])]
+        q_ptr, s_ptr, xq_ptrs = arrays[0], arrays[1], arrays[2:]
+        xs_vals = args[2 + R: 2 + 2 * R]
+        biases = args[2 + 2 * R: 2 + 3 * R]
+        n = args[2 + 3 * R]
+        n = builder.sext(n, i64) if n.type.width < 64 else n
+        madd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16i32, [v32i16, v32i16]),
+                                              "llvm.x86.avx512.pmaddw.d.512")
+        c = lambda v: ir.Constant(i64, v)  # noqa: E731
+        zero_i, zero_f = ir.Constant(v16i32, None), ir.Constant(v16f32, None)
+
+        entry = builder.basic_block
+        s0 = builder.load(s_ptr)
+        outer = builder.append_basic_block("a16.span")
+        inner = builder.append_basic_block("a16.loop")
+        span_end = builder.append_basic_block("a16.span_end")
+        done = builder.append_basic_block("a16.done")
+        builder.cbranch(builder.icmp_signed(">", n, c(0)), outer, done)
+
+        builder.position_at_end(outer)              # a span of <= SPAN inputs: int32 lanes from zero
+        i0 = builder.phi(i64)
+        accf = [builder.phi(v16f32) for _ in range(R)]
+        end = builder.add(i0, c(SPAN))
+        end = builder.select(builder.icmp_signed("<", end, n), end, n)
+
+        def step(i, accs):                          # 32 inputs: sign-extend once, one multiply-add a token
+            if packed:   # 16 bytes: input 2m in the low nibble of byte m, 2m+1 in the high one
+                v16i8 = ir.VectorType(i8, 16)
+                b = builder.load(builder.bitcast(builder.gep(q_ptr, [builder.lshr(i, c(1))]), v16i8.as_pointer()),
+                                 align=1)
+                four = ir.Constant(v16i8, [4] * 16)
+                lo = builder.ashr(builder.shl(b, four), four)
+                hi = builder.ashr(b, four)
+                wq = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(i32, 32),
+                                                                [v for m in range(16) for v in (m, 16 + m)]))
+            else:
+                wq = builder.load(builder.bitcast(builder.gep(q_ptr, [i]), v32i8.as_pointer()), align=1)
+            w = builder.sext(wq, v32i16)
+            out = []
+            for r in range(R):
+                xv = builder.load(builder.bitcast(builder.gep(xq_ptrs[r], [i]), v32i16.as_pointer()), align=2)
+                out.append(builder.add(accs[r], builder.call(madd, [w, xv])))
+            return out
+
+        # one or two tokens: two chains of 32-input steps (even / odd steps), so a step does not wait for
+        # the previous multiply-add; integer sums, so the split changes no result
+        chains = 2 if R <= 2 else 1
+        width = c(chains * STEP)
+        builder.cbranch(builder.icmp_signed("<=", builder.add(i0, width), end), inner, span_end)
+        builder.position_at_end(inner)
+        i = builder.phi(i64)
+        acc = [[builder.phi(v16i32) for _ in range(R)] for _ in range(chains)]
+        new = [step(builder.add(i, c(k * STEP)), acc[k]) for k in range(chains)]
+        i_next = builder.add(i, width)
+        i.add_incoming(i0, outer)
+        i.add_incoming(i_next, inner)
+        for k in range(chains):
+            for r in range(R):
+                acc[k][r].add_incoming(zero_i, outer)
+                acc[k][r].add_incoming(new[k][r], inner)
+        last_start = builder.sub(end, width)       # the loop runs while a whole round of steps remains
+        builder.cbranch(builder.icmp_signed("<=", i_next, last_start), inner, span_end)
+
+        builder.position_at_end(span_end)           # the chains joined, a last odd step, the span's
+        i_at = builder.phi(i64)                     # exact lane sums into the float lanes
+        i_at.add_incoming(i0, outer)
+        i_at.add_incoming(i_next, inner)
+        parts = []
+        for k in range(chains):
+            row = []
+            for r in range(R):
+                v = builder.phi(v16i32)
+                v.add_incoming(zero_i, outer)
+                v.add_incoming(new[k][r], inner)
+                row.append(v)
+            parts.append(row)
+        total = [builder.add(parts[0][r], parts[1][r]) if chains == 2 else parts[0][r] for r in range(R)]
+        if chains == 2:
+            odd = builder.icmp_signed("<", i_at, end)
+            tail_bb = builder.append_basic_block("a16.tail")
+            join_bb = builder.append_basic_block("a16.join")
+            before_tail = builder.basic_block
+            builder.cbranch(odd, tail_bb, join_bb)
+            builder.position_at_end(tail_bb)
+            tailed = step(i_at, total)
+            builder.branch(join_bb)
+            builder.position_at_end(join_bb)
+            joined = []
+            for r in range(R):
+                v = builder.phi(v16i32)
+                v.add_incoming(total[r], before_tail)
+                v.add_incoming(tailed[r], tail_bb)
+                joined.append(v)
+            total = joined
+        last = builder.basic_block
+        newf = [builder.fadd(accf[r], builder.sitofp(total[r], v16f32), flags=EXACT) for r in range(R)]
+        i0.add_incoming(c(0), entry)
+        i0.add_incoming(end, last)
+        for r in range(R):
+            accf[r].add_incoming(zero_f, entry)
+            accf[r].add_incoming(newf[r], last)
+        builder.cbranch(builder.icmp_signed("<", end, n), outer, done)
+
+        builder.position_at_end(done)
+        finals = []
+        for r in range(R):
+            v = builder.phi(v16f32)
+            v.add_incoming(zero_f, entry)
+            v.add_incoming(newf[r], last)
+            finals.append(v)
+        sums = _lane_sums(builder, finals)
+        outs = [builder.fadd(biases[r], builder.fmul(sums[r], builder.fmul(s0, xs_vals[r], flags=EXACT),
+                                                     flags=EXACT), flags=EXACT) for r in range(R)]
+        return context.make_tuple(builder, signature.return_type, outs)
+    return codegen
+
+
+def _typed(R, q, s, xq, xs, bs, n):
+    ok = (isinstance(q, types.Array) and q.ndim == 1 and q.dtype in (types.int8, types.uint8) and q.layout == "C"
+          and isinstance(s, types.Array) and s.ndim == 1 and s.dtype == types.float32 and s.layout == "C"
+          and all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.int16 and a.layout == "C"
+                  for a in xq)
+          and all(v == types.float32 for v in xs + bs) and isinstance(n, types.Integer))
+    if not ok:
+        return None
+    return types.UniTuple(types.float32, R)(q, s, *xq, *xs, *bs, n), _codegen(R, q.dtype == types.uint8)
+
+
+@intrinsic
+def q8a16_dot_1(typingctx, q, s, xq0, xs0, b0, n):
+    """b0 + (q . xq0) * (s[0] * xs0) -> (f32,)"""
+    return _typed(1, q, s, (xq0,), (xs0,), (b0,), n)
+
+
+@intrinsic
+def q8a16_dot_2(typingctx, q, s, xq0, xq1, xs0, xs1, b0, b1, n):
+    return _typed(2, q, s, (xq0, xq1), (xs0, xs1), (b0, b1), n)
+
+
+@intrinsic
+def q8a16_dot_3(typingctx, q, s, xq0, xq1, xq2, xs0, xs1, xs2, b0, b1, b2, n):
+    return _typed(3, q, s, (xq0, xq1, xq2), (xs0, xs1, xs2), (b0, b1, b2), n)
+
+
+@intrinsic
+def q8a16_dot_4(typingctx, q, s, xq0, xq1, xq2, xq3, xs0, xs1, xs2, xs3, b0, b1, b2, b3, n):
+    return _typed(4, q, s, (xq0, xq1, xq2, xq3), (xs0, xs1, xs2, xs3), (b0, b1, b2, b3), n)
+
+
+@intrinsic
+def q8a16_dot_8(typingctx, q, s, xq0, xq1, xq2, xq3, xq4, xq5, xq6, xq7, xs0, xs1, xs2, xs3, xs4, xs5, xs6, xs7,
+                b0, b1, b2, b3, b4, b5, b6, b7, n):
+    return _typed(8, q, s, (xq0, xq1, xq2, xq3, xq4, xq5, xq6, xq7), (xs0, xs1, xs2, xs3, xs4, xs5, xs6, xs7),
+                  (b0, b1, b2, b3, b4, b5, b6, b7), n)
