@@ -36,8 +36,8 @@ from tinyqmoe.kernels.elementwise import rmsnorm
 from tinyqmoe.kernels.half import from_f32, to_f32
 from tinyqmoe.kernels.rowdot import (ACT, WIDE, q8_dot_1, q8_dot_2, q8_dot_3, q8_dot_4, q8_dot_8, u4a8_dot_1,
                                      u4a8_dot_2, u4a8_dot_3)
-from tinyqmoe.kernels.rowdot_a16 import (A16, q8a16_dot_1, q8a16_dot_2, q8a16_dot_3, q8a16_dot_4, q8a16_dot_8,
-                                         quantize_a16)
+from tinyqmoe.kernels.rowdot_a16 import (A16, empty_tokens, q8a16_dot_1, q8a16_dot_2, q8a16_dot_3, q8a16_dot_4,
+                                         q8a16_dot_8, quantize_a16)
 from tinyqmoe.kernels.fastexp import exp_f32
 from tinyqmoe.kernels.gemm_i8 import act_scale
 
@@ -121,7 +121,7 @@ def _activations(x, q, scale):
         def int16_tokens(x, q, scale):
             T, I = x.shape
             n = T if scale.shape[1] == 1 else 0
-            xq = np.empty((n, I), np.int16)
+            xq = empty_tokens(n, I)
             xs = np.empty(n, np.float32)
             quantize_a16(xq, xs, x[:n])
             return x, xq, xs

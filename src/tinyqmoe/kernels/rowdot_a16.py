@@ -35,6 +35,11 @@ A16 = WIDE and "+avx512bw" in _FEATURES and "+avx512vnni" in _FEATURES
 STEP = 32        # inputs a step: one <32 x i16> vector of a token's activations
 SPAN = 8192      # inputs whose int32 lane sums cannot overflow (8192 / 32 x 2 x 128 x 32767 < 2^31)
 QMAX = 32767     # the activations' int16 range: -QMAX..QMAX
+# Weight bytes ahead of the current step that each step asks the cache for (`prefetch`): rows are
+# contiguous, so this reaches ~7 rows of 576 ahead, across the row boundary the hardware prefetcher
+# only follows after the next row's first miss. A decode step of 8 sequences 9.6-10.8 against 12.0-13.3
+# ms without it, one sequence 4.3-5.3 against 4.9-6.1 ms (3 of 4 and 4 of 4 alternated runs, Zen 5).
+PREFETCH = 4096
 
 
 def takes_a16(n_inputs: int, groups: int, offsets: bool = False) -> bool:
@@ -42,6 +47,16 @@ def takes_a16(n_inputs: int, groups: int, offsets: bool = False) -> bool:
     (kernels/layer.py row_times_tokens)? Then every source multiplies them so (weights/linear.py,
     weights/chunked.py), whatever the number of tokens, and gets the same bits."""
     return A16 and groups == 1 and not offsets and n_inputs > 0 and n_inputs % STEP == 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def empty_tokens(n, I):
+    """An (n, I) int16 array for quantize_a16 whose rows start on 64-byte boundaries (I % 32 == 0): each
+    step then loads one cache line per token. numba aligns arrays to 32 bytes only; with the rows 32 bytes
+    off a line, every load is split in two and the 8-token tile ran at 104 against 164 GMAC/s (measured)."""
+    raw = np.empty(n * I + 32, np.int16)
+    start = ((-raw.ctypes.data) % 64) // 2
+    return raw[start:start + n * I].reshape((n, I))
 
 
 # fastmath=False said, not left out: numba compiles a callee that does not set it with its caller's
@@ -83,6 +98,8 @@ def _codegen(R, packed):
         madd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16i32, [v32i16, v32i16]),
                                               "llvm.x86.avx512.pmaddw.d.512")
         c = lambda v: ir.Constant(i64, v)  # noqa: E731
+        prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [
+            ir.IntType(8).as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8")
         zero_i, zero_f = ir.Constant(v16i32, None), ir.Constant(v16f32, None)
 
         entry = builder.basic_block
@@ -111,6 +128,9 @@ def _codegen(R, packed):
                                                                 [v for m in range(16) for v in (m, 16 + m)]))
             else:
                 wq = builder.load(builder.bitcast(builder.gep(q_ptr, [i]), v32i8.as_pointer()), align=1)
+            if PREFETCH:
+                ahead = builder.gep(q_ptr, [builder.add(builder.lshr(i, c(1)) if packed else i, c(PREFETCH))])
+                builder.call(prefetch, [ahead, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
             w = builder.sext(wq, v32i16)
             out = []
             for r in range(R):
