@@ -392,6 +392,14 @@ class Model:
         return self._decode_path
 
     @property
+    def fused_prompt_chunks(self) -> bool:
+        """Do prompt chunks of up to 32 tokens cost less in the fused call (`forward_batch(...,
+        path="stream")`, beside decoding rows) than alone in the prompt path? Yes where every row
+        multiplies int16 tokens (kernels/rowdot_a16.py: AVX-512 VNNI, rows with one scale): 1,230-1,370
+        against 970-1,080 prompt tokens/s on Zen 5 (docs/serving.md). The server's scheduler asks."""
+        return self._decode_path == "fused" and self._fused.int16_tokens
+
+    @property
     def prefill_path(self) -> str:
         """How resident int8 linears multiply more than 16 rows (long prompts): "int8" (the default)
         quantizes the activations per token and block of 32 inputs and runs int8 x int8 products with
@@ -493,8 +501,9 @@ class Model:
     FUSED_ROWS = 64    # rows per fused call (bounds its scratch); splitting never changes a row's result
 
     def _forward_fused(self, states, token_lists, all_logits, path) -> list[np.ndarray]:
-        """Sequences of up to SMALL_BATCH tokens run in fused calls of up to FUSED_ROWS rows, whose rows
-        are independent of each other (kernels/rowdot.py); longer ones (prompts) the reference way."""
+        """Sequences of up to SMALL_BATCH tokens (path "stream": of up to FUSED_ROWS) run in fused calls
+        of up to FUSED_ROWS rows, whose rows are independent of each other (kernels/rowdot.py); longer
+        ones (prompts) the reference way."""
         results: list = [None] * len(states)
         group: list[int] = []
 
@@ -505,8 +514,9 @@ class Model:
             group.clear()
 
         rows = 0
+        longest = self.FUSED_ROWS if path == "stream" else SMALL_BATCH
         for i, ids in enumerate(token_lists):
-            if len(ids) > SMALL_BATCH:
+            if len(ids) > longest:
                 results[i] = forward_batch(self.weights, [states[i]], [ids], self.runtime, self._acts,
                                            all_logits, path)[0]
                 continue

@@ -17,6 +17,7 @@ import numpy as np
 from tinyqmoe.kernels.half import kernel_view
 from tinyqmoe.kernels.layer import model_q8
 from tinyqmoe.kernels.rowdot import fits
+from tinyqmoe.kernels.rowdot_a16 import takes_a16
 
 LINEARS = ("wqkv", "wo", "w_gate_up", "w_down")
 
@@ -38,6 +39,11 @@ def _fits(linear) -> bool:
     n_in = q.shape[1] * (2 if q.dtype == np.uint8 else 1)
     return (q.flags.c_contiguous and scale.dtype == np.float32 and scale.flags.c_contiguous
             and fits(n_in, n_in // scale.shape[-1]))
+
+
+def _takes_a16(linear) -> bool:
+    q, scale = _rows(linear), _kscale(linear)
+    return scale.ndim == 2 and takes_a16(q.shape[1] * (2 if q.dtype == np.uint8 else 1), scale.shape[1])
 
 
 def supports(weights) -> bool:
@@ -69,6 +75,10 @@ class FusedDecode:
                                    for l in layers)
                              for name in LINEARS for part in ("q", "scale"))
         self.norm = np.ascontiguousarray(weights.norm, dtype=np.float32)
+        # every row multiplies int16 tokens (kernels/rowdot_a16.py: A16 host, one scale a row): then a
+        # 32-token prompt chunk costs less here, beside the decoding rows, than alone in the int8 GEMM
+        self.int16_tokens = all(_takes_a16(getattr(l, name)) for l in layers for name in LINEARS) and _takes_a16(
+            weights.lm_head)
         self.rows = 0
         self.out = np.empty((0, config.vocab_size), np.float32)         # [J, V]: the rows whose logits are asked
         self.scores = np.empty((0, 0), np.float32)

@@ -6,7 +6,8 @@ prompt path (the int8 GEMM with resident int8 weights, blocked BLAS otherwise), 
 between the decode steps, so running streams keep going. With resident int8 weights (the fused path,
 kernels/layer.py) the decode step is ONE compiled call: every decoding sequence adds its last token,
 and prompts whose next chunk is short (a prompt's tail, at most SMALL_BATCH tokens) add it, oldest
-first, up to FUSED_PREFILL rows, so the weights are read once per step for all of it. The fused tiles
+first, up to FUSED_PREFILL rows, so the weights are read once per step for all of it (where the fused
+rows multiply int16 tokens, kernels/rowdot_a16.py, whole chunks join it too: no prompt path). The fused tiles
 sum each token in an order the code fixes (kernels/rowdot.py), and the GEMM sums each token's blocks
 exactly in int32 (kernels/gemm_i8.py), so no row's numbers depend on the rest of its call; and which
 path a chunk takes depends on its length only. Other weight sources decode with path="stream" (per-row
@@ -122,6 +123,8 @@ class Scheduler:
         self.parallel = parallel
         self.queue_limit = queue
         self.keep_caches = parallel if keep_caches is None else keep_caches
+        # where the fused call multiplies int16 tokens, long prompt chunks join it too (Model.fused_prompt_chunks)
+        self.fused_prompts = getattr(model, "fused_prompt_chunks", False)
         self.stop_ids = model.tokenizer.stop_ids
         self.steps = 0              # batched forward passes made
         self.reused_tokens = 0      # prompt tokens whose KV came from a kept cache
@@ -230,12 +233,13 @@ class Scheduler:
         self.steps += 1
 
     def _fused_step(self) -> None:
-        """The next long prompt chunk alone (the prompt path: about twice the fused tiles' rate per
+        """The next long prompt chunk alone (the prompt path: about twice the f32 tiles' rate per
         token at 32 rows, kernels/gemm_i8.py), then one fused call for everything else: each decoding
-        sequence's token and the tails of waiting prompts, oldest first, up to FUSED_PREFILL rows. The
-        fused path's rows are independent of each other, so grouping changes no sequence's numbers,
-        only how often the weights are read."""
-        long = next((s for s in self._active if s.long_chunk), None)
+        sequence's token and the tails of waiting prompts, oldest first, up to FUSED_PREFILL rows. Where
+        the fused call multiplies int16 tokens (`fused_prompts`), faster than the GEMM, long chunks
+        join it as tails do and nothing runs alone. The fused path's rows are independent of each other,
+        so grouping changes no sequence's numbers, only how often the weights are read."""
+        long = None if self.fused_prompts else next((s for s in self._active if s.long_chunk), None)
         if long is not None:
             self._prefill_chunk(long)   # may finish the prompt: then it decodes below, in this step
         decoding = [s for s in self._active if not s.prefilling]
@@ -243,7 +247,7 @@ class Scheduler:
         tokens = [[s.next_token] for s in decoding]
         tails, rows = [], 0
         for slot in self._active:
-            if not slot.prefilling or slot.long_chunk:
+            if not slot.prefilling or (slot.long_chunk and not self.fused_prompts):
                 continue
             end = slot.chunk_end(PREFILL_CHUNK)
             if tails and rows + end - slot.fed > FUSED_PREFILL:
