@@ -1,5 +1,6 @@
-"""The decode row tiles alone (kernels/rowdot.py through kernels/layer.matmul_tiles): multiply-adds per
-second for T tokens, weights streamed from memory or resident in L2.
+"""The decode row tiles alone (kernels/rowdot.py, or kernels/rowdot_a16.py on AVX-512 VNNI hosts, through
+kernels/layer.matmul_tiles): multiply-adds per second for T tokens, weights streamed from memory or
+resident in L2.
 
     .venv/bin/python benchmarks/row_tiles.py [--rounds 7] [--tokens 1,2,3,4,8]
 
@@ -40,8 +41,14 @@ def main() -> None:
     streamed = [(rng.integers(-127, 128, (1536, 576), dtype=np.int8), rng.random((1536, 1), dtype=np.float32))
                 for _ in range(80)]
     cached = [streamed[0][0][:512].copy(), streamed[0][1][:512].copy()]
+    try:                                           # a tree before 2026-12-03 has no W8A16 rows
+        from tinyqmoe.kernels.rowdot_a16 import A16
+    except ImportError:
+        A16 = False
+    kernel = ("int16 tokens, exact int32 sums (kernels/rowdot_a16.py)" if A16 else
+              f"f32 tokens, {rowdot.LANES} lanes x {rowdot.ACCS} accumulators (kernels/rowdot.py)")
     print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; numba threads {os.environ.get('NUMBA_NUM_THREADS', 'all')}; "
-          f"tiles of up to {getattr(rowdot, 'TILE', 3)} tokens, {rowdot.LANES} lanes x {rowdot.ACCS} accumulators\n")
+          f"tiles of up to {getattr(rowdot, 'TILE', 3)} tokens; {kernel}\n")
     print("| tokens | streamed GMAC/s | in L2 GMAC/s |\n|---:|---:|---:|")
     for T in (int(t) for t in args.tokens.split(",")):
         x = rng.standard_normal((T, 576)).astype(np.float32)
