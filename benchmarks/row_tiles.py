@@ -2,7 +2,7 @@
 kernels/layer.matmul_tiles): multiply-adds per second for T tokens, weights streamed from memory or
 resident in L2.
 
-    .venv/bin/python benchmarks/row_tiles.py [--rounds 7] [--tokens 1,2,3,4,8]
+    .venv/bin/python benchmarks/row_tiles.py [--rounds 7] [--tokens 1,2,3,4,8,16]
 
 streamed: 80 int8 matrices of 1536 x 576 (the default model's gate|up shape, 70 MB: more than any L3 here)
 multiplied in turn, as a decode step reads its weights; in L2: one 512 x 576 matrix (295 KB) 20 times.
@@ -31,7 +31,7 @@ def best_seconds(fn, rounds: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--tokens", default="1,2,3,4,8")
+    ap.add_argument("--tokens", default="1,2,3,4,8,16")
     args = ap.parse_args()
     from tinyqmoe.hw.sysinfo import cpu_model
     from tinyqmoe.kernels import rowdot
@@ -47,8 +47,11 @@ def main() -> None:
         A16 = False
     kernel = ("int16 tokens, exact int32 sums (kernels/rowdot_a16.py)" if A16 else
               f"f32 tokens, {rowdot.LANES} lanes x {rowdot.ACCS} accumulators (kernels/rowdot.py)")
+    from tinyqmoe.kernels import layer
+    tiles = (f"tiles of {layer.ROWS} rows x 4 tokens, 1 row x 1-3 tokens" if A16 and hasattr(layer, "ROWS")
+             else f"tiles of 1 row x up to {getattr(rowdot, 'TILE', 3)} tokens")
     print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; numba threads {os.environ.get('NUMBA_NUM_THREADS', 'all')}; "
-          f"tiles of up to {getattr(rowdot, 'TILE', 3)} tokens; {kernel}\n")
+          f"{tiles}; {kernel}\n")
     print("| tokens | streamed GMAC/s | in L2 GMAC/s |\n|---:|---:|---:|")
     for T in (int(t) for t in args.tokens.split(",")):
         x = rng.standard_normal((T, 576)).astype(np.float32)

@@ -189,6 +189,33 @@ def test_fused_rows_never_depend_on_their_batch(group, kind):
         assert a.pos == b.pos and np.array_equal(a.k, b.k) and np.array_equal(a.v, b.v)
 
 
+def test_fused_rows_of_odd_shapes_never_depend_on_their_batch():
+    """Row counts that are not multiples of the work items or of the 4-row tiles (kernels/layer.py ITEM,
+    ROWS): 18 rows per half head (RoPE pairs), a vocabulary of 510; batches of 1 to 6 sequences, so
+    tiles of 4 tokens and their 1-3 token tails: each sequence bit for bit as alone, and the reference
+    forward pass within rounding."""
+    import dataclasses
+
+    cfg = dataclasses.replace(PRESETS["tiny"], n_heads=8, n_kv_heads=4, head_dim=36, vocab_size=510)
+    w = from_checkpoint(MemoryCheckpoint(cfg, random_tensors(cfg, 4)), "int8", None)
+    fused = FusedDecode(w, cfg)
+    prompts = [IDS[:3], IDS[5:12], IDS[2:4], IDS[9:18], IDS[1:2], IDS[4:9]]
+    alone, batch = [], []
+    for p in prompts:
+        for states in (alone, batch):
+            states.append(RunState(cfg, 32))
+            fused.run([states[-1]], [p])
+        ref = forward(w, RunState(cfg, 32), p)
+        np.testing.assert_allclose(fused.run([RunState(cfg, 32)], [p])[0], ref, rtol=AGREE,
+                                   atol=AGREE * np.abs(ref).max())
+    for n in range(1, len(prompts) + 1):
+        tokens = [[(5 * i + n) % cfg.vocab_size] for i in range(n)]
+        solo = [fused.run([s], [t])[0] for s, t in zip(alone[:n], tokens)]
+        together = fused.run(batch[:n], tokens)
+        for i in range(n):
+            assert np.array_equal(together[i], solo[i]), (n, i)
+
+
 def test_fused_prompt_rows_and_last_row_agree():
     """A short prompt in one call: all rows' logits, or the last row's only (the LM head for it alone),
     the same numbers; a sequence given twice in one call is refused."""
@@ -263,7 +290,7 @@ def test_row_tiles_never_depend_on_their_tile(layout):
     from tinyqmoe.kernels.rowdot import TILE
 
     rng = np.random.default_rng(11)
-    O, I = 24, 96
+    O, I = 38, 96                                        # 2 work items of 16 rows and 6: 4-row tiles + 2 rows
     q = rng.integers(-8 if layout == "int4" else -127, 8 if layout == "int4" else 128, (O, I), dtype=np.int8)
     G = 1 if layout == "row" else I // 32
     scale = (0.01 + rng.random((O, G))).astype(np.float32)
@@ -295,27 +322,30 @@ def test_row_tiles_never_depend_on_their_tile(layout):
 def test_a16_integer_sums_are_exact_past_a_span(n):
     """kernels/rowdot_a16.py: the extreme products (-128 x -32767, one sign over a whole row) summed
     exactly, spans of 8192 inputs included (an int32 lane would overflow without them), for every tile
-    size, an odd and an even number of 32-input steps; quantize_a16's int16 values and scales."""
+    size (5 rows: a 4-row x 4-token tile and a row alone), an odd and an even number of 32-input steps;
+    quantize_a16's int16 values and scales."""
     from tinyqmoe.kernels.layer import matmul_tiles
     from tinyqmoe.kernels.rowdot_a16 import quantize_a16
 
     rng = np.random.default_rng(3)
-    q = np.full((3, n), -128, np.int8)
+    q = np.full((5, n), -128, np.int8)
     q[1] = rng.integers(-128, 128, n, dtype=np.int8)
     q[2, ::2] = 127
-    scale = np.array([[1.0], [0.5], [2.0 ** -20]], np.float32)
+    q[3] = 127
+    q[4] = rng.integers(-128, 128, n, dtype=np.int8)
+    scale = np.array([[1.0], [0.5], [2.0 ** -20], [3.0], [0.25]], np.float32)
     x = np.full((9, n), -1.0, np.float32)
     x[1:] = rng.standard_normal((8, n)).astype(np.float32)
     xq, xs = np.empty((9, n), np.int16), np.empty(9, np.float32)
     quantize_a16(xq, xs, x)
     assert np.abs(xq).max() == 32767 and np.all(xq[0] == -32767) and xs[0] == np.float32(1 / 32767)
     np.testing.assert_array_equal(xq, np.rint(x * (np.float32(32767) / np.abs(x).max(axis=1, keepdims=True))))
-    exact = (xq.astype(np.int64) @ q.astype(np.int64).T).astype(np.float64)   # (9, 3) integer sums
+    exact = (xq.astype(np.int64) @ q.astype(np.int64).T).astype(np.float64)   # (9, 5) integer sums
     mult = scale[:, 0][None, :].astype(np.float64) * xs[:, None].astype(np.float64)
     want = exact * mult
     magnitude = (np.abs(xq.astype(np.int64)) @ np.abs(q.astype(np.int64)).T) * mult   # what the lanes held
     for T in (1, 2, 3, 4, 8, 9):
-        y = np.empty((T, 3), np.float32)
+        y = np.empty((T, 5), np.float32)
         matmul_tiles(y, q, scale, x[:T])
         # the float steps after the exact sums: lanes converted to f32 and added (2^-24 of the lanes'
         # magnitude each, a few levels), then two roundings of the scale

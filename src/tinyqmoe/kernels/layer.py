@@ -16,13 +16,15 @@ activations; or packed 4-bit: uint4 rows (scales and offsets (O, 2, G)) multiply
 quantized to int8 per token and 32 inputs (`activations`, once per linear), int4 rows f32 activations.
 Where the host has AVX-512 VNNI, rows with one scale (G = 1) multiply the input quantized to int16 per
 token instead (W8A16, kernels/rowdot_a16.py: exact integer sums).
-Each weight row is multiplied with up to 3 token rows at once (8 with AVX-512: kernels/rowdot.py), in
-an order fixed per token: a row's results never depend on the other rows of the call (batch invariance). A layer
-is five parallel regions (each one fork/join of the numba threads), the small steps fused into them:
-  1. qkv rows in (i, i+E/2) pairs, so RoPE and the KV-cache write happen where the pair is computed
+Each weight row is multiplied with up to 3 token rows at once (8 with AVX-512: kernels/rowdot.py; in
+W8A16 tiles of 4 rows x 4 tokens, rows_times_tokens), in an order fixed per token: a row's results never
+depend on the other rows of the call (batch invariance). A layer is five parallel regions (each one
+fork/join of the numba threads), work items of ITEM rows, the small steps fused into them:
+  1. qkv rows in blocks of (i, i+E/2) pairs of one head, so RoPE and the KV-cache write happen where
+     the pairs are computed
   2. attention, one (row, head) per item, over positions 0..pos[t] of the row's sequence
   3. output projection rows, residual added in place
-  4. gate|up rows in (i, F+i) pairs, SiLU(gate)*up where the pair is computed
+  4. gate|up rows in blocks of (i, F+i) pairs, SiLU(gate)*up where the pairs are computed
   5. down projection rows, residual added in place
 The two rmsnorms (D floats per row) run on the calling thread between regions.
 Like every forward-pass kernel (attention.py, elementwise.py) these use numpy's error model: activations
@@ -36,13 +38,14 @@ from tinyqmoe.kernels.elementwise import rmsnorm
 from tinyqmoe.kernels.half import from_f32, to_f32
 from tinyqmoe.kernels.rowdot import (ACT, WIDE, q8_dot_1, q8_dot_2, q8_dot_3, q8_dot_4, q8_dot_8, u4a8_dot_1,
                                      u4a8_dot_2, u4a8_dot_3)
-from tinyqmoe.kernels.rowdot_a16 import (A16, empty_tokens, q8a16_dot_1, q8a16_dot_2, q8a16_dot_3, q8a16_dot_4,
-                                         q8a16_dot_8, quantize_a16)
+from tinyqmoe.kernels.rowdot_a16 import (A16, empty_tokens, q8a16_dot_1, q8a16_dot_2, q8a16_dot_3, q8a16_dot_4x4,
+                                         quantize_a16)
 from tinyqmoe.kernels.fastexp import exp_f32
 from tinyqmoe.kernels.gemm_i8 import act_scale
 
 
-SILU_BLOCK = 16   # gate|up rows per work item (ffn dims are multiples of 32: kernels/decode.py supports)
+SILU_BLOCK = 16   # gate|up rows per work item (ffn dims are multiples of 32: kernels/decode.py supports);
+                  # a multiple of ROWS
 
 
 @intrinsic
@@ -168,38 +171,100 @@ def _row_times_tokens(y, o, q_row, s_row, a, add):
             if a[1].shape[0] == 0 or s_row.shape[0] != 1:    # grouped rows: the f32 tiles
                 f32_rows(y, o, q_row, s_row, a, add)
             else:
-                a16_rows(y, o, q_row, s_row, a[1], a[2], add)
+                a16_rows(y, o, q_row, s_row, a[1], a[2], add, 0)
         return int8_rows
     return lambda y, o, q_row, s_row, a, add: f32_rows(y, o, q_row, s_row, a, add)
 
 
-@njit(fastmath=True, cache=True, nogil=True, inline="always")
-def a16_rows(y, o, q_row, s_row, xq, xs, add):
-    """y[t, o] (+)= row o . token t for the int16 tokens xq (T, I), xs (T,) (kernels/rowdot_a16.py), in
-    tiles of 8, then one of 4, then 3, 2, 1 (the same sums in any tile)."""
+ROWS = 4    # rows of one W8A16 tile (a16_rows_block)
+ITEM = 16   # rows a parallel work item multiplies in one rows_times_tokens call (a multiple of ROWS)
+
+
+def rows_times_tokens(y, o, q, r, s, sr, n, a, add):
+    """y[t, o + k] (+)= (q[r + k] * s[sr + k]) . token t for k < n, for every token of the activations a
+    (`activations` of q, s). Where rows multiply int16 tokens (A16 hosts, one scale a row) and there are 4
+    tokens or more, four rows at once times four tokens at once (a16_rows_block); elsewhere row by row
+    (row_times_tokens). The same bits either way."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(rows_times_tokens, inline="always")
+def _rows_times_tokens(y, o, q, r, s, sr, n, a, add):
+    if A16 and s.ndim == 2 and len(a) == 3:
+        def blocks(y, o, q, r, s, sr, n, a, add):
+            xq, xs = a[1], a[2]
+            if xq.shape[0] >= 4 and s.shape[1] == 1:
+                a16_rows_block(y, o, q, r, s, sr, n, xq, xs, add)
+            elif xq.shape[0] > 0 and s.shape[1] == 1:     # 1-3 tokens: a decode step's rows, inlined
+                for k in range(n):
+                    a16_rows(y, o + k, q[r + k], s[sr + k], xq, xs, add, 0)
+            else:                                           # grouped rows: the f32 tiles
+                rows_one_by_one(y, o, q, r, s, sr, n, a, add)
+        return blocks
+
+    def rows(y, o, q, r, s, sr, n, a, add):
+        for k in range(n):
+            row_times_tokens(y, o + k, q[r + k], s[sr + k], a, add)
+    return rows
+
+
+# Calls, not inlined (one a work item of ITEM rows): the 16-sum tiles and the f32 tiles inlined at every
+# call site of the layer's parallel regions made compiling a layer take minutes (measured); the tiles of
+# 1-3 tokens stay inlined (called per work item, a decode step of one sequence ran 20-40% slower)
+@njit(fastmath=True, cache=True, nogil=True)
+def rows_one_by_one(y, o, q, r, s, sr, n, a, add):
+    for k in range(n):
+        row_times_tokens(y, o + k, q[r + k], s[sr + k], a, add)
+
+
+@njit(fastmath=True, cache=True, nogil=True)
+def a16_rows_block(y, o, q, r, s, sr, n, xq, xs, add):
+    """Rows q[r + k] (scales s[sr + k]) into columns o + k of y, k < n, times the int16 tokens xq, xs
+    (kernels/rowdot_a16.py): tiles of 4 rows x 4 tokens (q8a16_dot_4x4: each row's bytes and each token's
+    activations loaded once for the 16 sums), each row's last 1-3 tokens, and the last 1-3 rows, by
+    a16_rows."""
     T, I = xq.shape
     z = np.float32(0.0)
-    t = 0
-    while t + 8 <= T:
-        b = (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o],
-             y[t + 4, o], y[t + 5, o], y[t + 6, o], y[t + 7, o]) if add else (z, z, z, z, z, z, z, z)
-        (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o],
-         y[t + 4, o], y[t + 5, o], y[t + 6, o], y[t + 7, o]) = q8a16_dot_8(
-            q_row, s_row, xq[t], xq[t + 1], xq[t + 2], xq[t + 3], xq[t + 4], xq[t + 5], xq[t + 6], xq[t + 7],
-            xs[t], xs[t + 1], xs[t + 2], xs[t + 3], xs[t + 4], xs[t + 5], xs[t + 6], xs[t + 7],
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], I)
-        t += 8
-    if T - t >= 4:
-        b0, b1, b2, b3 = (y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o]) if add else (z, z, z, z)
-        y[t, o], y[t + 1, o], y[t + 2, o], y[t + 3, o] = q8a16_dot_4(
-            q_row, s_row, xq[t], xq[t + 1], xq[t + 2], xq[t + 3], xs[t], xs[t + 1], xs[t + 2], xs[t + 3],
-            b0, b1, b2, b3, I)
-        t += 4
-    if T - t == 3:
+    for k in range(0, n - ROWS + 1, ROWS):
+        q0, q1, q2, q3 = q[r + k], q[r + k + 1], q[r + k + 2], q[r + k + 3]
+        s0, s1, s2, s3 = s[sr + k], s[sr + k + 1], s[sr + k + 2], s[sr + k + 3]
+        o0, o1, o2, o3 = o + k, o + k + 1, o + k + 2, o + k + 3
+        t = 0
+        while t + 4 <= T:
+            if add:
+                b = (y[t, o0], y[t + 1, o0], y[t + 2, o0], y[t + 3, o0], y[t, o1], y[t + 1, o1], y[t + 2, o1],
+                     y[t + 3, o1], y[t, o2], y[t + 1, o2], y[t + 2, o2], y[t + 3, o2],
+                     y[t, o3], y[t + 1, o3], y[t + 2, o3], y[t + 3, o3])
+            else:
+                b = (z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z)
+            v = q8a16_dot_4x4(q0, q1, q2, q3, s0, s1, s2, s3, xq[t], xq[t + 1], xq[t + 2], xq[t + 3],
+                              xs[t], xs[t + 1], xs[t + 2], xs[t + 3], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+                              b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15], I)
+            (y[t, o0], y[t + 1, o0], y[t + 2, o0], y[t + 3, o0], y[t, o1], y[t + 1, o1], y[t + 2, o1],
+             y[t + 3, o1], y[t, o2], y[t + 1, o2], y[t + 2, o2], y[t + 3, o2],
+             y[t, o3], y[t + 1, o3], y[t + 2, o3], y[t + 3, o3]) = v
+            t += 4
+        if t < T:
+            for m in range(ROWS):
+                a16_rows(y, o + k + m, q[r + k + m], s[sr + k + m], xq, xs, add, t)
+    for k in range(n - n % ROWS, n):
+        a16_rows(y, o + k, q[r + k], s[sr + k], xq, xs, add, 0)
+
+
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def a16_rows(y, o, q_row, s_row, xq, xs, add, t0):
+    """y[t, o] (+)= row o . token t for the int16 tokens xq (T, I), xs (T,) (kernels/rowdot_a16.py), t >= t0,
+    in tiles of 3, then one of 2 or 1: a16_rows_block's tails and decode steps of 1-3 tokens (4 and more run
+    in a16_rows_block; the same sums in any tile)."""
+    T, I = xq.shape
+    z = np.float32(0.0)
+    t = t0
+    while t + 3 <= T:
         b0, b1, b2 = (y[t, o], y[t + 1, o], y[t + 2, o]) if add else (z, z, z)
         y[t, o], y[t + 1, o], y[t + 2, o] = q8a16_dot_3(q_row, s_row, xq[t], xq[t + 1], xq[t + 2],
                                                         xs[t], xs[t + 1], xs[t + 2], b0, b1, b2, I)
-    elif T - t == 2:
+        t += 3
+    if T - t == 2:
         b0, b1 = (y[t, o], y[t + 1, o]) if add else (z, z)
         y[t, o], y[t + 1, o] = q8a16_dot_2(q_row, s_row, xq[t], xq[t + 1], xs[t], xs[t + 1], b0, b1, I)
     elif T - t == 1:
@@ -244,8 +309,10 @@ def matmul_tiles(y, q, scale, x):
     uint4) @ x (T,I)^T -> y (T,O), each row by
     row_times_tokens (the 4-bit linears' streaming kernel outside the fused path)"""
     a = activations(x, q, scale)
-    for o in prange(q.shape[0]):
-        row_times_tokens(y, o, q[o], scale[o], a, False)
+    O = q.shape[0]
+    for item in prange((O + ITEM - 1) // ITEM):
+        o = item * ITEM
+        rows_times_tokens(y, o, q, o, scale, o, min(ITEM, O - o), a, False)
 
 
 @njit(fastmath=True, cache=True, nogil=True)
@@ -253,8 +320,7 @@ def matmul_tiles_rows(y, q, scale, x, row0):
     """y[:, row0 + r] = row r of q (a chunk of rows) times every row of x, by row_times_tokens, with the
     scales of rows row0.. of `scale` (the whole tensor's); serial (the caller spreads chunks)."""
     a = activations(x, q, scale)
-    for r in range(q.shape[0]):
-        row_times_tokens(y, row0 + r, q[r], scale[row0 + r], a, False)
+    rows_times_tokens(y, row0, q, 0, scale, row0, q.shape[0], a, False)
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
@@ -280,27 +346,31 @@ def layer_q8(x, h, q, att, f, tmp, scores,
     # attention rmsnorm
     rmsnorm(h, x, attn_norm, eps)
     a_qkv = activations(h, wqkv_q, wqkv_s)
-    # qkv matmuls in row pairs (i, i+E/2) of one head: RoPE on q and k, then k and v into the caches
-    for j in prange((H + 2 * K) * half):
-        head = j // half
-        r0 = head * E + j % half
-        r1 = r0 + half
-        i = j % half
-        row_times_tokens(tmp, r0, wqkv_q[r0], wqkv_s[r0], a_qkv, False)
-        row_times_tokens(tmp, r1, wqkv_q[r1], wqkv_s[r1], a_qkv, False)
-        for t in range(T):
-            a = tmp[t, r0]
-            b = tmp[t, r1]
-            if head < H + K:
-                c = cos[t, i]
-                s = sin[t, i]
-                a, b = a * c - b * s, b * c + a * s
-            if head < H:
-                q[t, r0] = a
-                q[t, r1] = b
-            else:
-                tmp[t, r0] = a
-                tmp[t, r1] = b
+    # qkv matmuls in blocks of row pairs (i, i+E/2) of one head: RoPE on q and k, then k and v into the caches
+    nb = (half + ITEM - 1) // ITEM
+    for j in prange((H + 2 * K) * nb):
+        head = j // nb
+        i0 = (j % nb) * ITEM
+        n = min(ITEM, half - i0)
+        rows_times_tokens(tmp, head * E + i0, wqkv_q, head * E + i0, wqkv_s, head * E + i0, n, a_qkv, False)
+        rows_times_tokens(tmp, head * E + i0 + half, wqkv_q, head * E + i0 + half, wqkv_s, head * E + i0 + half, n,
+                          a_qkv, False)
+        for i in range(i0, i0 + n):
+            r0 = head * E + i
+            r1 = r0 + half
+            for t in range(T):
+                a = tmp[t, r0]
+                b = tmp[t, r1]
+                if head < H + K:
+                    c = cos[t, i]
+                    s = sin[t, i]
+                    a, b = a * c - b * s, b * c + a * s
+                if head < H:
+                    q[t, r0] = a
+                    q[t, r1] = b
+                else:
+                    tmp[t, r0] = a
+                    tmp[t, r1] = b
     write_kv(tmp, Q, K, E, l, n_layers, k_addr, v_addr, cap, seq, pos, k_like, v_like)
     # multi-head attention (grouped-query: H/K query heads share a kv head); row t sees 0..pos[t].
     # Through 1-D row views and a fresh accumulator: indexing the 4-D caches and the shared `att` inside
@@ -338,8 +408,9 @@ def layer_q8(x, h, q, att, f, tmp, scores,
         att[t, hd * E:(hd + 1) * E] = acc
     # output projection and residual connection
     a_o = activations(att, wo_q, wo_s)
-    for o in prange(D):
-        row_times_tokens(x, o, wo_q[o], wo_s[o], a_o, True)
+    for item in prange((D + ITEM - 1) // ITEM):
+        o = item * ITEM
+        rows_times_tokens(x, o, wo_q, o, wo_s, o, min(ITEM, D - o), a_o, True)
     # ffn rmsnorm
     rmsnorm(h, x, ffn_norm, eps)
     a_gu = activations(h, wgu_q, wgu_s)
@@ -347,9 +418,8 @@ def layer_q8(x, h, q, att, f, tmp, scores,
     # bits in a vector lane or alone, so the SiLU may vectorize whatever the number of rows)
     for blk in prange(F // SILU_BLOCK):
         i0 = blk * SILU_BLOCK
-        for i in range(i0, i0 + SILU_BLOCK):
-            row_times_tokens(f, i, wgu_q[i], wgu_s[i], a_gu, False)
-            row_times_tokens(tmp, i, wgu_q[F + i], wgu_s[F + i], a_gu, False)
+        rows_times_tokens(f, i0, wgu_q, i0, wgu_s, i0, SILU_BLOCK, a_gu, False)
+        rows_times_tokens(tmp, i0, wgu_q, F + i0, wgu_s, F + i0, SILU_BLOCK, a_gu, False)
         for t in range(T):   # through 1-D row views: indexed f[t, i], tmp[t, i] it ran scalar, 5x slower
             fr = f[t, i0:i0 + SILU_BLOCK]
             ur = tmp[t, i0:i0 + SILU_BLOCK]
@@ -358,8 +428,9 @@ def layer_q8(x, h, q, att, f, tmp, scores,
                 fr[e] = g / (np.float32(1.0) + exp_f32(-g)) * ur[e]
     # down projection and residual connection
     a_d = activations(f, wd_q, wd_s)
-    for o in prange(D):
-        row_times_tokens(x, o, wd_q[o], wd_s[o], a_d, True)
+    for item in prange((D + ITEM - 1) // ITEM):
+        o = item * ITEM
+        rows_times_tokens(x, o, wd_q, o, wd_s, o, min(ITEM, D - o), a_d, True)
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True, error_model="numpy")
@@ -372,8 +443,10 @@ def logits_q8(out, x, h, rows, norm, head_q, head_s, eps):
     hj = h[:J]
     rmsnorm(hj, hj, norm, eps)
     a = activations(hj, head_q, head_s)
-    for v in prange(head_q.shape[0]):
-        row_times_tokens(out, v, head_q[v], head_s[v], a, False)
+    V = head_q.shape[0]
+    for item in prange((V + ITEM - 1) // ITEM):
+        v = item * ITEM
+        rows_times_tokens(out, v, head_q, v, head_s, v, min(ITEM, V - v), a, False)
 
 
 @njit(fastmath=True, cache=True, nogil=True, error_model="numpy")

@@ -29,7 +29,7 @@ from tinyqmoe.compress.tans_decode import tans_decode_core
 from tinyqmoe.compress.xxh64 import xxh64_core
 from tinyqmoe.compress.zstd_decode import LIBZSTD, zstd_decode_core
 from tinyqmoe.kernels.gemm_i8 import panel_rows, panel_rows_packed
-from tinyqmoe.kernels.layer import activations, row_times_tokens
+from tinyqmoe.kernels.layer import activations, rows_times_tokens
 from tinyqmoe.kernels.matvec import q8_row_dot
 from tinyqmoe.kernels.rowdot import BLOCK
 
@@ -200,8 +200,7 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
             if panel:
                 panel_chunk(y, p, scales[r0:r0 + rc], xp, xsp, xb, T, r0)
             else:
-                for r in range(rc):
-                    row_times_tokens(y, r0 + r, p[r], scales[r0 + r], a, False)
+                rows_times_tokens(y, r0, p, 0, scales, r0, rc, a, False)
             continue
         if bits == 8:
             q = dst.view(np.int8).reshape(rc, I)
@@ -214,8 +213,7 @@ def fused_linear(y, x, fd, cold, table, checks, xxh, scales, stored_buf, raw_buf
         if panel:
             panel_chunk(y, q, scales[r0:r0 + rc], xp, xsp, xb, T, r0)
         elif tiles:
-            for r in range(rc):
-                row_times_tokens(y, r0 + r, q[r], scales[r0 + r], a, False)
+            rows_times_tokens(y, r0, q, 0, scales, r0, rc, a, False)
         else:
             for r in range(rc):
                 for t in range(T):
